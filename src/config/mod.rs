@@ -1,0 +1,388 @@
+//! The experiment file: serde types, validation with file:line errors, and grid expansion
+//! ([`grid`]).
+//!
+//! Everything a run needs is validated before anything is written: a bad field, an unknown name or
+//! an impossible combination is one line `FILE:LINE:COL: what is wrong; valid choices`, exit code 2.
+
+pub mod grid;
+pub mod locate;
+
+use crate::data::SourceSpec;
+use crate::masks::MaskSpec;
+use crate::metrics::MetricsSpec;
+use crate::models::ModelSpec;
+use crate::unlearn::MethodSpec;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One experiment: a grid of datasets × models × methods × masks × α × seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Short name; results go to `results/<name>` unless `output` says otherwise.
+    pub name: String,
+    /// Output folder (relative paths are relative to the working directory).
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    /// Seeds of the unlearning runs (data order, noise, random masks); one cell per seed.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    pub datasets: Vec<DatasetSpec>,
+    pub models: Vec<ModelSpec>,
+    #[serde(default)]
+    pub unlearn: UnlearnSpec,
+    pub methods: Vec<MethodSpec>,
+    /// Forget-term weights; methods without a forget weight (`original`) ignore them.
+    #[serde(default = "default_alphas")]
+    pub alphas: Vec<f64>,
+    pub masks: Vec<MaskSpec>,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+    /// Reproduce the official VQ-GAN baseline code's `(1 + l)` quirk, which zeroes the forget term of
+    /// Random Encoder and Retain Label. Off by default: the intended losses are used.
+    #[serde(default)]
+    pub paper_compat: bool,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_alphas() -> Vec<f64> {
+    vec![0.25]
+}
+
+/// A class named by its index in the source's label order or by its identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassRef {
+    Index(usize),
+    Name(String),
+}
+
+impl std::fmt::Display for ClassRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassRef::Index(i) => write!(f, "{i}"),
+            ClassRef::Name(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// A dataset and its forget / retain / proxy class split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub source: SourceSpec,
+    /// Classes to forget (D_F).
+    pub forget_classes: Vec<ClassRef>,
+    /// Classes to keep (D_R).
+    pub retain_classes: Vec<ClassRef>,
+    /// Classes for "Ours (proxy D_R)": images that are neither forgotten nor retained.
+    #[serde(default)]
+    pub proxy_classes: Vec<ClassRef>,
+    /// Training images per class used for unlearning.
+    pub train_per_class: usize,
+    /// Held-out images per class used for evaluation.
+    pub eval_per_class: usize,
+    /// Training images per class for pre-training the original model (all classes of the source);
+    /// defaults to `train_per_class`.
+    #[serde(default)]
+    pub pretrain_per_class: Option<usize>,
+    /// Seed of the per-class image sampling.
+    #[serde(default)]
+    pub sample_seed: u64,
+}
+
+/// The unlearning trainer's settings (shared by every method that trains).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnlearnSpec {
+    pub steps: usize,
+    /// Retain (or proxy) images per step.
+    pub retain_batch: usize,
+    /// Forget images per step.
+    pub forget_batch: usize,
+    /// Gradient accumulation: each step averages this many micro-batches.
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    /// Clip the global gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+}
+
+impl Default for UnlearnSpec {
+    fn default() -> Self {
+        Self {
+            steps: 300,
+            retain_batch: 32,
+            forget_batch: 32,
+            grad_accum: 1,
+            lr: 1e-3,
+            min_lr: 0.0,
+            warmup_steps: 30,
+            weight_decay: 0.05,
+            betas: [0.9, 0.95],
+            grad_clip: 3.0,
+        }
+    }
+}
+
+/// Read and validate an experiment file. Errors are user errors naming `FILE:LINE:COL`.
+pub fn load(path: &Path) -> Result<Experiment> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::error::user(format!(
+            "cannot read experiment file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parse and validate experiment text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Experiment> {
+    let exp: Experiment = serde_yaml::from_str(text).map_err(|e| {
+        let msg = strip_location(&e.to_string());
+        match e.location() {
+            Some(l) => crate::error::user(format!("{origin}:{}:{}: {msg}", l.line(), l.column())),
+            None => crate::error::user(format!("{origin}: {msg}")),
+        }
+    })?;
+    validate(&exp).map_err(|(path, msg)| {
+        let (line, col) = locate::locate(text, &path).unwrap_or((1, 1));
+        let path_s = locate::path_string(&path);
+        crate::error::user(format!("{origin}:{line}:{col}: {path_s}: {msg}"))
+    })?;
+    Ok(exp)
+}
+
+/// serde_yaml appends " at line L column C"; we print the location up front instead.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// A semantic error: the YAML path of the culprit and what is wrong with it.
+pub type Invalid = (Vec<locate::Seg>, String);
+
+fn at(path: &[locate::Seg], msg: impl Into<String>) -> Invalid {
+    (path.to_vec(), msg.into())
+}
+
+use locate::Seg::{Idx, Key};
+
+fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
+    if exp.name.trim().is_empty()
+        || !exp
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(at(
+            &[Key("name")],
+            "use letters, digits, '-', '_' or '.' only",
+        ));
+    }
+    for (key, empty) in [
+        ("datasets", exp.datasets.is_empty()),
+        ("models", exp.models.is_empty()),
+        ("methods", exp.methods.is_empty()),
+        ("masks", exp.masks.is_empty()),
+        ("seeds", exp.seeds.is_empty()),
+    ] {
+        if empty {
+            return Err(at(&[Key(key)], "must list at least one entry"));
+        }
+    }
+    if exp.methods.iter().any(|m| m.name.uses_alpha()) && exp.alphas.is_empty() {
+        return Err(at(
+            &[Key("alphas")],
+            "must list at least one α for the methods that train",
+        ));
+    }
+    for (i, a) in exp.alphas.iter().enumerate() {
+        if !(a.is_finite() && *a >= 0.0) {
+            return Err(at(
+                &[Key("alphas"), Idx(i)],
+                format!("α must be a finite number ≥ 0, got {a}"),
+            ));
+        }
+    }
+    check_unique(exp.datasets.iter().map(|d| d.name.as_str()), "datasets")?;
+    check_unique(exp.models.iter().map(|m| m.name.as_str()), "models")?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in exp.methods.iter().enumerate() {
+        if !seen.insert(m.key()) {
+            return Err(at(
+                &[Key("methods"), Idx(i)],
+                format!("method `{}` is listed twice", m.label()),
+            ));
+        }
+    }
+    for (i, d) in exp.datasets.iter().enumerate() {
+        validate_dataset(d, i, exp)?;
+    }
+    let u = &exp.unlearn;
+    let p = |k: &'static str| vec![Key("unlearn"), Key(k)];
+    if exp.methods.iter().any(|m| m.name.trains()) {
+        if u.steps == 0 {
+            return Err(at(&p("steps"), "must be at least 1"));
+        }
+        if u.retain_batch == 0 || u.forget_batch == 0 {
+            return Err(at(
+                &p("retain_batch"),
+                "retain_batch and forget_batch must be at least 1",
+            ));
+        }
+    }
+    if u.grad_accum == 0 {
+        return Err(at(&p("grad_accum"), "must be at least 1"));
+    }
+    if !(u.lr > 0.0 && u.lr.is_finite()) {
+        return Err(at(&p("lr"), "must be a positive number"));
+    }
+    for (i, m) in exp.models.iter().enumerate() {
+        let path = [Key("models"), Idx(i)];
+        let family = m
+            .family_config()
+            .map_err(|(sub, msg)| (path.iter().cloned().chain(sub).collect(), msg))?;
+        for (j, mask) in exp.masks.iter().enumerate() {
+            mask.check_grid(family.grid())
+                .map_err(|e| at(&[Key("masks"), Idx(j)], format!("{e} (model `{}`)", m.name)))?;
+        }
+        m.pretrain
+            .validate()
+            .map_err(|(k, msg)| at(&[Key("models"), Idx(i), Key("pretrain"), Key(k)], msg))?;
+    }
+    exp.metrics
+        .validate()
+        .map_err(|(sub, msg)| (std::iter::once(Key("metrics")).chain(sub).collect(), msg))?;
+    Ok(())
+}
+
+fn check_unique<'a>(
+    names: impl Iterator<Item = &'a str>,
+    key: &'static str,
+) -> std::result::Result<(), Invalid> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in names.enumerate() {
+        if !seen.insert(n.to_string()) {
+            return Err(at(
+                &[Key(key), Idx(i), Key("name")],
+                format!("name `{n}` is used twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_dataset(
+    d: &DatasetSpec,
+    i: usize,
+    exp: &Experiment,
+) -> std::result::Result<(), Invalid> {
+    let base = [Key("datasets"), Idx(i)];
+    let path =
+        |k: &'static str| -> Vec<locate::Seg> { base.iter().cloned().chain([Key(k)]).collect() };
+    let source =
+        crate::data::open_source(&d.source).map_err(|e| at(&path("source"), e.to_string()))?;
+    let classes = source.classes();
+    let resolve =
+        |refs: &[ClassRef], key: &'static str| -> std::result::Result<Vec<usize>, Invalid> {
+            refs.iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    resolve_class(r, &classes).ok_or_else(|| {
+                        let mut p = path(key);
+                        p.push(Idx(j));
+                        let shown: Vec<&str> = classes.iter().take(8).map(|s| s.as_str()).collect();
+                        at(
+                            &p,
+                            format!(
+                                "unknown class `{r}`: give an index 0..{} or an identifier ({}{})",
+                                classes.len(),
+                                shown.join(", "),
+                                if classes.len() > 8 { ", …" } else { "" }
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        };
+    let forget = resolve(&d.forget_classes, "forget_classes")?;
+    let retain = resolve(&d.retain_classes, "retain_classes")?;
+    let proxy = resolve(&d.proxy_classes, "proxy_classes")?;
+    if forget.is_empty() {
+        return Err(at(&path("forget_classes"), "must list at least one class"));
+    }
+    if retain.is_empty() {
+        return Err(at(&path("retain_classes"), "must list at least one class"));
+    }
+    for (j, c) in retain.iter().enumerate() {
+        if forget.contains(c) {
+            let mut p = path("retain_classes");
+            p.push(Idx(j));
+            return Err(at(
+                &p,
+                format!("class `{}` is also a forget class", classes[*c]),
+            ));
+        }
+    }
+    for (j, c) in proxy.iter().enumerate() {
+        if forget.contains(c) || retain.contains(c) {
+            let mut p = path("proxy_classes");
+            p.push(Idx(j));
+            return Err(at(
+                &p,
+                format!(
+                    "class `{}` is already a forget or retain class",
+                    classes[*c]
+                ),
+            ));
+        }
+    }
+    if exp
+        .methods
+        .iter()
+        .any(|m| m.retain == crate::unlearn::RetainSource::Proxy)
+        && proxy.is_empty()
+    {
+        return Err(at(
+            &path("proxy_classes"),
+            "a method uses `retain: proxy`, so list at least one proxy class",
+        ));
+    }
+    if d.train_per_class == 0 {
+        return Err(at(&path("train_per_class"), "must be at least 1"));
+    }
+    if d.eval_per_class < 2 {
+        return Err(at(
+            &path("eval_per_class"),
+            "must be at least 2 (FID needs a covariance)",
+        ));
+    }
+    Ok(())
+}
+
+/// Find a class by index or identifier.
+pub fn resolve_class(r: &ClassRef, classes: &[String]) -> Option<usize> {
+    match r {
+        ClassRef::Index(i) => (*i < classes.len()).then_some(*i),
+        ClassRef::Name(n) => classes.iter().position(|c| c == n),
+    }
+}
+
+impl Experiment {
+    /// The output folder: `output`, or `results/<name>`.
+    pub fn output_dir(&self) -> PathBuf {
+        self.output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(&self.name))
+    }
+}

@@ -1,0 +1,380 @@
+//! Masks: which patches of an image the model may not see, and which pixels it must fill in.
+//!
+//! Every mask is aligned to the model's patch grid (G × G patches of P × P pixels), so the same mask
+//! drives the model's input (visible patches) and the evaluation (pixels pasted from the prediction).
+//!
+//! | spec           | meaning                                                                       |
+//! |----------------|-------------------------------------------------------------------------------|
+//! | `center:K`     | the central K × K patches are hidden (inpainting; the paper's K = 8 of 16)     |
+//! | `outpaint:R`   | all four borders are hidden; the hidden share of the side is R/16 (R = 1..15)  |
+//! | `random_box:K` | a K × K patch box at a random position, fixed per image by the cell's seed     |
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A mask kind as written in the experiment file (`center:4`, `outpaint:8`, `random_box:3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MaskSpec {
+    Center { k: usize },
+    Outpaint { r: usize },
+    RandomBox { k: usize },
+}
+
+pub const MASK_CHOICES: &str =
+    "center:K (K×K central patches), outpaint:R (borders, R/16 of the side, R = 1..15), random_box:K";
+
+impl FromStr for MaskSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = s
+            .split_once(':')
+            .ok_or_else(|| format!("unknown mask `{s}`: expected one of {MASK_CHOICES}"))?;
+        let n: usize = arg
+            .trim()
+            .parse()
+            .map_err(|_| format!("mask `{s}`: `{arg}` is not a whole number"))?;
+        let spec = match kind.trim() {
+            "center" => MaskSpec::Center { k: n },
+            "outpaint" => MaskSpec::Outpaint { r: n },
+            "random_box" => MaskSpec::RandomBox { k: n },
+            other => {
+                return Err(format!(
+                    "unknown mask kind `{other}`: expected one of {MASK_CHOICES}"
+                ))
+            }
+        };
+        match spec {
+            MaskSpec::Center { k: 0 } | MaskSpec::RandomBox { k: 0 } => {
+                Err(format!("mask `{s}`: K must be at least 1"))
+            }
+            MaskSpec::Outpaint { r } if r == 0 || r > 15 => {
+                Err(format!("mask `{s}`: R must be in 1..=15"))
+            }
+            ok => Ok(ok),
+        }
+    }
+}
+
+impl fmt::Display for MaskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaskSpec::Center { k } => write!(f, "center:{k}"),
+            MaskSpec::Outpaint { r } => write!(f, "outpaint:{r}"),
+            MaskSpec::RandomBox { k } => write!(f, "random_box:{k}"),
+        }
+    }
+}
+
+impl Serialize for MaskSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MaskSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One image's mask on a G × G patch grid; `hidden[row * G + col]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchMask {
+    pub grid: usize,
+    pub hidden: Vec<bool>,
+}
+
+impl PatchMask {
+    pub fn num_hidden(&self) -> usize {
+        self.hidden.iter().filter(|h| **h).count()
+    }
+    /// Visible patch indices, ascending.
+    pub fn visible_ids(&self) -> Vec<u32> {
+        (0..self.hidden.len() as u32)
+            .filter(|&i| !self.hidden[i as usize])
+            .collect()
+    }
+    pub fn hidden_ids(&self) -> Vec<u32> {
+        (0..self.hidden.len() as u32)
+            .filter(|&i| self.hidden[i as usize])
+            .collect()
+    }
+    fn from_box(grid: usize, top: usize, left: usize, h: usize, w: usize) -> Self {
+        let mut hidden = vec![false; grid * grid];
+        for r in top..top + h {
+            for c in left..left + w {
+                hidden[r * grid + c] = true;
+            }
+        }
+        Self { grid, hidden }
+    }
+}
+
+impl MaskSpec {
+    /// Check that this mask fits a G × G grid and leaves something visible and something hidden.
+    pub fn check_grid(&self, grid: usize) -> Result<(), String> {
+        let m = self.render(grid, 0)?;
+        let h = m.num_hidden();
+        if h == 0 || h == grid * grid {
+            return Err(format!(
+                "mask `{self}` on a {grid}×{grid} patch grid hides {h} of {} patches; it must hide some and leave some visible",
+                grid * grid
+            ));
+        }
+        Ok(())
+    }
+
+    /// The mask of one image. `key` (the image's stable id mixed with the cell seed) only matters
+    /// for random masks.
+    pub fn render(&self, grid: usize, key: u64) -> Result<PatchMask, String> {
+        match *self {
+            MaskSpec::Center { k } => {
+                if k >= grid {
+                    return Err(format!(
+                        "mask `{self}`: K = {k} must be below the grid size {grid}"
+                    ));
+                }
+                let s = (grid - k) / 2;
+                Ok(PatchMask::from_box(grid, s, s, k, k))
+            }
+            MaskSpec::Outpaint { r } => {
+                let hidden_side = ((grid * r) as f64 / 16.0).round() as usize;
+                let vis = grid.saturating_sub(hidden_side);
+                if vis == 0 || hidden_side == 0 {
+                    return Err(format!(
+                        "mask `{self}` on a {grid}×{grid} grid hides {hidden_side} of {grid} patches per side"
+                    ));
+                }
+                let s = (grid - vis) / 2;
+                let inner = PatchMask::from_box(grid, s, s, vis, vis);
+                Ok(PatchMask {
+                    grid,
+                    hidden: inner.hidden.iter().map(|h| !h).collect(),
+                })
+            }
+            MaskSpec::RandomBox { k } => {
+                if k >= grid {
+                    return Err(format!(
+                        "mask `{self}`: K = {k} must be below the grid size {grid}"
+                    ));
+                }
+                let span = (grid - k + 1) as u64;
+                let h = crate::util::splitmix64(key ^ 0x6d61_736b);
+                let top = (h % span) as usize;
+                let left = ((h >> 32) % span) as usize;
+                Ok(PatchMask::from_box(grid, top, left, k, k))
+            }
+        }
+    }
+
+    /// Masks for a batch of images with stable ids `keys`.
+    pub fn batch(&self, grid: usize, keys: &[u64]) -> Result<BatchMask> {
+        let masks = keys
+            .iter()
+            .map(|&k| self.render(grid, k))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?;
+        BatchMask::new(masks)
+    }
+}
+
+/// The masks of a batch; every image hides the same number of patches (so the encoder's input is
+/// rectangular), though not necessarily the same ones.
+#[derive(Clone, Debug)]
+pub struct BatchMask {
+    pub masks: Vec<PatchMask>,
+}
+
+impl BatchMask {
+    pub fn new(masks: Vec<PatchMask>) -> Result<Self> {
+        anyhow::ensure!(!masks.is_empty(), "empty batch mask");
+        let n = masks[0].num_hidden();
+        let g = masks[0].grid;
+        anyhow::ensure!(
+            masks.iter().all(|m| m.num_hidden() == n && m.grid == g),
+            "all masks of a batch must hide the same number of patches on the same grid"
+        );
+        Ok(Self { masks })
+    }
+    pub fn len(&self) -> usize {
+        self.masks.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.masks.is_empty()
+    }
+    pub fn grid(&self) -> usize {
+        self.masks[0].grid
+    }
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    pub fn num_visible(&self) -> usize {
+        self.num_patches() - self.masks[0].num_hidden()
+    }
+    /// The first `n` images' masks.
+    pub fn head(&self, n: usize) -> Self {
+        Self {
+            masks: self.masks[..n].to_vec(),
+        }
+    }
+    /// Visible patch indices, `[B, num_visible]` u32, ascending per row.
+    pub fn visible_ids(&self, device: &Device) -> Result<Tensor> {
+        let ids: Vec<u32> = self.masks.iter().flat_map(|m| m.visible_ids()).collect();
+        Ok(Tensor::from_vec(
+            ids,
+            (self.len(), self.num_visible()),
+            device,
+        )?)
+    }
+    /// The permutation that restores patch order from `[visible…, hidden…]`, `[B, N]` u32
+    /// (transformers' `ids_restore`).
+    pub fn ids_restore(&self, device: &Device) -> Result<Tensor> {
+        let mut out = Vec::with_capacity(self.len() * self.num_patches());
+        for m in &self.masks {
+            let order: Vec<u32> = m.visible_ids().into_iter().chain(m.hidden_ids()).collect();
+            let mut restore = vec![0u32; order.len()];
+            for (pos, &patch) in order.iter().enumerate() {
+                restore[patch as usize] = pos as u32;
+            }
+            out.extend(restore);
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (self.len(), self.num_patches()),
+            device,
+        )?)
+    }
+    /// 1 where hidden, `[B, N]` f32 (transformers' `mask`).
+    pub fn patch_mask(&self, device: &Device) -> Result<Tensor> {
+        let v: Vec<f32> = self
+            .masks
+            .iter()
+            .flat_map(|m| m.hidden.iter().map(|&h| if h { 1.0 } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(
+            v,
+            (self.len(), self.num_patches()),
+            device,
+        )?)
+    }
+    /// 1 where hidden, `[B, 1, H, W]` f32 for images of `size` pixels.
+    pub fn pixel_mask(&self, size: usize, device: &Device) -> Result<Tensor> {
+        let g = self.grid();
+        anyhow::ensure!(
+            size % g == 0,
+            "image size {size} is not a multiple of the grid {g}"
+        );
+        let p = size / g;
+        let mut v = vec![0f32; self.len() * size * size];
+        for (b, m) in self.masks.iter().enumerate() {
+            for y in 0..size {
+                for x in 0..size {
+                    if m.hidden[(y / p) * g + x / p] {
+                        v[b * size * size + y * size + x] = 1.0;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(v, (self.len(), 1, size, size), device)?)
+    }
+}
+
+/// Keep the known pixels and take the prediction only where the mask hides them.
+pub fn paste(known: &Tensor, predicted: &Tensor, pixel_mask: &Tensor) -> Result<Tensor> {
+    let keep = pixel_mask.affine(-1.0, 1.0)?;
+    Ok((known.broadcast_mul(&keep)? + predicted.broadcast_mul(pixel_mask)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(m: &PatchMask) -> String {
+        m.hidden
+            .chunks(m.grid)
+            .map(|r| {
+                r.iter()
+                    .map(|&h| if h { '#' } else { '.' })
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        for s in ["center:4", "outpaint:8", "random_box:3"] {
+            assert_eq!(s.parse::<MaskSpec>().unwrap().to_string(), s);
+        }
+        assert!("centre:4"
+            .parse::<MaskSpec>()
+            .unwrap_err()
+            .contains("center:K"));
+        assert!("center:x".parse::<MaskSpec>().is_err());
+        assert!("outpaint:16".parse::<MaskSpec>().is_err());
+    }
+
+    #[test]
+    fn center_mask_is_centred() {
+        let m = MaskSpec::Center { k: 4 }.render(8, 0).unwrap();
+        assert_eq!(m.num_hidden(), 16);
+        assert_eq!(
+            show(&m),
+            "........\n........\n..####..\n..####..\n..####..\n..####..\n........\n........"
+        );
+    }
+
+    #[test]
+    fn outpaint_is_the_complement_of_a_centred_square() {
+        let m = MaskSpec::Outpaint { r: 8 }.render(8, 0).unwrap();
+        assert_eq!(m.num_hidden(), 64 - 16);
+        let c = MaskSpec::Center { k: 4 }.render(8, 0).unwrap();
+        assert!(m.hidden.iter().zip(&c.hidden).all(|(a, b)| a != b));
+        // On the paper's 16-grid, r = 8 keeps the central 8 × 8.
+        assert_eq!(
+            MaskSpec::Outpaint { r: 8 }
+                .render(16, 0)
+                .unwrap()
+                .num_hidden(),
+            256 - 64
+        );
+    }
+
+    #[test]
+    fn random_box_is_deterministic_per_key_and_varies_across_keys() {
+        let s = MaskSpec::RandomBox { k: 3 };
+        assert_eq!(s.render(8, 5).unwrap(), s.render(8, 5).unwrap());
+        let distinct: std::collections::HashSet<Vec<bool>> =
+            (0..20).map(|k| s.render(8, k).unwrap().hidden).collect();
+        assert!(distinct.len() > 5);
+        assert!((0..20).all(|k| s.render(8, k).unwrap().num_hidden() == 9));
+    }
+
+    #[test]
+    fn ids_restore_inverts_visible_then_hidden_order() {
+        let keys: Vec<u64> = (0..3).collect();
+        let b = MaskSpec::RandomBox { k: 2 }.batch(4, &keys).unwrap();
+        let r = b
+            .ids_restore(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<u32>()
+            .unwrap();
+        for (m, restore) in b.masks.iter().zip(r) {
+            let order: Vec<u32> = m.visible_ids().into_iter().chain(m.hidden_ids()).collect();
+            for (patch, &pos) in restore.iter().enumerate() {
+                assert_eq!(order[pos as usize] as usize, patch);
+            }
+        }
+    }
+
+    #[test]
+    fn grid_checks_reject_masks_that_hide_everything() {
+        assert!(MaskSpec::Center { k: 8 }.check_grid(8).is_err());
+        assert!(MaskSpec::Center { k: 4 }.check_grid(8).is_ok());
+        assert!(MaskSpec::Outpaint { r: 1 }.check_grid(4).is_err());
+    }
+}
