@@ -1,0 +1,173 @@
+//! Data: where images come from ([`DataSource`]), how they become tensors ([`ImageSet`]) and how
+//! an experiment's class split turns them into forget / retain / proxy / evaluation sets
+//! ([`split`]).
+//!
+//! A source knows its classes and hands out decoded RGB images per (class, split), deterministically
+//! for a seed. New sources (image folders, hub parquet or tar shards) implement the same trait and
+//! get one line in [`open_source`].
+
+pub mod embedded;
+pub mod split;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which part of a dataset: images for training (unlearning, pre-training) or for evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Train = 0,
+    Val = 1,
+}
+
+/// One decoded image, interleaved RGB bytes, with a stable id and its class index in the source.
+#[derive(Clone, Debug)]
+pub struct RawImage {
+    pub id: u64,
+    pub class: usize,
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+/// A source of labelled images.
+pub trait DataSource: Send + Sync {
+    /// One line for logs and manifests.
+    fn describe(&self) -> String;
+    /// Class identifiers, in label order.
+    fn classes(&self) -> Vec<String>;
+    /// Up to `n` images of class `class` from `split`, the same ones for the same `seed`.
+    fn images(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Vec<RawImage>>;
+}
+
+/// Where images come from, as written in the experiment file (`source: {kind: ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// Procedural textures built into the binary; needs no download.
+    Embedded(embedded::EmbeddedConfig),
+}
+
+/// The registry of sources: one line per kind.
+pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
+    Ok(match spec {
+        SourceSpec::Embedded(c) => Box::new(embedded::Embedded::new(c.clone())?),
+    })
+}
+
+/// Images as a tensor `[N, 3, S, S]` in [0, 1], with labels and stable ids.
+#[derive(Clone, Debug)]
+pub struct ImageSet {
+    pub pixels: Tensor,
+    pub labels: Vec<usize>,
+    pub ids: Vec<u64>,
+}
+
+impl ImageSet {
+    /// Resize (shorter side to `size`, bilinear) and centre-crop each image, then stack.
+    pub fn from_raw(raw: &[RawImage], size: usize, device: &Device) -> Result<Self> {
+        let mut data = Vec::with_capacity(raw.len() * 3 * size * size);
+        for r in raw {
+            data.extend(to_chw(r, size)?);
+        }
+        Ok(Self {
+            pixels: Tensor::from_vec(data, (raw.len(), 3, size, size), device)?,
+            labels: raw.iter().map(|r| r.class).collect(),
+            ids: raw.iter().map(|r| r.id).collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The images at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Result<Self> {
+        let ids_t = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            self.pixels.device(),
+        )?;
+        Ok(Self {
+            pixels: self.pixels.index_select(&ids_t, 0)?,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            ids: idx.iter().map(|&i| self.ids[i]).collect(),
+        })
+    }
+
+    /// Concatenate several sets.
+    pub fn concat(sets: &[&ImageSet]) -> Result<Self> {
+        let px: Vec<&Tensor> = sets.iter().map(|s| &s.pixels).collect();
+        Ok(Self {
+            pixels: Tensor::cat(&px, 0)?,
+            labels: sets.iter().flat_map(|s| s.labels.clone()).collect(),
+            ids: sets.iter().flat_map(|s| s.ids.clone()).collect(),
+        })
+    }
+
+    /// Images `[start, start + len)`.
+    pub fn slice(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            pixels: self.pixels.narrow(0, start, len)?,
+            labels: self.labels[start..start + len].to_vec(),
+            ids: self.ids[start..start + len].to_vec(),
+        })
+    }
+}
+
+/// One image as CHW floats in [0, 1] at `size` × `size`.
+fn to_chw(r: &RawImage, size: usize) -> Result<Vec<f32>> {
+    anyhow::ensure!(
+        r.rgb.len() == r.width * r.height * 3,
+        "image {} has {} bytes for {}×{} RGB",
+        r.id,
+        r.rgb.len(),
+        r.width,
+        r.height
+    );
+    let img: image::RgbImage = if r.width == size && r.height == size {
+        image::RgbImage::from_raw(r.width as u32, r.height as u32, r.rgb.clone())
+            .expect("checked length")
+    } else {
+        let src = image::RgbImage::from_raw(r.width as u32, r.height as u32, r.rgb.clone())
+            .expect("checked length");
+        let scale = size as f64 / r.width.min(r.height) as f64;
+        let (w, h) = (
+            ((r.width as f64 * scale).round() as u32).max(size as u32),
+            ((r.height as f64 * scale).round() as u32).max(size as u32),
+        );
+        let resized = image::imageops::resize(&src, w, h, image::imageops::FilterType::Triangle);
+        let (x0, y0) = ((w - size as u32) / 2, (h - size as u32) / 2);
+        image::imageops::crop_imm(&resized, x0, y0, size as u32, size as u32).to_image()
+    };
+    let mut out = vec![0f32; 3 * size * size];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * size * size + i] = p[c] as f32 / 255.0;
+        }
+    }
+    Ok(out)
+}
+
+/// Convert `[3, H, W]` floats in [0, 1] to an 8-bit RGB image (rounding, clamping).
+pub fn tensor_to_rgb(t: &Tensor) -> Result<image::RgbImage> {
+    let (c, h, w) = t.dims3()?;
+    anyhow::ensure!(c == 3, "expected 3 channels, got {c}");
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for y in 0..h {
+        for x in 0..w {
+            let px = |ch: usize| (v[ch * h * w + y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8;
+            img.put_pixel(x as u32, y as u32, image::Rgb([px(0), px(1), px(2)]));
+        }
+    }
+    Ok(img)
+}
