@@ -1,0 +1,267 @@
+//! Differentiable building blocks shared by the model families.
+//!
+//! candle's fused LayerNorm and softmax kernels record no backward pass: a model trained through
+//! them silently leaves its upstream weights without gradients (candle #2168, #3011). Every layer
+//! here therefore takes a [`Mode`]: `Train` composes the op from primitive tensor ops that
+//! backpropagate, `Infer` uses the fast fused kernels. Frozen teachers and evaluation use `Infer`.
+
+pub mod fused;
+pub mod init;
+
+use anyhow::Result;
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// Whether a forward pass must be differentiable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Gradients must reach every weight: primitive, differentiable ops only.
+    Train,
+    /// No gradients needed: fused kernels where candle has them.
+    Infer,
+}
+
+/// `y = x Wᵀ + b` over the last dimension; leading dimensions are flattened into one matmul.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank ≥ 1");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = add_bias(&y, b)?;
+        }
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Infer => {
+                let x = x.contiguous()?;
+                Ok(candle_nn::ops::layer_norm(
+                    &x,
+                    &self.weight,
+                    &self.bias,
+                    self.eps as f32,
+                )?)
+            }
+            Mode::Train if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                Ok(x.contiguous()?.apply_op3(
+                    &self.weight.contiguous()?,
+                    &self.bias.contiguous()?,
+                    fused::LayerNormOp {
+                        eps: self.eps as f32,
+                    },
+                )?)
+            }
+            Mode::Train => {
+                let n = x.dim(D::Minus1)? as f64;
+                let mean = (x.sum_keepdim(D::Minus1)? / n)?;
+                let xc = x.broadcast_sub(&mean)?;
+                let var = (xc.sqr()?.sum_keepdim(D::Minus1)? / n)?;
+                let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+            }
+        }
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
+        Mode::Train if x.device().is_cpu() && x.dtype() == DType::F32 => {
+            x.contiguous()?.apply_op1(fused::SoftmaxOp)?
+        }
+        Mode::Train => candle_nn::ops::softmax(x, D::Minus1)?,
+    })
+}
+
+/// Activation functions by their transformers `hidden_act` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: exact, erf-based.
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: tanh approximation.
+    GeluTanh,
+    /// `quick_gelu`: x · σ(1.702 x) (OpenAI CLIP).
+    QuickGelu,
+    Relu,
+}
+
+impl Activation {
+    pub fn from_hf(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            other => anyhow::bail!(
+                "unsupported hidden_act `{other}` (supported: gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu)"
+            ),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                x.contiguous()?.apply_op1(fused::GeluErfOp)?
+            }
+            Self::Gelu => x.gelu_erf()?,
+            Self::GeluTanh => x.gelu()?,
+            Self::QuickGelu => {
+                // σ(z) = 1 / (1 + e^{-z}), composed from differentiable primitives.
+                let s = ((x * -1.702)?.exp()? + 1.0)?.recip()?;
+                (x * s)?
+            }
+            Self::Relu => x.relu()?,
+        })
+    }
+}
+
+/// Multi-head self-attention over `[B, T, H]` with separate q/k/v/out projections.
+#[derive(Clone, Debug)]
+pub struct SelfAttention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub out: Linear,
+    pub heads: usize,
+}
+
+impl SelfAttention {
+    /// q, k and v in one matmul (the 1/√d scale folded into the query weights), split into heads
+    /// with a single copy.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let w = Tensor::cat(
+            &[&(&self.q.weight * scale)?, &self.k.weight, &self.v.weight],
+            0,
+        )?;
+        let bias = match (&self.q.bias, &self.k.bias, &self.v.bias) {
+            (Some(bq), Some(bk), Some(bv)) => Some(Tensor::cat(&[&(bq * scale)?, bk, bv], 0)?),
+            _ => None,
+        };
+        let qkv = Linear { weight: w, bias }.forward(x)?;
+        let qkv = qkv
+            .reshape(vec![b, t, 3, self.heads, hd])?
+            .permute(vec![2, 0, 3, 1, 4])?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let scores = q.matmul(&k.t()?)?;
+        let probs = softmax_last(&scores, mode)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        self.out.forward(&ctx)
+    }
+}
+
+/// `x + b` over the last dimension, with a fast backward pass on CPU.
+pub fn add_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        Ok(x.contiguous()?
+            .apply_op2(&b.contiguous()?, fused::BiasAddOp)?)
+    } else {
+        Ok(x.broadcast_add(b)?)
+    }
+}
+
+/// Mean squared error, averaged over all elements.
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok((a - b)?.sqr()?.mean_all()?)
+}
+
+/// Apply a candle `Module` and convert the error type.
+pub fn apply<M: Module>(m: &M, x: &Tensor) -> Result<Tensor> {
+    Ok(m.forward(x)?)
+}
+
+/// f32 copy of a tensor as a flat Vec.
+pub fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn train_and_infer_layer_norm_agree_and_train_backpropagates() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.1, 8, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.1, 8, &dev).unwrap()).unwrap();
+        let ln = LayerNorm {
+            weight: w.as_tensor().clone(),
+            bias: b.as_tensor().clone(),
+            eps: 1e-6,
+        };
+        let a = ln.forward(&x, Mode::Train).unwrap();
+        let f = ln.forward(&x, Mode::Infer).unwrap();
+        let diff = (a.clone() - f)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        let g = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(w.as_tensor()).is_some());
+        assert!(g.get(b.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn quick_gelu_matches_definition() {
+        let x = Tensor::new(&[-2f32, 0.0, 1.5], &Device::Cpu).unwrap();
+        let y = Activation::QuickGelu
+            .forward(&x)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (xi, yi) in [-2f32, 0.0, 1.5].iter().zip(y) {
+            let want = xi / (1.0 + (-1.702 * xi).exp());
+            assert!((want - yi).abs() < 1e-6);
+        }
+    }
+}
