@@ -1,0 +1,86 @@
+//! Pre-training the original model on the dataset's training images, cached by content hash so
+//! that a re-run (or another experiment with the same data, architecture and settings) skips it.
+
+use crate::data::ImageSet;
+use crate::masks::MaskSpec;
+use crate::models::{self, FamilyConfig, PretrainSpec, Role, Weights};
+use crate::train::{AdamW, OptimSpec};
+use crate::unlearn::trainer::Sampler;
+use anyhow::{Context, Result};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// Cache file of a pre-training run.
+pub fn cache_path(cache_dir: &Path, key: &str) -> PathBuf {
+    cache_dir
+        .join("pretrain")
+        .join(format!("{key}.safetensors"))
+}
+
+/// Pre-train from a fresh initialisation; returns the final weights and the last loss.
+pub fn pretrain(
+    cfg: &FamilyConfig,
+    spec: &PretrainSpec,
+    data: &ImageSet,
+    task_masks: &[MaskSpec],
+    device: &Device,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<(Weights, f64)> {
+    let init = models::init_weights(cfg, spec.seed, device)?;
+    let model = models::build(cfg, &init, true, device)?;
+    let vars = model.params().with_roles(&[Role::Encoder, Role::Decoder]);
+    let mut opt = AdamW::new(
+        vars,
+        OptimSpec {
+            lr: spec.lr,
+            min_lr: spec.min_lr,
+            warmup_steps: spec.warmup_steps,
+            total_steps: spec.steps,
+            weight_decay: spec.weight_decay,
+            betas: spec.betas,
+            eps: 1e-8,
+            grad_clip: spec.grad_clip,
+        },
+    )?;
+    let mut rng = crate::util::rng("pretrain", spec.seed);
+    let mut sampler = Sampler::new(data.len());
+    let mut last = f64::NAN;
+    for step in 0..spec.steps {
+        let batch = data.select(&sampler.next(spec.batch_size, &mut rng))?;
+        // Deterministic interleaving: a task-mask batch whenever the running share falls behind.
+        let use_task = !task_masks.is_empty()
+            && ((step + 1) as f64 * spec.task_mask_share).floor()
+                > (step as f64 * spec.task_mask_share).floor();
+        let loss = if use_task {
+            let spec_m = task_masks[step % task_masks.len()];
+            let keys = crate::unlearn::trainer::mask_keys(&batch.ids, spec.seed, Some(step));
+            let m = spec_m.batch(cfg.grid(), &keys)?;
+            model.reconstruction_loss(&batch.pixels, &m, &batch.pixels, crate::nn::Mode::Train)?
+        } else {
+            model.pretrain_loss(&batch.pixels, spec.mask_ratio, &mut rng)?
+        };
+        last = loss.to_scalar::<f32>()? as f64;
+        anyhow::ensure!(
+            last.is_finite(),
+            "pre-training loss is {last} at step {step}: lower pretrain.lr"
+        );
+        opt.step(&loss.backward()?)?;
+        on_step(step, last);
+    }
+    Ok((model.params().weights(), last))
+}
+
+/// Load cached weights if present.
+pub fn load_cached(path: &Path, device: &Device) -> Result<Option<Weights>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    models::load_weights(path, device)
+        .map(Some)
+        .with_context(|| {
+            format!(
+                "reading cached pre-trained weights {} (delete it to retrain)",
+                path.display()
+            )
+        })
+}

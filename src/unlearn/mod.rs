@@ -1,0 +1,360 @@
+//! Unlearning methods and the trainer that runs them.
+//!
+//! A method is one implementation of [`Method`]: which part of the model it trains ([`Scope`]) and
+//! its loss on one step's retain and forget batches. [`method`] is the registry from the YAML name.
+//! The losses follow ../docs/method.md (see each file); α weights every method's forget term.
+
+mod max_loss;
+mod noisy_label;
+mod ours;
+mod random_encoder;
+mod retain_label;
+pub mod trainer;
+
+use crate::masks::BatchMask;
+use crate::models::I2IModel;
+use anyhow::Result;
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// Unlearning methods known to the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodName {
+    /// The untouched original model.
+    Original,
+    /// Gradient ascent on the forget set's training loss, descent on the retain set's (full model).
+    MaxLoss,
+    /// Full model trained to output noise for forget images, the truth for retain images.
+    NoisyLabel,
+    /// Encoder: forget embeddings pushed to the original encoder's embeddings of retain images.
+    RetainLabel,
+    /// Encoder: forget embeddings pushed to random Gaussian features.
+    RandomEncoder,
+    /// The paper's method (encoder; retain embeddings kept, forget embeddings sent to noise's).
+    Ours,
+}
+
+impl MethodName {
+    /// Order of the paper's table.
+    pub const ALL: [MethodName; 6] = [
+        MethodName::Original,
+        MethodName::MaxLoss,
+        MethodName::NoisyLabel,
+        MethodName::RetainLabel,
+        MethodName::RandomEncoder,
+        MethodName::Ours,
+    ];
+
+    pub fn trains(self) -> bool {
+        self != MethodName::Original
+    }
+    pub fn uses_alpha(self) -> bool {
+        self.trains()
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodName::Original => "original",
+            MethodName::MaxLoss => "max_loss",
+            MethodName::NoisyLabel => "noisy_label",
+            MethodName::RetainLabel => "retain_label",
+            MethodName::RandomEncoder => "random_encoder",
+            MethodName::Ours => "ours",
+        }
+    }
+    pub fn display(self) -> &'static str {
+        match self {
+            MethodName::Original => "Original",
+            MethodName::MaxLoss => "Max Loss",
+            MethodName::NoisyLabel => "Noisy Label",
+            MethodName::RetainLabel => "Retain Label",
+            MethodName::RandomEncoder => "Random Encoder",
+            MethodName::Ours => "Ours",
+        }
+    }
+}
+
+/// Where the retain term's images come from.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RetainSource {
+    /// The real retain set D_R.
+    #[default]
+    Real,
+    /// A proxy: the dataset's `proxy_classes` (no access to D_R needed).
+    Proxy,
+}
+
+/// The noise image whose original-encoder embedding is the forget target.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseKind {
+    /// Gaussian with the forget batch's pixel mean and std, clamped to [0, 1].
+    #[default]
+    Normal,
+    /// U[0, 1].
+    Uniform,
+    /// The forget batch's mean pixel value everywhere.
+    Constant,
+}
+
+/// A method entry: `ours`, or `{name: ours, retain: proxy, noise: uniform}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct MethodSpec {
+    pub name: MethodName,
+    pub retain: RetainSource,
+    pub noise: NoiseKind,
+}
+
+impl MethodSpec {
+    pub fn plain(name: MethodName) -> Self {
+        Self {
+            name,
+            retain: RetainSource::Real,
+            noise: NoiseKind::Normal,
+        }
+    }
+    /// A unique key within an experiment.
+    pub fn key(&self) -> String {
+        let mut k = self.name.as_str().to_string();
+        if self.retain == RetainSource::Proxy {
+            k.push_str("+proxy");
+        }
+        if self.noise != NoiseKind::Normal {
+            k.push_str(&format!("+{:?}", self.noise).to_lowercase());
+        }
+        k
+    }
+    /// The row label in tables: "Ours (proxy D_R)", "Ours (uniform noise)" …
+    pub fn label(&self) -> String {
+        let mut l = self.name.display().to_string();
+        let mut extra = vec![];
+        if self.retain == RetainSource::Proxy {
+            extra.push("proxy D_R".to_string());
+        }
+        if self.noise != NoiseKind::Normal {
+            extra.push(format!(
+                "{} noise",
+                format!("{:?}", self.noise).to_lowercase()
+            ));
+        }
+        if !extra.is_empty() {
+            l.push_str(&format!(" ({})", extra.join(", ")));
+        }
+        l
+    }
+    /// Position in the paper's table (proxy variants after the plain method).
+    pub fn order(&self) -> (usize, RetainSource, NoiseKind) {
+        let i = MethodName::ALL
+            .iter()
+            .position(|m| *m == self.name)
+            .unwrap_or(99);
+        (i, self.retain, self.noise)
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MethodSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a method name or a mapping {name, retain, noise}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MethodSpec, E> {
+                let name = MethodName::deserialize(de::value::StrDeserializer::<E>::new(s))?;
+                Ok(MethodSpec::plain(name))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MethodSpec, A::Error> {
+                let (mut name, mut retain, mut noise) = (None, None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => name = Some(map.next_value::<MethodName>()?),
+                        "retain" => retain = Some(map.next_value::<RetainSource>()?),
+                        "noise" => noise = Some(map.next_value::<NoiseKind>()?),
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["name", "retain", "noise"],
+                            ))
+                        }
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                let spec = MethodSpec {
+                    name,
+                    retain: retain.unwrap_or_default(),
+                    noise: noise.unwrap_or_default(),
+                };
+                if spec.retain == RetainSource::Proxy
+                    && !matches!(
+                        name,
+                        MethodName::Ours | MethodName::RandomEncoder | MethodName::RetainLabel
+                    )
+                {
+                    return Err(de::Error::custom(format!(
+                        "`retain: proxy` applies to the encoder methods (ours, random_encoder, retain_label), not `{}`",
+                        name.as_str()
+                    )));
+                }
+                Ok(spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which parameters a method trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing (the original model).
+    None,
+    /// The encoder only; decoder and original model frozen.
+    Encoder,
+    /// Encoder and decoder.
+    Full,
+}
+
+/// One step's data.
+pub struct StepBatch<'a> {
+    /// Retain (or proxy) images `[Br, 3, S, S]` in [0, 1] and their masks.
+    pub retain: &'a Tensor,
+    pub retain_mask: &'a BatchMask,
+    /// Forget images and their masks.
+    pub forget: &'a Tensor,
+    pub forget_mask: &'a BatchMask,
+}
+
+/// What a method may use besides the batch.
+pub struct Ctx<'a> {
+    pub student: &'a dyn I2IModel,
+    /// The frozen original model.
+    pub teacher: &'a dyn I2IModel,
+    pub alpha: f64,
+    pub noise: NoiseKind,
+    pub paper_compat: bool,
+}
+
+/// A loss and its two terms (for logs).
+pub struct Loss {
+    pub total: Tensor,
+    pub retain: Tensor,
+    pub forget: Tensor,
+}
+
+/// An unlearning method.
+pub trait Method {
+    fn name(&self) -> MethodName;
+    fn scope(&self) -> Scope;
+    fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss>;
+}
+
+struct Original;
+impl Method for Original {
+    fn name(&self) -> MethodName {
+        MethodName::Original
+    }
+    fn scope(&self) -> Scope {
+        Scope::None
+    }
+    fn loss(&self, _: &Ctx, _: &StepBatch, _: &mut ChaCha8Rng) -> Result<Loss> {
+        anyhow::bail!("the original model is not trained")
+    }
+}
+
+/// The registry: YAML name → implementation.
+pub fn method(name: MethodName) -> Box<dyn Method> {
+    match name {
+        MethodName::Original => Box::new(Original),
+        MethodName::MaxLoss => Box::new(max_loss::MaxLoss),
+        MethodName::NoisyLabel => Box::new(noisy_label::NoisyLabel),
+        MethodName::RetainLabel => Box::new(retain_label::RetainLabel),
+        MethodName::RandomEncoder => Box::new(random_encoder::RandomEncoder),
+        MethodName::Ours => Box::new(ours::Ours),
+    }
+}
+
+/// A noise image batch shaped like `x` (pixels in [0, 1]).
+pub fn noise_like(x: &Tensor, kind: NoiseKind, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    use rand::Rng;
+    let n = x.elem_count();
+    let dev = x.device();
+    let mean = x.mean_all()?.to_scalar::<f32>()?;
+    let v: Vec<f32> = match kind {
+        NoiseKind::Normal => {
+            let var = (x
+                .affine(1.0, -(mean as f64))?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f32>()?)
+                / (n.max(2) - 1) as f32;
+            let std = var.sqrt();
+            crate::util::normal_vec(rng, n)
+                .into_iter()
+                .map(|z| (mean + std * z).clamp(0.0, 1.0))
+                .collect()
+        }
+        NoiseKind::Uniform => (0..n).map(|_| rng.random::<f32>()).collect(),
+        NoiseKind::Constant => vec![mean; n],
+    };
+    Ok(Tensor::from_vec(v, x.shape(), dev)?)
+}
+
+/// Standard normal tensor shaped like `t`.
+pub fn gaussian_like(t: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        crate::util::normal_vec(rng, t.elem_count()),
+        t.shape(),
+        t.device(),
+    )?)
+}
+
+/// Repeat the rows of `x` cyclically to `n` rows (pairs retain images with forget images).
+pub fn cycle_rows(x: &Tensor, n: usize) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    let idx: Vec<u32> = (0..n).map(|i| (i % b) as u32).collect();
+    Ok(x.index_select(&Tensor::from_vec(idx, n, x.device())?, 0)?)
+}
+
+/// Weight of the forget term: α, or 0 where the official code's `(1 + l)` quirk zeroes it.
+fn forget_weight(ctx: &Ctx, quirk_applies: bool) -> f64 {
+    if ctx.paper_compat && quirk_applies {
+        0.0
+    } else {
+        ctx.alpha
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_specs_parse_from_strings_and_maps() {
+        let v: Vec<MethodSpec> = serde_yaml::from_str(
+            "- ours\n- {name: ours, retain: proxy}\n- {name: ours, noise: uniform}\n",
+        )
+        .unwrap();
+        assert_eq!(v[0], MethodSpec::plain(MethodName::Ours));
+        assert_eq!(v[1].label(), "Ours (proxy D_R)");
+        assert_eq!(v[2].key(), "ours+uniform");
+        let e = serde_yaml::from_str::<Vec<MethodSpec>>("- forget_all\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `forget_all`") && e.contains("random_encoder"),
+            "{e}"
+        );
+        let e = serde_yaml::from_str::<Vec<MethodSpec>>("- {name: max_loss, retain: proxy}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encoder methods"), "{e}");
+    }
+}
