@@ -1,0 +1,357 @@
+//! Charts (Plotters, PNG): per table, one grouped bar chart per metric (methods × D_R / D_F, with
+//! ± std error bars) and, when the grid has several α, each metric against α.
+//!
+//! Labels use the embedded DejaVu Sans (or the TrueType file named by `I2I_UNLEARN_FONT`).
+
+use super::table::{Col, Table};
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Register the chart font once: `I2I_UNLEARN_FONT` if set, else the embedded DejaVu Sans.
+fn ensure_font() -> Result<()> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let (regular, bold): (&'static [u8], &'static [u8]) =
+            match std::env::var_os("I2I_UNLEARN_FONT") {
+                Some(p) => {
+                    let bytes = std::fs::read(&p).map_err(|e| {
+                        format!("I2I_UNLEARN_FONT={}: {e}", PathBuf::from(&p).display())
+                    })?;
+                    let b: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                    (b, b)
+                }
+                None => (dejavu::sans::regular(), dejavu::sans::bold()),
+            };
+        register_font("sans-serif", FontStyle::Normal, regular)
+            .map_err(|_| "the chart font is not a TrueType font".to_string())?;
+        register_font("sans-serif", FontStyle::Bold, bold)
+            .map_err(|_| "the chart font is not a TrueType font".to_string())?;
+        Ok(())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+];
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn metric_title(m: &str) -> &'static str {
+    match m {
+        "fid" => "FID",
+        "is" => "Inception Score",
+        "clip" => "CLIP similarity",
+        _ => "value",
+    }
+}
+
+/// Draw every chart; returns the files written.
+pub fn draw_all(tables: &[Table], dir: &Path) -> Result<Vec<PathBuf>> {
+    if tables.is_empty() {
+        return Ok(vec![]);
+    }
+    ensure_font()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = vec![];
+    let mut by_group: BTreeMap<(String, String, String), Vec<&Table>> = BTreeMap::new();
+    for t in tables {
+        by_group
+            .entry((t.dataset.clone(), t.model.clone(), t.mask.clone()))
+            .or_default()
+            .push(t);
+    }
+    for ((d, m, mask), ts) in by_group {
+        let several = ts.len() > 1;
+        let base = slug(&format!("{d}_{m}_{mask}"));
+        for t in &ts {
+            for metric in metrics_of(t) {
+                let suffix = match (several, t.alpha) {
+                    (true, Some(a)) => format!("_alpha{a}"),
+                    _ => String::new(),
+                };
+                let path = dir.join(format!("{base}_{metric}{suffix}.png"));
+                bars(t, metric, &path)?;
+                files.push(path);
+            }
+        }
+        if several {
+            for metric in metrics_of(ts[0]) {
+                let path = dir.join(format!("{base}_{metric}_vs_alpha.png"));
+                versus_alpha(&ts, metric, &path)?;
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The table's metrics, each once, in column order.
+fn metrics_of(t: &Table) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = vec![];
+    for c in &t.columns {
+        if !v.contains(&c.metric) {
+            v.push(c.metric);
+        }
+    }
+    v
+}
+
+type Dyn = Box<dyn std::error::Error + Send + Sync>;
+
+fn bars(t: &Table, metric: &str, path: &Path) -> Result<()> {
+    draw_bars(t, metric, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
+    let cols: Vec<(usize, &Col)> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.metric == metric)
+        .collect();
+    let n = t.rows.len();
+    let mut top: f64 = 0.0;
+    for r in &t.rows {
+        for (ci, _) in &cols {
+            if let Some(v) = &r.values[*ci] {
+                top = top.max(v.mean + v.std.unwrap_or(0.0));
+            }
+        }
+    }
+    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    let root = BitMapBackend::new(path, (140 * n as u32 + 160, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!("{} — {}", metric_title(metric), t.title());
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(70)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(metric_title(metric))
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let width = 0.8 / cols.len().max(1) as f64;
+    for (k, (ci, col)) in cols.iter().enumerate() {
+        let color = COLORS[if col.set == "retain" { 0 } else { 1 }];
+        let set_label = if col.set == "retain" {
+            "D_R (retain)"
+        } else {
+            "D_F (forget)"
+        };
+        let mut first = true;
+        for (i, r) in t.rows.iter().enumerate() {
+            let Some(v) = &r.values[*ci] else { continue };
+            let x0 = i as f64 + 0.1 + k as f64 * width;
+            let s = chart.draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.9, v.mean)],
+                color.filled(),
+            )))?;
+            if first {
+                s.label(set_label).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+                first = false;
+            }
+            if let Some(sd) = v.std {
+                let xc = x0 + width * 0.45;
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(xc, v.mean - sd), (xc, v.mean + sd)],
+                    BLACK.stroke_width(2),
+                )))?;
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    // Method names under the bars, in pixel coordinates.
+    for (i, r) in t.rows.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        for (j, line) in wrap(&r.label, 16).iter().enumerate() {
+            let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ),
+            );
+            root.draw(&Text::new(
+                line.clone(),
+                (px, py + 8 + 16 * j as i32),
+                style,
+            ))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn wrap(s: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for w in s.split(' ') {
+        let cur = lines.last_mut().unwrap();
+        if !cur.is_empty() && cur.len() + 1 + w.len() > width {
+            lines.push(w.to_string());
+        } else {
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(w);
+        }
+    }
+    lines
+}
+
+fn versus_alpha(ts: &[&Table], metric: &str, path: &Path) -> Result<()> {
+    draw_versus_alpha(ts, metric, path)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+fn draw_versus_alpha(ts: &[&Table], metric: &str, path: &Path) -> Result<(), Dyn> {
+    // (method label, set) → [(α, mean)]; the Original row is a horizontal reference.
+    let mut lines: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut reference: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let alphas: Vec<f64> = ts.iter().filter_map(|t| t.alpha).collect();
+    for t in ts {
+        for (ci, c) in t.columns.iter().enumerate() {
+            if c.metric != metric {
+                continue;
+            }
+            for r in &t.rows {
+                if let Some(v) = &r.values[ci] {
+                    lo = lo.min(v.mean);
+                    hi = hi.max(v.mean);
+                    if r.method == "original" {
+                        reference.insert(c.set.to_string(), v.mean);
+                    } else if let Some(a) = t.alpha {
+                        lines
+                            .entry((r.label.clone(), c.set.to_string()))
+                            .or_default()
+                            .push((a, v.mean));
+                    }
+                }
+            }
+        }
+    }
+    if !lo.is_finite() {
+        return Ok(());
+    }
+    let pad = ((hi - lo) * 0.1).max(1e-6);
+    let (amin, amax) = alphas
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let apad = ((amax - amin) * 0.05).max(1e-3);
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{} vs α — {} · {} · {}",
+                metric_title(metric),
+                ts[0].dataset,
+                ts[0].model,
+                ts[0].mask
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((amin - apad)..(amax + apad), (lo - pad)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("α (forget-term weight)")
+        .y_desc(metric_title(metric))
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let labels: Vec<String> = {
+        let mut v: Vec<String> = lines.keys().map(|(l, _)| l.clone()).collect();
+        v.dedup();
+        v
+    };
+    for ((label, set), mut pts) in lines {
+        pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        let color = COLORS[labels.iter().position(|l| *l == label).unwrap_or(0) % COLORS.len()];
+        let name = format!("{label} ({})", if set == "retain" { "D_R" } else { "D_F" });
+        if set == "retain" {
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+        } else {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    pts.clone(),
+                    6,
+                    4,
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 6, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                pts.iter()
+                    .map(|p| TriangleMarker::new(*p, 5, color.filled())),
+            )?;
+        }
+    }
+    for (set, v) in reference {
+        let name = format!("Original ({})", if set == "retain" { "D_R" } else { "D_F" });
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(amin - apad, v), (amax + apad, v)],
+                3,
+                3,
+                BLACK.stroke_width(1),
+            ))?
+            .label(name)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The report: every stored row as `runs.parquet` / `runs.csv`, the paper-layout tables
+//! (`table.md`, `table.tex`) and charts (PNG), rebuilt from the store by `i2i-unlearn report DIR`.
+//!
+//! Rows are aggregated over seeds with Polars (mean, sample std, count). Only the records of the
+//! cells in the folders' `grid.json` are used (an earlier config's cells are reported as stale and
+//! left out); the same cell found in several folders (merged shards) counts once.
+
+#[cfg(feature = "report")]
+mod charts;
+#[cfg(feature = "report")]
+mod frame;
+pub mod table;
+
+use crate::progress::Progress;
+use crate::store::{self, CellRecord, Row, Store};
+use anyhow::Result;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One aggregated number: mean ± std of a metric over seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agg {
+    pub dataset: String,
+    pub model: String,
+    pub mask: String,
+    pub alpha: Option<f64>,
+    pub method: String,
+    pub label: String,
+    pub set: String,
+    pub metric: String,
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub seeds: usize,
+    pub n: u64,
+    pub protocol: String,
+}
+
+/// Records of the current grids of `dirs`, deduplicated by cell id.
+pub fn collect(dirs: &[PathBuf], p: &Progress) -> Result<Vec<CellRecord>> {
+    let mut wanted: Option<BTreeSet<String>> = None;
+    let mut by_id: BTreeMap<String, CellRecord> = BTreeMap::new();
+    let mut stale = 0;
+    let mut dup = 0;
+    let mut all = vec![];
+    for d in dirs {
+        anyhow::ensure!(d.is_dir(), "{} is not a results folder", d.display());
+        if let Some(g) = store::read_grid(d)? {
+            wanted
+                .get_or_insert_with(BTreeSet::new)
+                .extend(g.cells.into_iter().map(|c| c.id));
+        }
+        all.extend(Store::new(d).records()?);
+    }
+    for rec in all {
+        if let Some(w) = &wanted {
+            if !w.contains(&rec.cell.id) {
+                stale += 1;
+                continue;
+            }
+        }
+        if by_id.insert(rec.cell.id.clone(), rec).is_some() {
+            dup += 1;
+        }
+    }
+    if stale > 0 {
+        p.note(&format!("report: left out {stale} stored cells that are not in the current grid (an earlier config)"));
+    }
+    if dup > 0 {
+        p.note(&format!(
+            "report: {dup} cells were found in more than one folder; each is counted once"
+        ));
+    }
+    Ok(by_id.into_values().collect())
+}
+
+/// Mean, sample std (None for one seed) and count, in plain Rust (used when built without Polars
+/// and to cross-check the Polars aggregation in tests).
+pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
+    type Key = (
+        String,
+        String,
+        String,
+        Option<u64>,
+        String,
+        String,
+        String,
+        String,
+    );
+    let mut groups: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        let k = (
+            r.dataset.clone(),
+            r.model.clone(),
+            r.mask.clone(),
+            r.alpha.map(f64::to_bits),
+            r.method.clone(),
+            r.label.clone(),
+            r.set.clone(),
+            r.metric.clone(),
+        );
+        groups.entry(k).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(k, v)| {
+            let n = v.len();
+            let mean = v.iter().map(|r| r.value).sum::<f64>() / n as f64;
+            let std = (n > 1).then(|| {
+                (v.iter().map(|r| (r.value - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+            });
+            Agg {
+                dataset: k.0,
+                model: k.1,
+                mask: k.2,
+                alpha: k.3.map(f64::from_bits),
+                method: k.4,
+                label: k.5,
+                set: k.6,
+                metric: k.7,
+                mean,
+                std,
+                seeds: n,
+                n: v[0].n,
+                protocol: v[0].protocol.clone(),
+            }
+        })
+        .collect()
+}
+
+/// What `build` wrote.
+#[derive(Debug, Default)]
+pub struct ReportSummary {
+    pub cells: usize,
+    pub rows: usize,
+    pub files: Vec<PathBuf>,
+}
+
+/// Rebuild every report file in `out` from the records of `dirs`.
+pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+    let records = collect(dirs, p)?;
+    let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
+    rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));
+    std::fs::create_dir_all(out)?;
+    let mut files = vec![];
+    #[cfg(feature = "report")]
+    let aggs = {
+        files.extend(frame::write_runs(&rows, out)?);
+        frame::aggregate(&rows)?
+    };
+    #[cfg(not(feature = "report"))]
+    let aggs = {
+        p.note(
+            "report: built without the `report` feature: tables only (no Parquet/CSV, no charts)",
+        );
+        aggregate_plain(&rows)
+    };
+    let tables = table::tables(&aggs);
+    let md = table::markdown(&tables, &records);
+    crate::util::write_atomic(&out.join("table.md"), md.as_bytes())?;
+    files.push(out.join("table.md"));
+    let tex = table::latex(&tables);
+    crate::util::write_atomic(&out.join("table.tex"), tex.as_bytes())?;
+    files.push(out.join("table.tex"));
+    #[cfg(feature = "report")]
+    match charts::draw_all(&tables, &out.join("charts")) {
+        Ok(f) => files.extend(f),
+        Err(e) => p.note(&format!("warning: charts not drawn: {e:#}")),
+    }
+    p.note(&format!(
+        "report: {} cells, {} rows → {}",
+        records.len(),
+        rows.len(),
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(ReportSummary {
+        cells: records.len(),
+        rows: rows.len(),
+        files,
+    })
+}

@@ -1,0 +1,144 @@
+//! The results store: one JSON file per finished cell under `<output>/cells/<id>.json`, written
+//! atomically (temporary file, fsync, rename). A killed run leaves either a whole record or none,
+//! so a re-run skips exactly the finished cells, never duplicates a row and never loses one.
+//! Shards of a grid (`--shard k/n`) write disjoint files; `report` merges any number of folders.
+
+use crate::config::grid::Cell;
+use crate::unlearn::trainer::UnlearnLog;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One number: a metric of a set (forget | retain) of one cell, with its protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub cell: String,
+    pub experiment: String,
+    pub dataset: String,
+    pub model: String,
+    pub family: String,
+    pub method: String,
+    pub label: String,
+    pub alpha: Option<f64>,
+    pub mask: String,
+    pub seed: u64,
+    pub set: String,
+    pub metric: String,
+    pub value: f64,
+    pub n: u64,
+    pub protocol: String,
+}
+
+/// Where a record came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub tool: String,
+    pub protocol_version: u32,
+    /// SHA-256 of the original model's weights (safetensors file).
+    pub original_weights_sha256: String,
+    pub device: String,
+    pub threads: usize,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+}
+
+/// Everything a finished cell produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub cell: Cell,
+    pub experiment: String,
+    pub rows: Vec<Row>,
+    pub unlearn: Option<UnlearnLog>,
+    pub unlearn_seconds: f64,
+    pub eval_seconds: f64,
+    pub provenance: Provenance,
+}
+
+/// A results folder.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn cell_path(&self, id: &str) -> PathBuf {
+        self.dir.join("cells").join(format!("{id}.json"))
+    }
+
+    pub fn is_done(&self, id: &str) -> bool {
+        self.cell_path(id).is_file()
+    }
+
+    /// Write a finished cell (atomic).
+    pub fn put(&self, rec: &CellRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(rec)?;
+        crate::util::write_atomic(&self.cell_path(&rec.cell.id), &bytes)
+    }
+
+    /// Every record of a folder, sorted by cell id.
+    pub fn records(&self) -> Result<Vec<CellRecord>> {
+        let cells = self.dir.join("cells");
+        if !cells.is_dir() {
+            return Ok(vec![]);
+        }
+        let mut out = vec![];
+        let mut entries: Vec<_> = std::fs::read_dir(&cells)
+            .with_context(|| format!("listing {}", cells.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "json")
+                    && !p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or(".")
+                        .starts_with('.')
+            })
+            .collect();
+        entries.sort();
+        for p in entries {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let rec: CellRecord = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a cell record (delete it to recompute the cell)",
+                    p.display()
+                )
+            })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+}
+
+/// The cells an experiment expects, written at the start of a run so `report` knows which records
+/// belong to the current grid.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GridManifest {
+    pub experiment: String,
+    pub cells: Vec<Cell>,
+}
+
+pub fn write_grid(dir: &Path, m: &GridManifest) -> Result<()> {
+    crate::util::write_atomic(&dir.join("grid.json"), &serde_json::to_vec_pretty(m)?)
+}
+
+pub fn read_grid(dir: &Path) -> Result<Option<GridManifest>> {
+    let p = dir.join("grid.json");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some(
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?,
+    ))
+}
