@@ -1,0 +1,152 @@
+//! User mistakes give one line naming the file, line and valid choices, exit code 2, and no output.
+
+mod common;
+use common::*;
+
+fn check_error(yaml: &str, want: &[&str]) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "bad.yaml", yaml);
+    let o = run(
+        &["run", p.to_str().unwrap()],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for w in want {
+        assert!(err.contains(w), "`{w}` missing in: {err}");
+    }
+    assert!(
+        !d.path().join("results").exists(),
+        "no partial output on a config error"
+    );
+    err
+}
+
+#[test]
+fn unknown_key_names_file_line_and_valid_keys() {
+    let y = tiny_yaml("t", "colour: blue\n");
+    let line = y.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+    check_error(
+        &y,
+        &[
+            &format!("bad.yaml:{line}:"),
+            "unknown field `colour`",
+            "datasets",
+        ],
+    );
+}
+
+#[test]
+fn unknown_method_lists_the_registry() {
+    let y = tiny_yaml("t", "").replace(
+        "methods: [original, ours,",
+        "methods: [original, forget_everything, ours,",
+    );
+    check_error(
+        &y,
+        &[
+            "bad.yaml:",
+            "unknown variant `forget_everything`",
+            "random_encoder",
+            "noisy_label",
+        ],
+    );
+}
+
+#[test]
+fn unknown_mask_lists_the_kinds() {
+    let y = tiny_yaml("t", "").replace("masks: [center:2]", "masks: [centre:2]");
+    check_error(&y, &["bad.yaml:", "centre", "center:K", "outpaint:R"]);
+}
+
+#[test]
+fn wrong_type_is_reported_with_its_line() {
+    let y = tiny_yaml("t", "").replace("unlearn: {steps: 4,", "unlearn: {steps: four,");
+    let line = y.lines().position(|l| l.starts_with("unlearn")).unwrap() + 1;
+    check_error(&y, &[&format!("bad.yaml:{line}:"), "invalid type"]);
+}
+
+#[test]
+fn semantic_errors_point_at_the_culprit() {
+    let y = tiny_yaml("t", "").replace("retain_classes: [1, 2, 3]", "retain_classes: [1, 0, 3]");
+    let line = y
+        .lines()
+        .position(|l| l.contains("retain_classes"))
+        .unwrap()
+        + 1;
+    check_error(
+        &y,
+        &[
+            &format!("bad.yaml:{line}:"),
+            "retain_classes[1]",
+            "also a forget class",
+        ],
+    );
+    let y = tiny_yaml("t", "").replace("forget_classes: [0]", "forget_classes: [17]");
+    check_error(&y, &["forget_classes[0]", "unknown class `17`"]);
+    let y = tiny_yaml("t", "").replace("masks: [center:2]", "masks: [center:4]");
+    check_error(&y, &["masks[0]", "must be below the grid size 4"]);
+    let y = tiny_yaml("t", "").replace("hidden_size: 16,", "hidden_size: 16, hiden_layers: 3,");
+    check_error(
+        &y,
+        &["models[0].config.hiden_layers", "unknown MAE config field"],
+    );
+}
+
+#[test]
+fn missing_file_bad_flag_and_missing_results_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["run", "nope.yaml"], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read experiment file nope.yaml"));
+    let o = run(&["run", "x.yaml", "--shard", "3/2"], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["report", "results/none"], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a folder"));
+    let p = write(d.path(), "ok.yaml", &tiny_yaml("t", ""));
+    let o = run(
+        &["run", p.to_str().unwrap(), "--device", "cuda"],
+        d.path(),
+        d.path(),
+    );
+    if !cfg!(feature = "cuda") {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("built without CUDA"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["--help"], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for w in [
+        "run",
+        "report",
+        "check",
+        "Exit codes",
+        "experiments/quickstart.yaml",
+    ] {
+        assert!(out.contains(w), "{w}: {out}");
+    }
+    let o = run(&["run", "--help"], d.path(), d.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("--shard") && out.contains("Slurm"), "{out}");
+}
+
+#[test]
+fn check_lists_cells_without_running() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "ok.yaml", &tiny_yaml("t", ""));
+    let o = run(&["check", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // original × 2 seeds + 3 trained methods × 1 α × 2 seeds.
+    assert!(out.contains("8 cells"), "{out}");
+    assert!(!d.path().join("results").exists());
+}

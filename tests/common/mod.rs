@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_i2i-unlearn"))
+}
+
+/// A tiny experiment that runs in seconds: 6 texture classes at 16 px, a 1-layer MAE.
+pub fn tiny_yaml(name: &str, extra: &str) -> String {
+    format!(
+        r#"name: {name}
+seeds: [0, 1]
+datasets:
+  - name: tex
+    source: {{kind: embedded, classes: 6, size: 16, seed: 1}}
+    forget_classes: [0]
+    retain_classes: [1, 2, 3]
+    proxy_classes: [4, 5]
+    train_per_class: 8
+    eval_per_class: 6
+models:
+  - name: mae
+    family: mae
+    config: {{image_size: 16, patch_size: 4, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, decoder_hidden_size: 16, decoder_num_hidden_layers: 1, decoder_num_attention_heads: 2, decoder_intermediate_size: 32}}
+    pretrain: {{steps: 15, batch_size: 8}}
+unlearn: {{steps: 4, retain_batch: 4, forget_batch: 4, warmup_steps: 1}}
+methods: [original, ours, {{name: ours, retain: proxy}}, max_loss]
+alphas: [0.25]
+masks: [center:2]
+metrics:
+  batch_size: 16
+  is_splits: 2
+  domain: {{steps: 15, batch_size: 16, widths: [8, 8, 8]}}
+{extra}"#
+    )
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn run(args: &[&str], cwd: &Path, cache: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("I2I_UNLEARN_CACHE", cache)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Rows of a runs.csv as (cell, set, metric) → value.
+pub fn csv_rows(path: &Path) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let (c, s, m, v) = (col("cell"), col("set"), col("metric"), col("value"));
+    lines
+        .map(|l| {
+            // The protocol column is quoted and may contain commas; the columns we need come first.
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[c].to_string(),
+                f[s].to_string(),
+                f[m].to_string(),
+                f[v].to_string(),
+            )
+        })
+        .collect()
+}
