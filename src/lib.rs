@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod hub;
 pub mod masks;
 pub mod metrics;
 pub mod models;

@@ -614,6 +614,29 @@ impl I2IModel for Mae {
     }
 }
 
+/// An MAE checkpoint: its config (with the preprocessor's normalisation) and checked weights.
+pub fn load_checkpoint(
+    ck: &super::checkpoint::Checkpoint,
+    device: &Device,
+) -> Result<(MaeConfig, Weights)> {
+    let text = std::fs::read_to_string(&ck.config)
+        .with_context(|| format!("reading {}", ck.config.display()))?;
+    let mut cfg = MaeConfig::from_json(&text)
+        .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
+    if let Some((mean, std)) = super::checkpoint::normalisation(ck.preprocessor.as_deref())? {
+        cfg.image_mean = mean;
+        cfg.image_std = std;
+    }
+    let mut weights = super::checkpoint::load_tensors(&ck.weights, device)?;
+    check_names(&cfg, &weights)
+        .with_context(|| format!("checkpoint {} ({})", ck.origin, ck.weights.display()))?;
+    // Keep only what the model uses (checkpoints may carry extra buffers).
+    let wanted: std::collections::HashSet<String> =
+        expected_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
+    weights.retain(|k, _| wanted.contains(k));
+    Ok((cfg, weights))
+}
+
 /// Every expected tensor name with its shape, in transformers' naming.
 pub fn expected_shapes(cfg: &MaeConfig) -> Vec<(String, Vec<usize>)> {
     let (h, hd, n, p, c) = (

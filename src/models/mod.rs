@@ -5,6 +5,7 @@
 //! masked image (what the paper's loss compares), a decoder, its own training loss, generation,
 //! and its parameters split into encoder / decoder / frozen.
 
+pub mod checkpoint;
 pub mod mae;
 
 use crate::config::locate::Seg;
