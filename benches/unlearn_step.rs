@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
     let exp = config::load(std::path::Path::new("experiments/quickstart.yaml"))
         .expect("quickstart config");
     let dev = Device::Cpu;
-    let fc = exp.models[0].family_config().expect("valid config");
+    let fc = exp.models[0].family_config().expect("valid config").expect("quickstart has a config");
     let splits = Splits::build(&exp.datasets[0], 32, &dev).expect("data");
     let w = models::init_weights(&fc, 0, &dev).expect("init");
     let teacher = models::build(&fc, &w, false, &dev).expect("teacher");

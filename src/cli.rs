@@ -87,6 +87,42 @@ then merge with `i2i-unlearn report DIR1 DIR2 ...`.")]
         #[arg(long, value_name = "K/N")]
         shard: Option<Shard>,
     },
+    /// Inpaint a folder of images with a model (hub id or local checkpoint folder).
+    #[command(long_about = "\
+Inpaint (or outpaint) every PNG / JPEG under --images with a checkpoint and write one PNG per image \
+to --out (same relative paths). The model is a hub id (facebook/vit-mae-base, optionally @revision; \
+downloaded once into the Hugging Face cache, HF_HOME / HF_ENDPOINT / HF_TOKEN / HF_HUB_OFFLINE \
+honoured) or a folder with config.json and model.safetensors / pytorch_model.bin.
+
+Images are resized to the model's resolution (bicubic, as transformers' image processor). The \
+output keeps the known pixels and takes the model's prediction where the mask hides them. \
+With --save-tensors, the raw predictions (not pasted) are saved too.
+
+Masks: center:K, outpaint:R, random_box:K, random:PERCENT (e.g. center:8 on a 14×14 grid).")]
+    Inpaint {
+        /// Hub id (e.g. facebook/vit-mae-large) or a checkpoint folder.
+        #[arg(long)]
+        model: String,
+        /// Which patches to hide.
+        #[arg(long, default_value = "center:8")]
+        mask: crate::masks::MaskSpec,
+        /// Folder of input images (searched recursively).
+        #[arg(long)]
+        images: PathBuf,
+        /// Output folder for the PNGs.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also save inputs, raw predictions, outputs and masks as one safetensors file.
+        #[arg(long, value_name = "FILE.safetensors")]
+        save_tensors: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Seed of random masks (random_box, random).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
     /// Rebuild runs.parquet, runs.csv, table.md, table.tex and charts from stored cells.
     #[command(long_about = "\
 Rebuild the report from the cell records of one or more results folders (for example the \
@@ -198,6 +234,32 @@ pub fn main_with(cli: Cli) -> Result<()> {
                     c.id, c.dataset, c.model, c.label, a, c.mask, c.seed
                 );
             }
+            Ok(())
+        }
+        Command::Inpaint {
+            model,
+            mask,
+            images,
+            out,
+            save_tensors,
+            batch_size,
+            seed,
+            device: d,
+        } => {
+            let n = crate::inpaint::run(
+                &crate::inpaint::InpaintArgs {
+                    model: &model,
+                    mask,
+                    images: &images,
+                    out: &out,
+                    save_tensors: save_tensors.as_deref(),
+                    batch_size,
+                    seed,
+                    device: device(d)?,
+                },
+                &progress,
+            )?;
+            progress.note(&format!("inpainted {n} images → {}", out.display()));
             Ok(())
         }
         Command::Report { dirs, out } => {

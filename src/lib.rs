@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod hub;
+pub mod inpaint;
 pub mod masks;
 pub mod metrics;
 pub mod models;

@@ -8,6 +8,7 @@
 //! | `center:K`     | the central K × K patches are hidden (inpainting; the paper's K = 8 of 16)     |
 //! | `outpaint:R`   | all four borders are hidden; the hidden share of the side is R/16 (R = 1..15)  |
 //! | `random_box:K` | a K × K patch box at a random position, fixed per image by the cell's seed     |
+//! | `random:R`     | R % of the patches, chosen uniformly at random per image (MAE-style)           |
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -18,13 +19,23 @@ use std::str::FromStr;
 /// A mask kind as written in the experiment file (`center:4`, `outpaint:8`, `random_box:3`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MaskSpec {
-    Center { k: usize },
-    Outpaint { r: usize },
-    RandomBox { k: usize },
+    Center {
+        k: usize,
+    },
+    Outpaint {
+        r: usize,
+    },
+    RandomBox {
+        k: usize,
+    },
+    /// `percent` % of the patches (rounded down), uniformly at random per image.
+    Random {
+        percent: usize,
+    },
 }
 
 pub const MASK_CHOICES: &str =
-    "center:K (K×K central patches), outpaint:R (borders, R/16 of the side, R = 1..15), random_box:K";
+    "center:K (K×K central patches), outpaint:R (borders, R/16 of the side, R = 1..15), random_box:K, random:PERCENT";
 
 impl FromStr for MaskSpec {
     type Err = String;
@@ -40,6 +51,7 @@ impl FromStr for MaskSpec {
             "center" => MaskSpec::Center { k: n },
             "outpaint" => MaskSpec::Outpaint { r: n },
             "random_box" => MaskSpec::RandomBox { k: n },
+            "random" => MaskSpec::Random { percent: n },
             other => {
                 return Err(format!(
                     "unknown mask kind `{other}`: expected one of {MASK_CHOICES}"
@@ -53,6 +65,9 @@ impl FromStr for MaskSpec {
             MaskSpec::Outpaint { r } if r == 0 || r > 15 => {
                 Err(format!("mask `{s}`: R must be in 1..=15"))
             }
+            MaskSpec::Random { percent } if percent == 0 || percent >= 100 => {
+                Err(format!("mask `{s}`: the percentage must be in 1..=99"))
+            }
             ok => Ok(ok),
         }
     }
@@ -64,6 +79,7 @@ impl fmt::Display for MaskSpec {
             MaskSpec::Center { k } => write!(f, "center:{k}"),
             MaskSpec::Outpaint { r } => write!(f, "outpaint:{r}"),
             MaskSpec::RandomBox { k } => write!(f, "random_box:{k}"),
+            MaskSpec::Random { percent } => write!(f, "random:{percent}"),
         }
     }
 }
@@ -155,6 +171,20 @@ impl MaskSpec {
                     grid,
                     hidden: inner.hidden.iter().map(|h| !h).collect(),
                 })
+            }
+            MaskSpec::Random { percent } => {
+                let n = grid * grid;
+                let hidden_n = (n * percent / 100).clamp(1, n - 1);
+                // Rank patches by a per-(image, patch) hash: a uniform random subset, fixed per key.
+                let mut order: Vec<(u64, usize)> = (0..n)
+                    .map(|i| (crate::util::mix(&[key, 0x7261_6e64, i as u64]), i))
+                    .collect();
+                order.sort_unstable();
+                let mut hidden = vec![false; n];
+                for &(_, i) in &order[..hidden_n] {
+                    hidden[i] = true;
+                }
+                Ok(PatchMask { grid, hidden })
             }
             MaskSpec::RandomBox { k } => {
                 if k >= grid {
@@ -307,7 +337,7 @@ mod tests {
 
     #[test]
     fn parse_and_print_round_trip() {
-        for s in ["center:4", "outpaint:8", "random_box:3"] {
+        for s in ["center:4", "outpaint:8", "random_box:3", "random:75"] {
             assert_eq!(s.parse::<MaskSpec>().unwrap().to_string(), s);
         }
         assert!("centre:4"
@@ -352,6 +382,10 @@ mod tests {
             (0..20).map(|k| s.render(8, k).unwrap().hidden).collect();
         assert!(distinct.len() > 5);
         assert!((0..20).all(|k| s.render(8, k).unwrap().num_hidden() == 9));
+        let r = MaskSpec::Random { percent: 75 };
+        assert_eq!(r.render(14, 3).unwrap().num_hidden(), 147);
+        assert_eq!(r.render(14, 3).unwrap(), r.render(14, 3).unwrap());
+        assert_ne!(r.render(14, 3).unwrap(), r.render(14, 4).unwrap());
     }
 
     #[test]

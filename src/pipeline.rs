@@ -76,6 +76,24 @@ fn out_dir_of(opts: &RunOptions, exp: &Experiment) -> PathBuf {
 
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let out_dir = out_dir_of(opts, exp);
+    // Resolve checkpoints (downloading config files if needed) and check them against the masks
+    // before anything is written.
+    let hub = if exp.models.iter().any(|m| m.weights.is_some()) {
+        Some(crate::hub::Hub::from_env()?)
+    } else {
+        None
+    };
+    let mut resolved = vec![];
+    for m in &exp.models {
+        let (family, ck) = m.resolve_config(hub.as_ref())?;
+        crate::config::check_masks(exp, &family, &m.name).map_err(|(path, msg)| {
+            crate::error::user(format!(
+                "{}: {msg}",
+                crate::config::locate::path_string(&path)
+            ))
+        })?;
+        resolved.push((family, ck));
+    }
     let all = grid::expand(exp);
     let cells = match opts.shard {
         Some(s) => s.select(all.clone()),
@@ -124,7 +142,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let total = pending.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     for ((di, mi), cells) in groups {
-        let group = prepare_group(exp, di, mi, opts, &mut summary.phases)?;
+        let group = prepare_group(exp, di, mi, &resolved[mi], opts, &mut summary.phases)?;
         // Cells are independent: run as many at once as there are rayon threads. On small models
         // this beats splitting each op over threads (measured 1.45× more steps per second on
         // 2 cores); candle's ops inside then share the same pool.
@@ -168,6 +186,7 @@ fn prepare_group(
     exp: &Experiment,
     di: usize,
     mi: usize,
+    (family, checkpoint): &(FamilyConfig, Option<models::checkpoint::Checkpoint>),
     opts: &RunOptions,
     phases: &mut Phases,
 ) -> Result<Group> {
@@ -175,7 +194,7 @@ fn prepare_group(
     let m = &exp.models[mi];
     let p = &opts.progress;
     let dev = &opts.device;
-    let family = m.family_config().map_err(|(_, msg)| anyhow::anyhow!(msg))?;
+    let family = family.clone();
     let size = family
         .image_size()
         .context("model without a fixed resolution")?;
@@ -194,30 +213,53 @@ fn prepare_group(
         "task_masks": if m.pretrain.task_mask_share > 0.0 { serde_json::to_value(&exp.masks)? } else { serde_json::Value::Null },
     }))[..16]
         .to_string();
-    let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
-    let original = match crate::pretrain::load_cached(&path, dev)? {
-        Some(w) => {
-            p.note(&format!(
-                "original model `{}`: cached pre-training {}",
-                m.name,
-                path.display()
-            ));
-            w
-        }
-        None => {
-            let data = Splits::pretrain_set(d, size, dev)?;
-            let bar = p.bar(
-                m.pretrain.steps as u64,
-                &format!("pre-train {} on {}", m.name, d.name),
-            );
-            let (w, loss) =
-                crate::pretrain::pretrain(&family, &m.pretrain, &data, &exp.masks, dev, |_, l| {
-                    bar.inc(1);
-                    bar.set_message(format!("loss {l:.4}"));
-                })?;
-            bar.finish_and_clear();
-            models::save_weights(&w, &path)?;
-            p.note(&format!(
+    let cached = crate::pretrain::cache_path(&opts.cache_dir, &key);
+    let path = checkpoint
+        .as_ref()
+        .map(|c| c.weights.clone())
+        .unwrap_or(cached.clone());
+    let original = if let Some(ck) = checkpoint {
+        let w = match &family {
+            FamilyConfig::Mae(_) => models::mae::load_checkpoint(ck, dev)?.1,
+        };
+        p.note(&format!(
+            "original model `{}`: checkpoint {} ({})",
+            m.name,
+            ck.origin,
+            ck.weights.display()
+        ));
+        w
+    } else {
+        let path = &cached;
+        match crate::pretrain::load_cached(path, dev)? {
+            Some(w) => {
+                p.note(&format!(
+                    "original model `{}`: cached pre-training {}",
+                    m.name,
+                    path.display()
+                ));
+                w
+            }
+            None => {
+                let data = Splits::pretrain_set(d, size, dev)?;
+                let bar = p.bar(
+                    m.pretrain.steps as u64,
+                    &format!("pre-train {} on {}", m.name, d.name),
+                );
+                let (w, loss) = crate::pretrain::pretrain(
+                    &family,
+                    &m.pretrain,
+                    &data,
+                    &exp.masks,
+                    dev,
+                    |_, l| {
+                        bar.inc(1);
+                        bar.set_message(format!("loss {l:.4}"));
+                    },
+                )?;
+                bar.finish_and_clear();
+                models::save_weights(&w, path)?;
+                p.note(&format!(
                 "original model `{}`: pre-trained {} steps on {} images in {:.0} s (final loss {loss:.4}) → {}",
                 m.name,
                 m.pretrain.steps,
@@ -225,7 +267,8 @@ fn prepare_group(
                 t.elapsed().as_secs_f64(),
                 path.display()
             ));
-            w
+                w
+            }
         }
     };
     let original_sha = crate::util::sha256_file(&path)?;

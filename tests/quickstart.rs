@@ -12,7 +12,13 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     let exp = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.yaml");
     let out = d.path().join("qs");
     let o = std::process::Command::new(bin())
-        .args(["run", exp.to_str().unwrap(), "--output", out.to_str().unwrap(), "--no-samples"])
+        .args([
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--no-samples",
+        ])
         .env("I2I_UNLEARN_CACHE", d.path().join("cache"))
         .output()
         .unwrap();
@@ -25,17 +31,37 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     for l in lines {
         let f: Vec<&str> = l.split(',').collect();
         if f[col("metric")] == "fid" {
-            fid.insert((f[col("method")].to_string(), f[col("set")].to_string()), f[col("value")].parse().unwrap());
+            fid.insert(
+                (f[col("method")].to_string(), f[col("set")].to_string()),
+                f[col("value")].parse().unwrap(),
+            );
         }
     }
     let get = |m: &str, s: &str| fid[&(m.to_string(), s.to_string())];
     let (or, of) = (get("original", "retain"), get("original", "forget"));
     let (ur, uf) = (get("ours", "retain"), get("ours", "forget"));
     eprintln!("original retain {or:.3} forget {of:.3}; ours retain {ur:.3} forget {uf:.3}");
-    assert!(ur <= 1.25 * or, "ours retain FID {ur} vs original {or}: more than 25% worse");
-    assert!(uf >= 2.0 * of, "ours forget FID {uf} vs original {of}: less than doubled");
+    assert!(
+        ur <= 1.25 * or,
+        "ours retain FID {ur} vs original {or}: more than 25% worse"
+    );
+    assert!(
+        uf >= 2.0 * of,
+        "ours forget FID {uf} vs original {of}: less than doubled"
+    );
     // Every method of the paper's table is present.
-    for m in ["original", "max_loss", "noisy_label", "retain_label", "random_encoder", "ours", "ours+proxy"] {
-        assert!(fid.contains_key(&(m.to_string(), "forget".to_string())), "{m} missing");
+    for m in [
+        "original",
+        "max_loss",
+        "noisy_label",
+        "retain_label",
+        "random_encoder",
+        "ours",
+        "ours+proxy",
+    ] {
+        assert!(
+            fid.contains_key(&(m.to_string(), "forget".to_string())),
+            "{m} missing"
+        );
     }
 }

@@ -252,9 +252,9 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
         let family = m
             .family_config()
             .map_err(|(sub, msg)| (path.iter().cloned().chain(sub).collect(), msg))?;
-        for (j, mask) in exp.masks.iter().enumerate() {
-            mask.check_grid(family.grid())
-                .map_err(|e| at(&[Key("masks"), Idx(j)], format!("{e} (model `{}`)", m.name)))?;
+        // A checkpoint's architecture is checked against the masks when it is resolved.
+        if let Some(family) = family {
+            check_masks(exp, &family, &m.name)?;
         }
         m.pretrain
             .validate()
@@ -263,6 +263,19 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
     exp.metrics
         .validate()
         .map_err(|(sub, msg)| (std::iter::once(Key("metrics")).chain(sub).collect(), msg))?;
+    Ok(())
+}
+
+/// Every mask must fit the model's patch grid.
+pub fn check_masks(
+    exp: &Experiment,
+    family: &crate::models::FamilyConfig,
+    model: &str,
+) -> std::result::Result<(), Invalid> {
+    for (j, mask) in exp.masks.iter().enumerate() {
+        mask.check_grid(family.grid())
+            .map_err(|e| at(&[Key("masks"), Idx(j)], format!("{e} (model `{model}`)")))?;
+    }
     Ok(())
 }
 

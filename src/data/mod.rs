@@ -7,6 +7,7 @@
 //! get one line in [`open_source`].
 
 pub mod embedded;
+pub mod folder;
 pub mod split;
 
 use anyhow::Result;

@@ -602,12 +602,13 @@ impl I2IModel for Mae {
         let mask = self.random_masks(pixels.dim(0)?, mask_ratio, rng)?;
         self.reconstruction_loss(pixels, &mask, pixels, Mode::Train)
     }
-    fn generate(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+    /// With `norm_pix_loss`, hidden patches are un-standardised with the statistics of the input's
+    /// own patches, as transformers' examples do (the hidden patches' true statistics are used:
+    /// a visualisation convention, not blind inpainting).
+    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
         let emb = self.encode(pixels, mask, Mode::Infer)?;
         let logits = self.decode_logits(&emb, mask, Mode::Infer)?;
-        let pred = self.logits_to_pixels(&logits, Some(pixels))?;
-        let pm = mask.pixel_mask(self.image_size(), pixels.device())?;
-        Ok(crate::masks::paste(pixels, &pred, &pm)?.clamp(0f32, 1f32)?)
+        self.logits_to_pixels(&logits, Some(pixels))
     }
     fn params(&self) -> &Params {
         &self.params

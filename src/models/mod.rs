@@ -32,9 +32,14 @@ pub enum FamilyName {
 pub struct ModelSpec {
     pub name: String,
     pub family: FamilyName,
-    /// The architecture, with the field names of the family's upstream `config.json`.
+    /// The architecture, with the field names of the family's upstream `config.json`; the
+    /// original model is then pre-trained here (see `pretrain`).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// A checkpoint to start from instead: a hub id (`facebook/vit-mae-large`, optionally
+    /// `@revision`) or a folder with `config.json` and `model.safetensors` / `pytorch_model.bin`.
+    #[serde(default)]
+    pub weights: Option<String>,
     /// How the original model is obtained when no checkpoint is given: pre-trained here on the
     /// dataset's training images (cached by content hash, so a re-run skips it).
     #[serde(default)]
@@ -122,11 +127,53 @@ impl FamilyConfig {
 }
 
 impl ModelSpec {
-    /// Parse `config` strictly for the family; errors carry the YAML sub-path.
-    pub fn family_config(&self) -> std::result::Result<FamilyConfig, (Vec<Seg>, String)> {
-        match self.family {
-            FamilyName::Mae => mae::MaeConfig::from_yaml_value(&self.config).map(FamilyConfig::Mae),
+    /// Parse `config` strictly for the family; errors carry the YAML sub-path. `None` when the
+    /// architecture comes from a checkpoint (`weights`).
+    pub fn family_config(&self) -> std::result::Result<Option<FamilyConfig>, (Vec<Seg>, String)> {
+        if self.weights.is_some() {
+            if !self.config.is_null() {
+                return Err((
+                    vec![Seg::Key("config")],
+                    "give either `config` (pre-train the original model here) or `weights` (start from a checkpoint), not both".into(),
+                ));
+            }
+            return Ok(None);
         }
+        match self.family {
+            FamilyName::Mae => {
+                mae::MaeConfig::from_yaml_value(&self.config).map(|c| Some(FamilyConfig::Mae(c)))
+            }
+        }
+    }
+
+    /// The architecture, reading the checkpoint's config when `weights` names one.
+    pub fn resolve_config(
+        &self,
+        hub: Option<&crate::hub::Hub>,
+    ) -> Result<(FamilyConfig, Option<checkpoint::Checkpoint>)> {
+        if let Some(c) = self
+            .family_config()
+            .map_err(|(_, m)| crate::error::user(m))?
+        {
+            return Ok((c, None));
+        }
+        let spec = self.weights.as_deref().expect("weights when no config");
+        let ck =
+            checkpoint::resolve(spec, hub).with_context(|| format!("model `{}`", self.name))?;
+        let cfg = match self.family {
+            FamilyName::Mae => {
+                let text = std::fs::read_to_string(&ck.config)
+                    .with_context(|| format!("reading {}", ck.config.display()))?;
+                let mut c = mae::MaeConfig::from_json(&text)
+                    .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
+                if let Some((mean, std)) = checkpoint::normalisation(ck.preprocessor.as_deref())? {
+                    c.image_mean = mean;
+                    c.image_std = std;
+                }
+                FamilyConfig::Mae(c)
+            }
+        };
+        Ok((cfg, Some(ck)))
     }
 }
 
@@ -193,10 +240,15 @@ pub trait I2IModel {
         mask_ratio: f64,
         rng: &mut ChaCha8Rng,
     ) -> Result<Tensor>;
+    /// The raw prediction for the whole image `[B, 3, S, S]` on the [0, 1] scale (not pasted,
+    /// not clamped), for metrics that need it.
+    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+        let emb = self.encode(pixels, mask, Mode::Infer)?;
+        self.decode(&emb, mask, Mode::Infer)
+    }
     /// Inpaint / outpaint: the prediction pasted into the known pixels, clamped to [0, 1].
     fn generate(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
-        let emb = self.encode(pixels, mask, Mode::Infer)?;
-        let pred = self.decode(&emb, mask, Mode::Infer)?;
+        let pred = self.predict(pixels, mask)?;
         let pm = mask.pixel_mask(self.image_size(), pixels.device())?;
         Ok(crate::masks::paste(pixels, &pred, &pm)?.clamp(0f32, 1f32)?)
     }

@@ -78,3 +78,9 @@ pub fn csv_rows(path: &Path) -> Vec<(String, String, String, String)> {
         })
         .collect()
 }
+
+/// `../shared/data` beside the repository, if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    p.is_dir().then_some(p)
+}

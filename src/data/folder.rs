@@ -1,0 +1,151 @@
+//! Image folders: recursive, sorted listing of PNG / JPEG files and robust decoding (format sniffed
+//! from the content, any colour type converted to RGB, unreadable files reported, never dropped
+//! silently).
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Every PNG / JPEG under `dir` (any letter case), sorted by path.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Decode image bytes by their content (not their name) into 8-bit RGB.
+pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage> {
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .context("reading the image header")?
+        .decode()?;
+    Ok(img.to_rgb8())
+}
+
+/// Decoded images and the files that failed, in input order.
+pub struct Decoded {
+    pub images: Vec<(PathBuf, image::RgbImage)>,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl Decoded {
+    /// One line naming the failed files (for a warning), if any.
+    pub fn warning(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = self
+            .failed
+            .iter()
+            .take(5)
+            .map(|(p, e)| format!("{} ({e})", p.display()))
+            .collect();
+        Some(format!(
+            "warning: skipped {} unreadable image{}: {}{}",
+            self.failed.len(),
+            if self.failed.len() == 1 { "" } else { "s" },
+            shown.join("; "),
+            if self.failed.len() > 5 { "; …" } else { "" }
+        ))
+    }
+}
+
+/// Decode files in parallel.
+pub fn decode_files(paths: &[PathBuf]) -> Decoded {
+    let results: Vec<(PathBuf, Result<image::RgbImage>)> = paths
+        .par_iter()
+        .map(|p| {
+            let r = std::fs::read(p)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| decode_rgb(&b));
+            (p.clone(), r)
+        })
+        .collect();
+    let mut d = Decoded {
+        images: vec![],
+        failed: vec![],
+    };
+    for (p, r) in results {
+        match r {
+            Ok(img) => d.images.push((p, img)),
+            Err(e) => d.failed.push((p, format!("{e:#}").replace('\n', " "))),
+        }
+    }
+    d
+}
+
+/// `[3, S, S]` floats in [0, 1] after resizing to exactly `size` × `size` (bicubic, as
+/// transformers' ViT/MAE image processors do; aspect ratio not kept).
+pub fn to_chw_resized(img: &image::RgbImage, size: usize) -> Vec<f32> {
+    let r = if img.width() as usize == size && img.height() as usize == size {
+        img.clone()
+    } else {
+        image::imageops::resize(
+            img,
+            size as u32,
+            size as u32,
+            image::imageops::FilterType::CatmullRom,
+        )
+    };
+    let mut out = vec![0f32; 3 * size * size];
+    for (i, p) in r.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * size * size + i] = p[c] as f32 / 255.0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_recursively_sorted_any_case_and_reports_bad_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("b/c")).unwrap();
+        let img = image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
+        img.save(d.path().join("b/c/z.PNG")).unwrap();
+        img.save_with_format(d.path().join("a.JPEG"), image::ImageFormat::Jpeg)
+            .unwrap();
+        // A PNG named .jpg is decoded by content.
+        img.save_with_format(d.path().join("b/png_named.jpg"), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(d.path().join("b/broken.jpg"), b"not an image").unwrap();
+        std::fs::write(d.path().join("notes.txt"), b"x").unwrap();
+        let files = list_images(d.path()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["a.JPEG", "b/broken.jpg", "b/c/z.PNG", "b/png_named.jpg"]
+        );
+        let dec = decode_files(&files);
+        assert_eq!(dec.images.len(), 3);
+        assert_eq!(dec.failed.len(), 1);
+        let w = dec.warning().unwrap();
+        assert!(
+            w.contains("broken.jpg") && w.contains("skipped 1 unreadable image"),
+            "{w}"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! `i2i-unlearn inpaint`: run a model's inpainting on a folder of images, for inspection and for
+//! checks by others.
+
+use crate::data::folder;
+use crate::masks::MaskSpec;
+use crate::models::{self, FamilyConfig, I2IModel};
+use crate::progress::Progress;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub struct InpaintArgs<'a> {
+    pub model: &'a str,
+    pub mask: MaskSpec,
+    pub images: &'a Path,
+    pub out: &'a Path,
+    pub save_tensors: Option<&'a Path>,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub device: Device,
+}
+
+/// Load a model from a hub id or a local checkpoint folder.
+pub fn load_model(spec: &str, device: &Device) -> Result<(Box<dyn I2IModel>, String)> {
+    let hub = crate::hub::Hub::from_env()?;
+    let ck = models::checkpoint::resolve(spec, Some(&hub))?;
+    let (cfg, weights) = models::mae::load_checkpoint(&ck, device)?;
+    let sha = crate::util::sha256_file(&ck.weights)?;
+    Ok((
+        models::build(&FamilyConfig::Mae(cfg), &weights, false, device)?,
+        sha,
+    ))
+}
+
+pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
+    if !a.images.is_dir() {
+        return Err(crate::error::user(format!(
+            "--images {}: not a folder",
+            a.images.display()
+        )));
+    }
+    let files = folder::list_images(a.images)?;
+    if files.is_empty() {
+        return Err(crate::error::user(format!(
+            "no PNG or JPEG images under {}",
+            a.images.display()
+        )));
+    }
+    let (model, sha) = load_model(a.model, &a.device)?;
+    let size = model.image_size();
+    let grid = model.config().grid();
+    a.mask.check_grid(grid).map_err(crate::error::user)?;
+    p.note(&format!(
+        "{}: {} images, {size} px, mask {} on a {grid}×{grid} grid, weights sha256 {}",
+        a.model,
+        files.len(),
+        a.mask,
+        &sha[..12]
+    ));
+    std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let bar = p.bar(files.len() as u64, "inpaint");
+    let mut saved: HashMap<&str, Vec<Tensor>> = HashMap::new();
+    let mut names: Vec<String> = vec![];
+    let mut skipped = vec![];
+    for chunk in files.chunks(a.batch_size.max(1)) {
+        let dec = folder::decode_files(chunk);
+        skipped.extend(dec.failed.clone());
+        if dec.images.is_empty() {
+            continue;
+        }
+        let n = dec.images.len();
+        let data: Vec<f32> = dec
+            .images
+            .iter()
+            .flat_map(|(_, img)| folder::to_chw_resized(img, size))
+            .collect();
+        let x = Tensor::from_vec(data, (n, 3, size, size), &a.device)?;
+        let keys: Vec<u64> = dec
+            .images
+            .iter()
+            .map(|(path, _)| {
+                crate::util::mix(&[crate::util::fnv1a64(rel(path, a.images).as_bytes()), a.seed])
+            })
+            .collect();
+        let m = a.mask.batch(grid, &keys)?;
+        let pred = model.predict(&x, &m)?;
+        let pm = m.pixel_mask(size, &a.device)?;
+        let out = crate::masks::paste(&x, &pred, &pm)?.clamp(0f32, 1f32)?;
+        for (i, (path, _)) in dec.images.iter().enumerate() {
+            let target = a.out.join(rel(path, a.images)).with_extension("png");
+            let img = crate::data::tensor_to_rgb(&out.get(i)?)?;
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, image::ImageFormat::Png)?;
+            crate::util::write_atomic(&target, bytes.get_ref())?;
+            names.push(rel(path, a.images));
+        }
+        if a.save_tensors.is_some() {
+            saved.entry("inputs").or_default().push(x);
+            saved.entry("predictions").or_default().push(pred);
+            saved.entry("outputs").or_default().push(out);
+            saved
+                .entry("mask")
+                .or_default()
+                .push(m.patch_mask(&a.device)?);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if !skipped.is_empty() {
+        let d = folder::Decoded {
+            images: vec![],
+            failed: skipped,
+        };
+        eprintln!("{}", d.warning().expect("non-empty"));
+    }
+    if let Some(path) = a.save_tensors {
+        let mut map = HashMap::new();
+        for (k, v) in saved {
+            map.insert(k.to_string(), Tensor::cat(&v, 0)?);
+        }
+        candle_core::safetensors::save(&map, path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let list = PathBuf::from(format!("{}.files.txt", path.display()));
+        std::fs::write(&list, names.join("\n") + "\n")?;
+        p.note(&format!(
+            "wrote {} (inputs, predictions = raw, unpasted, on the [0, 1] scale; outputs = pasted; mask = 1 where hidden; rows in the order of {})",
+            path.display(),
+            list.display()
+        ));
+    }
+    Ok(names.len())
+}
+
+fn rel(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,186 @@
+//! Experiments can start from a checkpoint (`weights:`) instead of pre-training, and the
+//! `inpaint` command runs a checkpoint on a folder of images.
+
+mod common;
+use common::*;
+
+fn yaml(model_block: &str, masks: &str) -> String {
+    format!(
+        r#"name: ck
+seeds: [0]
+datasets:
+  - name: tex
+    source: {{kind: embedded, classes: 4, size: 32, seed: 2}}
+    forget_classes: [0]
+    retain_classes: [1, 2]
+    train_per_class: 6
+    eval_per_class: 4
+models:
+{model_block}
+unlearn: {{steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}}
+methods: [original, ours]
+masks: [{masks}]
+metrics:
+  is_splits: 2
+  domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}
+"#
+    )
+}
+
+fn fixture_dir() -> String {
+    format!("{}/tests/fixtures/mae/tiny", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn an_experiment_can_start_from_a_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let m = format!(
+        "  - {{name: tiny-ck, family: mae, weights: {}}}",
+        fixture_dir()
+    );
+    let p = write(d.path(), "ck.yaml", &yaml(&m, "center:4"));
+    let o = run(
+        &["run", p.to_str().unwrap()],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("checkpoint") && !err.contains("pre-trained"),
+        "{err}"
+    );
+    assert!(!d.path().join("cache/pretrain").exists());
+    let rec = std::fs::read_dir(d.path().join("results/ck/cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(rec).unwrap();
+    // Provenance: the checkpoint file's hash.
+    let sha = i2i_unlearn::util::sha256_file(std::path::Path::new(&format!(
+        "{}/model.safetensors",
+        fixture_dir()
+    )))
+    .unwrap();
+    assert!(text.contains(&sha), "weights hash not recorded");
+}
+
+#[test]
+fn checkpoint_errors_before_any_output() {
+    let d = tempfile::tempdir().unwrap();
+    // The checkpoint's 8×8 grid cannot hold a centre 8×8 mask.
+    let m = format!(
+        "  - {{name: tiny-ck, family: mae, weights: {}}}",
+        fixture_dir()
+    );
+    let p = write(d.path(), "a.yaml", &yaml(&m, "center:8"));
+    let o = run(&["run", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("masks[0]"), "{}", stderr(&o));
+    assert!(!d.path().join("results").exists());
+    // config and weights together.
+    let m = format!(
+        "  - {{name: x, family: mae, weights: {}, config: {{hidden_size: 8}}}}",
+        fixture_dir()
+    );
+    let p = write(d.path(), "b.yaml", &yaml(&m, "center:4"));
+    let o = run(&["run", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("either `config`"), "{}", stderr(&o));
+    // A folder without weights.
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let m = format!("  - {{name: x, family: mae, weights: {}}}", empty.display());
+    let p = write(d.path(), "c.yaml", &yaml(&m, "center:4"));
+    let o = run(&["run", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("lacks config.json"), "{}", stderr(&o));
+}
+
+#[test]
+fn inpaint_command_writes_pngs_and_tensors() {
+    let Some(data) = shared_data() else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let imgs = d.path().join("in");
+    std::fs::create_dir_all(imgs.join("sub")).unwrap();
+    for (i, name) in ["val_0.JPEG", "val_1.JPEG", "val_2.JPEG"]
+        .iter()
+        .enumerate()
+    {
+        let dst = if i == 2 {
+            imgs.join("sub").join(name)
+        } else {
+            imgs.join(name)
+        };
+        std::fs::copy(data.join("tiny-imagenet-200/val/images").join(name), dst).unwrap();
+    }
+    std::fs::write(imgs.join("broken.jpg"), b"nope").unwrap();
+    let out = d.path().join("out");
+    let t = d.path().join("t.safetensors");
+    let o = run(
+        &[
+            "inpaint",
+            "--model",
+            &fixture_dir(),
+            "--mask",
+            "center:4",
+            "--images",
+            imgs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--save-tensors",
+            t.to_str().unwrap(),
+        ],
+        d.path(),
+        d.path(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("broken.jpg"),
+        "unreadable files are named: {err}"
+    );
+    for f in ["val_0.png", "val_1.png", "sub/val_2.png"] {
+        let img = image::open(out.join(f)).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32));
+    }
+    let m = candle_core::safetensors::load(&t, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(m["predictions"].dims(), &[3, 3, 32, 32]);
+    assert_eq!(m["mask"].dims(), &[3, 64]);
+    let list = std::fs::read_to_string(format!("{}.files.txt", t.display())).unwrap();
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["sub/val_2.JPEG", "val_0.JPEG", "val_1.JPEG"]
+    );
+    // Visible pixels are the (resized) input's; hidden ones come from the prediction.
+    let pm = m["mask"]
+        .reshape((3, 1, 8, 8))
+        .unwrap()
+        .upsample_nearest2d(32, 32)
+        .unwrap();
+    let keep = pm
+        .affine(-1.0, 1.0)
+        .unwrap()
+        .broadcast_as((3, 3, 32, 32))
+        .unwrap();
+    let vis = ((&m["outputs"] - &m["inputs"]).unwrap() * &keep)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(vis.to_scalar::<f32>().unwrap(), 0.0);
+    let hid = ((&m["outputs"] - m["predictions"].clamp(0f32, 1f32).unwrap()).unwrap()
+        * pm.broadcast_as((3, 3, 32, 32)).unwrap())
+    .unwrap()
+    .abs()
+    .unwrap()
+    .max_all()
+    .unwrap();
+    assert_eq!(hid.to_scalar::<f32>().unwrap(), 0.0);
+}
