@@ -11,13 +11,17 @@ use i2i_unlearn::models;
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 fn bench(c: &mut Criterion) {
+    i2i_unlearn::tune_allocator();
     let exp = config::load(std::path::Path::new("experiments/quickstart.yaml"))
         .expect("quickstart config");
     let dev = Device::Cpu;
-    let fc = exp.models[0].family_config().expect("valid config").expect("quickstart has a config");
+    let fc = exp.models[0]
+        .family_config()
+        .expect("valid config")
+        .expect("quickstart has a config");
     let splits = Splits::build(&exp.datasets[0], 32, &dev).expect("data");
     let w = models::init_weights(&fc, 0, &dev).expect("init");
     let teacher = models::build(&fc, &w, false, &dev).expect("teacher");

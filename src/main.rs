@@ -5,12 +5,12 @@ use i2i_unlearn::cli::{main_with, Cli};
 use i2i_unlearn::error;
 use std::process::ExitCode;
 
-// candle allocates a fresh buffer for every op; mimalloc reuses them instead of faulting in new
-// pages (measured: ~15% of a training step went to page faults with the system allocator).
+// See i2i_unlearn::tune_allocator.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 fn main() -> ExitCode {
+    i2i_unlearn::tune_allocator();
     // candle's element-wise thread pool spin-waits; next to rayon's matmul threads on a small
     // machine it costs more than it gains, and we parallelise over cells instead. Respect an
     // explicit setting. (Set before any candle op: the pool is created on first use.)

@@ -1,0 +1,122 @@
+//! MAE at full size on CPU: inpainting forward throughput and one encoder-unlearning (`ours`)
+//! step, with the peak resident memory. Prints one JSON line. Used by
+//! tools/bench/mae_vs_transformers.py, which runs transformers the same way.
+//!
+//!   cargo run --release --example mae_bench -- --size base --batch 8 --iters 3 --what forward
+//!   cargo run --release --example mae_bench -- --size large --batch 4 --iters 1 --what unlearn
+
+#[global_allocator]
+static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
+
+use candle_core::{Device, Tensor};
+use i2i_unlearn::config::UnlearnSpec;
+use i2i_unlearn::data::ImageSet;
+use i2i_unlearn::masks::MaskSpec;
+use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig};
+use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind};
+use std::time::Instant;
+
+fn arg(name: &str, default: &str) -> String {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() -> anyhow::Result<()> {
+    i2i_unlearn::tune_allocator();
+    let size = arg("--size", "base");
+    let batch: usize = arg("--batch", "8").parse()?;
+    let iters: usize = arg("--iters", "3").parse()?;
+    let what = arg("--what", "forward");
+    let mask = arg("--mask", "center:8")
+        .parse::<MaskSpec>()
+        .map_err(anyhow::Error::msg)?;
+    let mut cfg = MaeConfig::default(); // vit-mae-base
+    if size == "large" {
+        cfg.hidden_size = 1024;
+        cfg.num_hidden_layers = 24;
+        cfg.num_attention_heads = 16;
+        cfg.intermediate_size = 4096;
+    }
+    let dev = Device::Cpu;
+    let fc = FamilyConfig::Mae(cfg.clone());
+    let w = models::init_weights(&fc, 0, &dev)?;
+    let teacher = models::build(&fc, &w, false, &dev)?;
+    let x = Tensor::rand(0f32, 1.0, (batch, 3, 224, 224), &dev)?;
+    let keys: Vec<u64> = (0..batch as u64).collect();
+    let m = mask.batch(cfg.grid(), &keys)?;
+    let threads = candle_core::utils::get_num_threads();
+    let (secs, per) = match what.as_str() {
+        "forward" => {
+            teacher.predict(&x, &m)?; // warm-up
+            let t = Instant::now();
+            for _ in 0..iters {
+                teacher.predict(&x, &m)?;
+            }
+            (t.elapsed().as_secs_f64() / iters as f64, batch)
+        }
+        "unlearn" => {
+            let student = models::build(&fc, &w, true, &dev)?;
+            let set = ImageSet {
+                pixels: x.clone(),
+                labels: vec![0; batch],
+                ids: keys.clone(),
+            };
+            let method = unlearn::method(MethodName::Ours);
+            let ctx = Ctx {
+                student: &*student,
+                teacher: &*teacher,
+                alpha: 0.25,
+                noise: NoiseKind::Normal,
+                paper_compat: false,
+            };
+            // One run of iters + 1 steps (one optimiser); time the steps after the first.
+            let spec = UnlearnSpec {
+                steps: iters + 1,
+                retain_batch: batch,
+                forget_batch: batch,
+                warmup_steps: 0,
+                ..Default::default()
+            };
+            let job = trainer::UnlearnJob {
+                spec: &spec,
+                retain: &set,
+                forget: &set,
+                mask,
+                seed: 0,
+            };
+            let mut marks = vec![];
+            trainer::run(&*method, &ctx, &job, |_, _| marks.push(Instant::now()))?;
+            let secs = marks[marks.len() - 1]
+                .duration_since(marks[0])
+                .as_secs_f64()
+                / iters as f64;
+            (secs, 2 * batch)
+        }
+        other => anyhow::bail!("--what forward|unlearn, got {other}"),
+    };
+    println!(
+        "{{\"impl\": \"i2i-unlearn (candle)\", \"size\": \"{size}\", \"what\": \"{what}\", \"batch\": {batch}, \"threads\": {threads}, \"seconds_per_iter\": {secs:.4}, \"images_per_s\": {:.3}, \"peak_rss_mib\": {:.0}}}",
+        per as f64 / secs,
+        peak_rss_mib()
+    );
+    Ok(())
+}
