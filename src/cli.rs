@@ -123,6 +123,73 @@ Masks: center:K, outpaint:R, random_box:K, random:PERCENT (e.g. center:8 on a 14
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
     },
+    /// Fréchet Inception Distance between two folders of images (or .npz statistics), like
+    /// `python -m pytorch_fid`.
+    #[command(long_about = "\
+FID between PATH_A and PATH_B, each a folder of images (searched recursively, sorted; PNG / JPEG in \
+any letter case) or an .npz statistics file with `mu` and `sigma` as pytorch-fid writes them. \
+The last line printed is `FID: <value>`.
+
+InceptionV3 is pytorch-fid's FID network; its weights (pt_inception-2015-12-05-6726825d.pth) are \
+downloaded once from pytorch-fid's release page into the Hugging Face cache folder and checked \
+against the SHA-256 prefix in their name; --weights takes a local file (.pth, legacy or zip, or \
+.safetensors). --mode chooses the published protocol (the number changes with it, so it is printed):
+  pytorch-fid     bilinear resize to 299 (align_corners=False), 2x - 1         [pytorch-fid 0.3.0]
+  clean           PIL bicubic per channel on float32, (x - 128)/128            [clean-fid 'clean']
+  torch-fidelity  TF1 bilinear on uint8 values, (x - 128)/128                  [torch-fidelity]
+Statistics are accumulated in f64 (mean, covariance with N - 1) in batches; the Fréchet \
+distance uses symmetric eigendecompositions only. FID is biased in N: compare only equal N.
+
+Examples:
+  i2i-unlearn fid generated/ reference/
+  i2i-unlearn fid generated/ --save-stats generated.npz
+  i2i-unlearn fid generated.npz reference.npz")]
+    Fid {
+        /// A folder of images or an .npz statistics file.
+        path_a: PathBuf,
+        /// The second folder or .npz (optional with --save-stats).
+        path_b: Option<PathBuf>,
+        #[command(flatten)]
+        ex: ExtractorFlags,
+        /// Feature dimension: 64, 192, 768 or 2048 (pool3).
+        #[arg(long, default_value_t = 2048)]
+        dims: usize,
+        /// Save the statistics of PATH_A (mu, sigma) in pytorch-fid's .npz format.
+        #[arg(long, value_name = "OUT.npz")]
+        save_stats: Option<PathBuf>,
+    },
+    /// Inception Score of a folder of images, as torch-fidelity computes it (or `--paper`).
+    #[command(long_about = "\
+Inception Score of the images under PATH. The last line printed is `IS: <mean> ± <std>`.
+
+Default: torch-fidelity's definition: the FID InceptionV3 (pytorch-fid's weights), TF1 bilinear \
+resize of uint8 inputs, softmax in f64 over the 1008 logits without bias, numpy \
+RandomState(2020) shuffle, 10 splits, mean and population std over splits.
+--paper: the official code of the unlearning paper: torchvision's ImageNet InceptionV3 \
+(inception_v3_google-0cc3c7bd.pth, 1000 classes), inputs mapped to [-1, 1] (the CIFAR \
+normalisation quirk), torch bilinear resize, contiguous splits without shuffle.")]
+    Is {
+        /// A folder of images.
+        path: PathBuf,
+        #[command(flatten)]
+        ex: ExtractorFlags,
+        #[arg(long, default_value_t = 10)]
+        splits: usize,
+        /// The paper's variant (see above).
+        #[arg(long)]
+        paper: bool,
+    },
+    /// Kernel Inception Distance between two folders, as torch-fidelity computes it.
+    Kid {
+        path_a: PathBuf,
+        path_b: PathBuf,
+        #[command(flatten)]
+        ex: ExtractorFlags,
+        #[arg(long, default_value_t = 100)]
+        subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        subset_size: usize,
+    },
     /// Rebuild runs.parquet, runs.csv, table.md, table.tex and charts from stored cells.
     #[command(long_about = "\
 Rebuild the report from the cell records of one or more results folders (for example the \
@@ -136,6 +203,41 @@ a cell found in several folders counts once. Output goes to the first folder unl
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// Extractor settings shared by `fid`, `is` and `kid`.
+#[derive(clap::Args, Debug)]
+pub struct ExtractorFlags {
+    /// A local weights file instead of the default download.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Resize / normalisation protocol: pytorch-fid, clean or torch-fidelity.
+    #[arg(long)]
+    pub mode: Option<crate::metrics::preprocess::ResizeMode>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+impl ExtractorFlags {
+    fn args(
+        &self,
+        default_mode: crate::metrics::preprocess::ResizeMode,
+        dims: usize,
+    ) -> Result<crate::metrics::commands::ExtractorArgs> {
+        if ![64, 192, 768, 2048].contains(&dims) {
+            return Err(user(format!("--dims {dims}: use 64, 192, 768 or 2048")));
+        }
+        Ok(crate::metrics::commands::ExtractorArgs {
+            weights: self.weights.clone(),
+            mode: self.mode.unwrap_or(default_mode),
+            dims,
+            batch_size: self.batch_size.max(1),
+            device: device(self.device)?,
+        })
+    }
 }
 
 /// The cache folder: explicit, `$I2I_UNLEARN_CACHE`, `$XDG_CACHE_HOME/i2i-unlearn`, `~/.cache/i2i-unlearn`.
@@ -260,6 +362,58 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 &progress,
             )?;
             progress.note(&format!("inpainted {n} images → {}", out.display()));
+            Ok(())
+        }
+        Command::Fid {
+            path_a,
+            path_b,
+            ex,
+            dims,
+            save_stats,
+        } => {
+            use crate::metrics::preprocess::ResizeMode;
+            if path_b.is_none() && save_stats.is_none() {
+                return Err(user(
+                    "give two paths to compare, or one path with --save-stats OUT.npz",
+                ));
+            }
+            let a = ex.args(ResizeMode::PytorchFid, dims)?;
+            let paths: Vec<PathBuf> = std::iter::once(path_a).chain(path_b).collect();
+            crate::metrics::commands::fid(&paths, save_stats.as_deref(), &a, &progress)?;
+            Ok(())
+        }
+        Command::Is {
+            path,
+            ex,
+            splits,
+            paper,
+        } => {
+            use crate::metrics::preprocess::ResizeMode;
+            let default = if paper {
+                ResizeMode::PytorchFid
+            } else {
+                ResizeMode::TorchFidelity
+            };
+            let a = ex.args(default, 2048)?;
+            crate::metrics::commands::inception_score(&path, paper, splits.max(1), &a, &progress)?;
+            Ok(())
+        }
+        Command::Kid {
+            path_a,
+            path_b,
+            ex,
+            subsets,
+            subset_size,
+        } => {
+            use crate::metrics::preprocess::ResizeMode;
+            let a = ex.args(ResizeMode::TorchFidelity, 2048)?;
+            crate::metrics::commands::kid(
+                &[path_a, path_b],
+                subsets.max(1),
+                subset_size,
+                &a,
+                &progress,
+            )?;
             Ok(())
         }
         Command::Report { dirs, out } => {

@@ -39,3 +39,4 @@ pub fn tune_allocator() {
                                                        // SAFETY: a plain option setter of the linked mimalloc; no memory is touched.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
+pub mod weights;

@@ -148,6 +148,57 @@ pub fn frechet_distance(a: &Stats, b: &Stats) -> Result<f64> {
     Ok(diff + tr(&a.sigma) + tr(&b.sigma) - 2.0 * ts)
 }
 
+impl Stats {
+    /// Write pytorch-fid's statistics file: `mu` [d] and `sigma` [d, d], float64.
+    pub fn save_npz(&self, path: &std::path::Path) -> Result<()> {
+        use candle_core::{Device, Tensor};
+        let d = self.dim();
+        let mu = Tensor::from_vec(self.mu.clone(), d, &Device::Cpu)?;
+        let sigma = Tensor::from_vec(self.sigma.clone(), (d, d), &Device::Cpu)?;
+        let tmp = path.with_extension("npz.tmp");
+        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], &tmp)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Read a statistics file with `mu` and `sigma` (as pytorch-fid writes them; N unknown = 0).
+    pub fn load_npz(path: &std::path::Path) -> Result<Self> {
+        use candle_core::{DType, Tensor};
+        let arrays = Tensor::read_npz(path).map_err(|e| {
+            crate::error::user(format!("{}: not a readable .npz ({e})", path.display()))
+        })?;
+        let get = |k: &str| {
+            arrays
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| {
+                    crate::error::user(format!(
+                        "{}: no array `{k}` (pytorch-fid statistics have `mu` and `sigma`)",
+                        path.display()
+                    ))
+                })
+        };
+        let (mu, sigma) = (get("mu")?, get("sigma")?);
+        let d = mu.elem_count();
+        anyhow::ensure!(
+            mu.rank() == 1 && sigma.dims() == [d, d],
+            "{}: `mu` {:?} and `sigma` {:?} do not fit together",
+            path.display(),
+            mu.dims(),
+            sigma.dims()
+        );
+        Ok(Self {
+            mu: mu.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            sigma: sigma
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?,
+            n: 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,14 @@
 //! The embedded default uses a small CNN trained on the dataset's own classes ([`domain`]),
 //! labelled "domain extractor", never "Inception". InceptionV3 and CLIP are further extractors.
 
+pub mod commands;
 pub mod domain;
 pub mod fid;
+pub mod inception;
 pub mod is;
+pub mod kid;
+pub mod np_random;
+pub mod preprocess;
 
 use anyhow::Result;
 use candle_core::Tensor;

@@ -112,31 +112,48 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
     })
 }
 
-/// Every tensor of a safetensors or torch (`.bin`, `.pth`) file, as f32.
+/// Every tensor of a safetensors file or a torch file (`.bin`, `.pth`; zip or legacy layout), as
+/// f32 (integer tensors such as `num_batches_tracked` are kept as they are).
 pub fn load_tensors(path: &Path, device: &Device) -> Result<super::Weights> {
-    let is_safetensors = {
-        let mut head = [0u8; 8];
-        let n = std::io::Read::read(
-            &mut std::fs::File::open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-            &mut head,
-        )?;
-        // Torch files are zip archives ("PK") or legacy pickles (0x80 protocol byte).
-        n == 8 && !head.starts_with(b"PK") && head[0] != 0x80
-    };
-    let pairs: Vec<(String, candle_core::Tensor)> = if is_safetensors {
-        candle_core::safetensors::load(path, device)
-            .with_context(|| format!("reading safetensors {}", path.display()))?
-            .into_iter()
-            .collect()
-    } else {
-        candle_core::pickle::read_all(path)
-            .with_context(|| format!("reading torch checkpoint {}", path.display()))?
-    };
-    pairs
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?.to_device(device)?)))
+    let raw = read_tensors(path, device)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let v = if v.dtype().is_float() {
+                v.to_dtype(DType::F32)?
+            } else {
+                v
+            };
+            Ok((k, v.to_device(device)?))
+        })
         .collect()
+}
+
+/// Every tensor of a weights file in its stored dtype, the format sniffed from the content.
+pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, candle_core::Tensor)>> {
+    let mut head = [0u8; 16];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        &mut head,
+    )?;
+    let head = &head[..n];
+    if head.starts_with(b"PK") {
+        candle_core::pickle::read_all(path)
+            .with_context(|| format!("reading torch checkpoint {}", path.display()))
+    } else if super::torch_legacy::is_legacy(head) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        super::torch_legacy::read(&bytes, device)
+            .with_context(|| format!("reading legacy torch file {}", path.display()))
+    } else {
+        Ok(candle_core::safetensors::load(path, device)
+            .with_context(|| {
+                format!(
+                    "reading {} (neither safetensors nor a torch file)",
+                    path.display()
+                )
+            })?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// `image_mean` / `image_std` of a `preprocessor_config.json`, if present.

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod mae;
+pub mod torch_legacy;
 
 use crate::config::locate::Seg;
 use crate::masks::BatchMask;

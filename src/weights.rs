@@ -1,0 +1,127 @@
+//! Weight files that live at a URL rather than on the hub (the FID Inception weights, torchvision's
+//! Inception): downloaded once into the hub cache folder, resumed if interrupted, verified against
+//! the SHA-256 prefix in their name (as `torch.hub` checks them), then used offline. `--weights`
+//! takes a local file instead.
+
+use crate::error::user;
+use crate::hub::HubConfig;
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A file known by URL and the hash prefix its publisher put in its name.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightsFile {
+    pub name: &'static str,
+    pub url: &'static str,
+    pub sha256_prefix: &'static str,
+}
+
+/// pytorch-fid's FID Inception weights (the TF-Inception graph of 2015-12-05, ported to torch).
+pub const FID_INCEPTION: WeightsFile = WeightsFile {
+    name: "pt_inception-2015-12-05-6726825d.pth",
+    url: "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+    sha256_prefix: "6726825d",
+};
+
+/// torchvision's ImageNet InceptionV3 (`Inception_V3_Weights.IMAGENET1K_V1`), used by the paper's
+/// official Inception Score code.
+pub const TORCHVISION_INCEPTION: WeightsFile = WeightsFile {
+    name: "inception_v3_google-0cc3c7bd.pth",
+    url: "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    sha256_prefix: "0cc3c7bd",
+};
+
+/// Where downloaded weights are kept: `<hub cache>/i2i-unlearn-weights/`.
+pub fn cache_dir(hub: &HubConfig) -> PathBuf {
+    hub.cache_dir.join("i2i-unlearn-weights")
+}
+
+/// The local path of `file`: `explicit` if given (must exist), else the cached copy, else a
+/// download (an error when offline).
+pub fn resolve(file: &WeightsFile, explicit: Option<&Path>, hub: &HubConfig) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(user(format!("--weights {}: no such file", p.display())));
+        }
+        return Ok(p.to_path_buf());
+    }
+    let dest = cache_dir(hub).join(file.name);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    if hub.offline {
+        return Err(user(format!(
+            "offline (HF_HUB_OFFLINE is set) and {} is not cached at {}: download it once ({}) or pass --weights FILE",
+            file.name,
+            dest.display(),
+            file.url
+        )));
+    }
+    download_verified(file.url, file.sha256_prefix, &dest)
+        .with_context(|| format!("downloading {} (or pass --weights FILE)", file.url))?;
+    Ok(dest)
+}
+
+/// Download `url` to `dest`: into `dest.part` (resuming a previous partial download with a Range
+/// request), check that the SHA-256 starts with `sha256_prefix`, then rename.
+pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<()> {
+    let dir = dest.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let part = PathBuf::from(format!("{}.part", dest.display()));
+    let mut last_err = None;
+    for _ in 0..3 {
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        match fetch_into(url, &part, have) {
+            Ok(()) => {
+                last_err = None;
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if let Some(e) = last_err {
+        return Err(e.context(
+            "the download failed three times (the partial file is kept for the next try)",
+        ));
+    }
+    let sha = crate::util::sha256_file(&part)?;
+    if !sha.starts_with(sha256_prefix) {
+        std::fs::remove_file(&part).ok();
+        anyhow::bail!("{url}: SHA-256 {sha} does not start with the expected {sha256_prefix}; the file was removed");
+    }
+    std::fs::rename(&part, dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(())
+}
+
+fn fetch_into(url: &str, part: &Path, have: u64) -> Result<()> {
+    let agent = ureq::Agent::new_with_defaults();
+    let mut req = agent.get(url);
+    if have > 0 {
+        req = req.header("Range", &format!("bytes={have}-"));
+    }
+    let resp = req.call().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let append = have > 0 && status == 206;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(part)
+        .with_context(|| format!("opening {}", part.display()))?;
+    let (_, body) = resp.into_parts();
+    let mut reader = body.into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("reading {url}"))?;
+        if n == 0 {
+            break;
+        }
+        f.write_all(&buf[..n])?;
+    }
+    f.sync_all().ok();
+    Ok(())
+}
