@@ -7,7 +7,7 @@ use crate::data::split::Splits;
 use crate::data::ImageSet;
 use crate::masks::MaskSpec;
 use crate::metrics::domain::DomainCnn;
-use crate::metrics::{self, Extracted, Extractor};
+use crate::metrics::{self, Extracted, Extractor, ExtractorRef};
 use crate::models::{self, FamilyConfig, I2IModel, Weights};
 use crate::progress::Progress;
 use crate::store::{self, CellRecord, GridManifest, Provenance, Row, Store};
@@ -64,8 +64,10 @@ struct Group {
     family: FamilyConfig,
     original: Weights,
     original_sha: String,
-    extractor: DomainCnn,
-    truth: BTreeMap<&'static str, Extracted>,
+    domain: Option<DomainCnn>,
+    inception: Option<crate::metrics::inception::InceptionExtractor>,
+    /// Ground-truth features per set and extractor.
+    truth: BTreeMap<&'static str, BTreeMap<ExtractorRef, Extracted>>,
 }
 
 const SAMPLES_PER_ROW: usize = 8;
@@ -274,8 +276,73 @@ fn prepare_group(
     let original_sha = crate::util::sha256_file(&path)?;
     phases.pretrain += t.elapsed().as_secs_f64();
 
-    // The domain extractor, trained on the evaluation classes and cached likewise.
     let t = Instant::now();
+    let wanted = exp.metrics.extractors();
+    let domain = if wanted.contains(&ExtractorRef::Domain) {
+        Some(domain_extractor(exp, d, &splits, size, opts)?)
+    } else {
+        None
+    };
+    let inception = if wanted.contains(&ExtractorRef::InceptionV3) {
+        let spec = &exp.metrics.inception;
+        let path = crate::weights::resolve(
+            &crate::weights::FID_INCEPTION,
+            spec.weights.as_deref(),
+            &crate::hub::HubConfig::from_env(),
+        )?;
+        let ex = crate::metrics::inception::InceptionExtractor::load(
+            &path,
+            crate::metrics::inception::Variant::Fid,
+            spec.mode,
+            spec.dims,
+            dev,
+        )?;
+        p.note(&format!("extractor: {}", ex.protocol()));
+        Some(ex)
+    } else {
+        None
+    };
+    let mut truth = BTreeMap::new();
+    for (name, set) in [
+        ("forget", &splits.forget_eval),
+        ("retain", &splits.retain_eval),
+    ] {
+        let mut per = BTreeMap::new();
+        if let Some(ex) = &domain {
+            per.insert(
+                ExtractorRef::Domain,
+                metrics::extract(ex, &set.pixels, exp.metrics.batch_size, false)?,
+            );
+        }
+        if let Some(ex) = &inception {
+            per.insert(
+                ExtractorRef::InceptionV3,
+                metrics::extract(ex, &set.pixels, exp.metrics.batch_size, false)?,
+            );
+        }
+        truth.insert(name, per);
+    }
+    phases.extractor += t.elapsed().as_secs_f64();
+    Ok(Group {
+        splits,
+        family,
+        original,
+        original_sha,
+        domain,
+        inception,
+        truth,
+    })
+}
+
+/// The domain extractor, trained on the evaluation classes and cached by content hash.
+fn domain_extractor(
+    exp: &Experiment,
+    d: &crate::config::DatasetSpec,
+    splits: &Splits,
+    size: usize,
+    opts: &RunOptions,
+) -> Result<DomainCnn> {
+    let (p, dev) = (&opts.progress, &opts.device);
     let spec = &exp.metrics.domain;
     let ekey = crate::util::content_hash(&serde_json::json!({
         "what": "domain-extractor", "v": grid::PROTOCOL_VERSION, "source": d.source,
@@ -315,25 +382,7 @@ fn prepare_group(
         heldout.len(),
         extractor.protocol()
     ));
-    let mut truth = BTreeMap::new();
-    for (name, set) in [
-        ("forget", &splits.forget_eval),
-        ("retain", &splits.retain_eval),
-    ] {
-        truth.insert(
-            name,
-            metrics::extract(&extractor, &set.pixels, exp.metrics.batch_size, false)?,
-        );
-    }
-    phases.extractor += t.elapsed().as_secs_f64();
-    Ok(Group {
-        splits,
-        family,
-        original,
-        original_sha,
-        extractor,
-        truth,
-    })
+    Ok(extractor)
 }
 
 /// Inpaint a set in batches with the cell's masks.
@@ -444,7 +493,14 @@ fn run_cell(
             let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), k, dev)?;
             sheet_rows.push((first.pixels.clone(), masked, gen.index_select(&ids, 0)?));
         }
-        for v in metrics::evaluate_set(&exp.metrics, &g.extractor, &gen, &g.truth[set_name])? {
+        let mut extractors: metrics::Extractors = BTreeMap::new();
+        if let Some(ex) = &g.domain {
+            extractors.insert(ExtractorRef::Domain, ex);
+        }
+        if let Some(ex) = &g.inception {
+            extractors.insert(ExtractorRef::InceptionV3, ex);
+        }
+        for v in metrics::evaluate_set(&exp.metrics, &extractors, &gen, &g.truth[set_name])? {
             rows.push(Row {
                 cell: cell.id.clone(),
                 experiment: exp.name.clone(),

@@ -7,7 +7,7 @@ use crate::unlearn::MethodSpec;
 use serde::{Deserialize, Serialize};
 
 /// Bump when a code change alters the numbers a cell produces, so old results are not reused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One unlearning configuration to run and evaluate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

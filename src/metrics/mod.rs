@@ -21,11 +21,35 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Which extractor a metric uses.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExtractorRef {
     /// A small CNN trained on the dataset's forget + retain classes (see [`domain::DomainSpec`]).
     Domain,
+    /// pytorch-fid's FID InceptionV3 (settings in `metrics.inception`).
+    InceptionV3,
+}
+
+/// `metrics.inception`: the InceptionV3 extractor's protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InceptionSpec {
+    /// pytorch-fid, clean or torch-fidelity.
+    pub mode: preprocess::ResizeMode,
+    /// 64, 192, 768 or 2048.
+    pub dims: usize,
+    /// A local weights file instead of the pinned download.
+    pub weights: Option<std::path::PathBuf>,
+}
+
+impl Default for InceptionSpec {
+    fn default() -> Self {
+        Self {
+            mode: preprocess::ResizeMode::PytorchFid,
+            dims: 2048,
+            weights: None,
+        }
+    }
 }
 
 /// The `metrics:` block of the experiment file. A metric set to `null` is skipped.
@@ -39,12 +63,16 @@ pub struct MetricsSpec {
     /// Mean cosine similarity between each generated image's embedding and its ground truth's
     /// (the paper's CLIP column).
     pub clip: Option<ExtractorRef>,
+    /// Kernel Inception Distance (unbiased; 100 subsets of at most 1000), off by default.
+    pub kid: Option<ExtractorRef>,
     /// Number of splits for the Inception Score.
     pub is_splits: usize,
     /// Images per forward pass during evaluation.
     pub batch_size: usize,
     /// Settings of the domain extractor.
     pub domain: domain::DomainSpec,
+    /// Settings of the InceptionV3 extractor.
+    pub inception: InceptionSpec,
 }
 
 impl Default for MetricsSpec {
@@ -53,9 +81,11 @@ impl Default for MetricsSpec {
             fid: Some(ExtractorRef::Domain),
             is: Some(ExtractorRef::Domain),
             clip: Some(ExtractorRef::Domain),
+            kid: None,
             is_splits: 10,
             batch_size: 100,
             domain: domain::DomainSpec::default(),
+            inception: InceptionSpec::default(),
         }
     }
 }
@@ -69,14 +99,37 @@ impl MetricsSpec {
         if self.batch_size == 0 {
             return Err((vec![Key("batch_size")], "must be at least 1".into()));
         }
+        if !inception::DIMS.contains(&self.inception.dims) {
+            return Err((
+                vec![Key("inception"), Key("dims")],
+                "must be 64, 192, 768 or 2048".into(),
+            ));
+        }
+        if self.is == Some(ExtractorRef::InceptionV3) && self.inception.dims != 2048 {
+            return Err((
+                vec![Key("inception"), Key("dims")],
+                "the Inception Score needs the 2048-d pool3 features".into(),
+            ));
+        }
         self.domain
             .validate()
             .map_err(|(k, m)| (vec![Key("domain"), Key(k)], m))
     }
+
+    /// The extractors the enabled metrics use, each once.
+    pub fn extractors(&self) -> Vec<ExtractorRef> {
+        let mut v: Vec<ExtractorRef> = [self.fid, self.is, self.clip, self.kid]
+            .into_iter()
+            .flatten()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Turns images into features.
-pub trait Extractor {
+pub trait Extractor: Send + Sync {
     /// The exact protocol: name, weights hash, input size / resize, feature dimension.
     fn protocol(&self) -> String;
     /// Feature dimension.
@@ -154,73 +207,114 @@ pub struct MetricValue {
     pub protocol: String,
 }
 
-/// Seed of the fixed shuffle before the Inception Score's splits (the images come ordered by
-/// class; unshuffled splits would each see one class).
-pub const IS_SHUFFLE_SEED: u64 = 2020;
+/// Seed of numpy's `RandomState` that shuffles before the Inception Score's splits and draws
+/// KID's subsets, as torch-fidelity does (the sets come ordered by class; unshuffled splits would
+/// each see one class).
+pub const SHUFFLE_SEED: u32 = 2020;
 
-/// FID / IS / similarity of generated images against their ground truth.
+/// The extractors of a run, by reference, with the ground truth's features of each set.
+pub type Extractors<'a> = std::collections::BTreeMap<ExtractorRef, &'a dyn Extractor>;
+
+/// FID / IS / similarity / KID of generated images against their ground truth (`truth` holds
+/// the ground truth's features per extractor).
 pub fn evaluate_set(
     spec: &MetricsSpec,
-    ex: &dyn Extractor,
+    extractors: &Extractors,
     generated: &Tensor,
-    truth: &Extracted,
+    truth: &std::collections::BTreeMap<ExtractorRef, Extracted>,
 ) -> Result<Vec<MetricValue>> {
-    let want_logits = spec.is.is_some();
-    let gen = extract(ex, generated, spec.batch_size, want_logits)?;
-    let n = gen.n;
-    anyhow::ensure!(
-        n == truth.n,
-        "generated and ground-truth sets differ in size: {n} vs {}",
-        truth.n
-    );
-    let proto = ex.protocol();
+    let mut gen: std::collections::BTreeMap<ExtractorRef, Extracted> =
+        std::collections::BTreeMap::new();
+    for r in spec.extractors() {
+        let want_logits = spec.is == Some(r);
+        gen.insert(
+            r,
+            extract(extractors[&r], generated, spec.batch_size, want_logits)?,
+        );
+    }
     let mut out = vec![];
-    if spec.fid.is_some() {
-        let a = fid::Stats::from_rows(&gen.features, gen.dim)?;
-        let b = fid::Stats::from_rows(&truth.features, truth.dim)?;
-        let small = if n < gen.dim {
-            "; N < d: singular covariances"
+    if let Some(r) = spec.fid {
+        let (g, t) = (&gen[&r], &truth[&r]);
+        anyhow::ensure!(
+            g.n == t.n,
+            "generated and ground-truth sets differ in size: {} vs {}",
+            g.n,
+            t.n
+        );
+        let a = fid::Stats::from_rows(&g.features, g.dim)?;
+        let b = fid::Stats::from_rows(&t.features, t.dim)?;
+        let small = if g.n < g.dim {
+            "; N < d: singular covariances, biased"
         } else {
             ""
         };
         out.push(MetricValue {
             metric: "fid".into(),
             value: fid::frechet_distance(&a, &b)?,
-            n,
+            n: g.n,
             protocol: format!(
-                "FID generated-vs-truth, {proto}, f64 stats, symmetric-eigen sqrt{small}"
+                "FID generated-vs-truth, {}, f64 stats, symmetric-eigen sqrt{small}",
+                extractors[&r].protocol()
             ),
         });
     }
-    if spec.is.is_some() {
-        let logits = gen.logits.as_ref().ok_or_else(|| {
+    if let Some(r) = spec.is {
+        let g = &gen[&r];
+        let logits = g.logits.as_ref().ok_or_else(|| {
             anyhow::anyhow!("the extractor has no classifier head for the Inception Score")
         })?;
-        let perm = is::shuffled(n, IS_SHUFFLE_SEED);
-        let (mean, std) = is::inception_score(logits, gen.classes, spec.is_splits, Some(&perm))?;
+        let perm = np_random::RandomState::new(SHUFFLE_SEED).permutation(g.n);
+        let (mean, std) = is::inception_score(logits, g.classes, spec.is_splits, Some(&perm))?;
         let p = format!(
-            "IS, {proto}, {} classes, f64 softmax, {} splits after a fixed shuffle (seed {IS_SHUFFLE_SEED})",
-            gen.classes, spec.is_splits
+            "IS, {}, {} classes, f64 softmax, {} splits after numpy RandomState({SHUFFLE_SEED}).permutation",
+            extractors[&r].protocol(),
+            g.classes,
+            spec.is_splits
         );
         out.push(MetricValue {
             metric: "is".into(),
             value: mean,
-            n,
+            n: g.n,
             protocol: p.clone(),
         });
         out.push(MetricValue {
             metric: "is_split_std".into(),
             value: std,
-            n,
+            n: g.n,
             protocol: p,
         });
     }
-    if spec.clip.is_some() {
+    if let Some(r) = spec.clip {
+        let (g, t) = (&gen[&r], &truth[&r]);
         out.push(MetricValue {
             metric: "clip".into(),
-            value: mean_cosine(&gen.features, &truth.features, gen.dim),
-            n,
-            protocol: format!("mean cosine(generated, own truth), {proto}"),
+            value: mean_cosine(&g.features, &t.features, g.dim),
+            n: g.n,
+            protocol: format!(
+                "mean cosine(generated, own truth), {}",
+                extractors[&r].protocol()
+            ),
+        });
+    }
+    if let Some(r) = spec.kid {
+        let (g, t) = (&gen[&r], &truth[&r]);
+        let (mean, std) = kid::kid(&g.features, &t.features, g.dim, 100, 1000, SHUFFLE_SEED)?;
+        let p = format!(
+            "KID generated-vs-truth, {}, (x.y/d+1)^3 kernel, 100 subsets of {}, numpy RandomState({SHUFFLE_SEED})",
+            extractors[&r].protocol(),
+            g.n.min(t.n).min(1000)
+        );
+        out.push(MetricValue {
+            metric: "kid".into(),
+            value: mean,
+            n: g.n,
+            protocol: p.clone(),
+        });
+        out.push(MetricValue {
+            metric: "kid_subset_std".into(),
+            value: std,
+            n: g.n,
+            protocol: p,
         });
     }
     Ok(out)
