@@ -30,13 +30,35 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Decode image bytes by their content (not their name) into 8-bit RGB.
+/// Decode image bytes by their content (not their name) into 8-bit RGB. JPEGs go through
+/// libjpeg-turbo's decoder (default settings, as Pillow uses it), so pixels equal what the Python
+/// tools see; what it cannot convert to RGB (CMYK) falls back to the `image` crate.
 pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some(img) = decode_jpeg_turbo(bytes) {
+            return Ok(img);
+        }
+    }
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .context("reading the image header")?
         .decode()?;
     Ok(img.to_rgb8())
+}
+
+fn decode_jpeg_turbo(bytes: &[u8]) -> Option<image::RgbImage> {
+    // libjpeg reports corrupt data through a panic in the mozjpeg wrapper; keep it contained.
+    std::panic::catch_unwind(|| {
+        let d = mozjpeg::Decompress::new_mem(bytes).ok()?;
+        let (w, h) = (d.width(), d.height());
+        let mut s = d.rgb().ok()?;
+        let rows: Vec<[u8; 3]> = s.read_scanlines().ok()?;
+        s.finish().ok()?;
+        let flat: Vec<u8> = rows.into_iter().flatten().collect();
+        image::RgbImage::from_raw(w as u32, h as u32, flat)
+    })
+    .ok()
+    .flatten()
 }
 
 /// Decoded images and the files that failed, in input order.

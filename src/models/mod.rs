@@ -6,6 +6,7 @@
 //! and its parameters split into encoder / decoder / frozen.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod mae;
 pub mod torch_legacy;
 
