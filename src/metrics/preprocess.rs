@@ -195,46 +195,6 @@ pub fn bicubic_pil(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identity_sizes_are_identities() {
-        let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        assert_eq!(bilinear_torch(&src, 3, 4, 3, 4), src);
-        assert_eq!(bilinear_tf1(&src, 3, 4, 3, 4), src);
-        let b = bicubic_pil(&src, 3, 4, 3, 4);
-        for (x, y) in b.iter().zip(&src) {
-            assert!((x - y).abs() < 1e-5);
-        }
-    }
-
-    #[test]
-    fn upsampling_a_constant_keeps_it() {
-        let src = vec![7f32; 16];
-        for v in bilinear_torch(&src, 4, 4, 9, 9)
-            .into_iter()
-            .chain(bilinear_tf1(&src, 4, 4, 9, 9))
-            .chain(bicubic_pil(&src, 4, 4, 9, 9))
-        {
-            assert!((v - 7.0).abs() < 1e-5);
-        }
-    }
-
-    #[test]
-    fn torch_bilinear_matches_hand_computed_values() {
-        // 1×2 → 1×4: sources at scale 0.5: -0.25→0, 0.25, 0.75, 1.25→clamped index 1.
-        let out = bilinear_torch(&[0.0, 1.0], 1, 2, 1, 4);
-        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
-        // TF1: sources 0, 0.5, 1, 1.5 → 0, 0.5, 1, 1 (hi clamps).
-        assert_eq!(
-            bilinear_tf1(&[0.0, 1.0], 1, 2, 1, 4),
-            vec![0.0, 0.5, 1.0, 1.0]
-        );
-    }
-}
-
 /// PIL's fixed-point coefficients for 8-bit images (`PRECISION_BITS` = 22).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -301,4 +261,44 @@ pub fn pil_resize_rgb8_bicubic(img: &image::RgbImage, ow: usize, oh: usize) -> i
         }
     }
     image::RgbImage::from_raw(ow as u32, oh as u32, out).expect("sized buffer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_sizes_are_identities() {
+        let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(bilinear_torch(&src, 3, 4, 3, 4), src);
+        assert_eq!(bilinear_tf1(&src, 3, 4, 3, 4), src);
+        let b = bicubic_pil(&src, 3, 4, 3, 4);
+        for (x, y) in b.iter().zip(&src) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn upsampling_a_constant_keeps_it() {
+        let src = vec![7f32; 16];
+        for v in bilinear_torch(&src, 4, 4, 9, 9)
+            .into_iter()
+            .chain(bilinear_tf1(&src, 4, 4, 9, 9))
+            .chain(bicubic_pil(&src, 4, 4, 9, 9))
+        {
+            assert!((v - 7.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn torch_bilinear_matches_hand_computed_values() {
+        // 1×2 → 1×4: sources at scale 0.5: -0.25→0, 0.25, 0.75, 1.25→clamped index 1.
+        let out = bilinear_torch(&[0.0, 1.0], 1, 2, 1, 4);
+        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
+        // TF1: sources 0, 0.5, 1, 1.5 → 0, 0.5, 1, 1 (hi clamps).
+        assert_eq!(
+            bilinear_tf1(&[0.0, 1.0], 1, 2, 1, 4),
+            vec![0.0, 0.5, 1.0, 1.0]
+        );
+    }
 }
