@@ -190,6 +190,26 @@ normalisation quirk), torch bilinear resize, contiguous splits without shuffle."
         #[arg(long, default_value_t = 1000)]
         subset_size: usize,
     },
+    /// CLIP image embeddings of a folder of images, as an .npy file.
+    #[command(long_about = "\
+Write the projected, L2-normalised CLIP image embeddings of every PNG / JPEG under --images to \
+--out (.npy, float32, [N, projection_dim], rows in sorted file order; the order is also written \
+to OUT.files.txt). The model is a hub id (openai/clip-vit-base-patch32, \
+openai/clip-vit-large-patch14, laion/CLIP-ViT-H-14-laion2B-s32B-b79K) or a folder with \
+config.json and model.safetensors. Preprocessing is CLIPImageProcessor's (PIL bicubic shorter \
+side to 224, centre crop, OpenAI normalisation); JPEGs decode exactly as Pillow decodes them.")]
+    Embed {
+        #[arg(long, default_value = crate::metrics::clip::PAPER_CLIP)]
+        model: String,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long, value_name = "EMB.npy")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
     /// Rebuild runs.parquet, runs.csv, table.md, table.tex and charts from stored cells.
     #[command(long_about = "\
 Rebuild the report from the cell records of one or more results folders (for example the \
@@ -414,6 +434,74 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 &a,
                 &progress,
             )?;
+            Ok(())
+        }
+        Command::Embed {
+            model,
+            images,
+            out,
+            batch_size,
+            device: d,
+        } => {
+            if !images.is_dir() {
+                return Err(user(format!("--images {}: not a folder", images.display())));
+            }
+            let files = crate::data::folder::list_images(&images)?;
+            if files.is_empty() {
+                return Err(user(format!(
+                    "no PNG or JPEG images under {}",
+                    images.display()
+                )));
+            }
+            let ex = crate::metrics::clip::ClipExtractor::load(&model, &device(d)?)?;
+            progress.note(&format!(
+                "{}: {} images",
+                crate::metrics::Extractor::protocol(&ex),
+                files.len()
+            ));
+            let bar = progress.bar(files.len() as u64, "embed");
+            let (mut rows, mut names, mut failed) = (vec![], vec![], vec![]);
+            for chunk in files.chunks(batch_size.max(1)) {
+                let dec = crate::data::folder::decode_files(chunk);
+                failed.extend(dec.failed);
+                let imgs: Vec<image::RgbImage> =
+                    dec.images.iter().map(|(_, i)| i.clone()).collect();
+                if !imgs.is_empty() {
+                    rows.extend(ex.embed_rgb(&imgs)?);
+                }
+                names.extend(
+                    dec.images
+                        .iter()
+                        .map(|(p, _)| p.strip_prefix(&images).unwrap_or(p).display().to_string()),
+                );
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            if !failed.is_empty() {
+                eprintln!(
+                    "{}",
+                    crate::data::folder::Decoded {
+                        images: vec![],
+                        failed
+                    }
+                    .warning()
+                    .expect("non-empty")
+                );
+            }
+            let dim = crate::metrics::Extractor::dim(&ex);
+            let t =
+                candle_core::Tensor::from_vec(rows, (names.len(), dim), &candle_core::Device::Cpu)?;
+            t.write_npy(&out)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            std::fs::write(
+                format!("{}.files.txt", out.display()),
+                names.join("\n") + "\n",
+            )?;
+            progress.note(&format!(
+                "wrote {} ({} × {dim})",
+                out.display(),
+                names.len()
+            ));
             Ok(())
         }
         Command::Report { dirs, out } => {

@@ -66,11 +66,14 @@ struct Group {
     original_sha: String,
     domain: Option<DomainCnn>,
     inception: Option<crate::metrics::inception::InceptionExtractor>,
+    clip: Option<crate::metrics::clip::ClipExtractor>,
     /// Ground-truth features per set and extractor.
     truth: BTreeMap<&'static str, BTreeMap<ExtractorRef, Extracted>>,
 }
 
 const SAMPLES_PER_ROW: usize = 8;
+/// Points per group (generated / truth × forget / retain) kept for the t-SNE figure, as the paper.
+const TSNE_POINTS: usize = 50;
 
 fn out_dir_of(opts: &RunOptions, exp: &Experiment) -> PathBuf {
     opts.output.clone().unwrap_or_else(|| exp.output_dir())
@@ -302,23 +305,40 @@ fn prepare_group(
     } else {
         None
     };
+    let clip = if wanted.contains(&ExtractorRef::Clip) {
+        let ex = crate::metrics::clip::ClipExtractor::load(&exp.metrics.clip_model, dev)?;
+        p.note(&format!("extractor: {}", ex.protocol()));
+        Some(ex)
+    } else {
+        None
+    };
     let mut truth = BTreeMap::new();
     for (name, set) in [
         ("forget", &splits.forget_eval),
         ("retain", &splits.retain_eval),
     ] {
         let mut per = BTreeMap::new();
-        if let Some(ex) = &domain {
-            per.insert(
+        let all: [(ExtractorRef, Option<&dyn Extractor>); 3] = [
+            (
                 ExtractorRef::Domain,
-                metrics::extract(ex, &set.pixels, exp.metrics.batch_size, false)?,
-            );
-        }
-        if let Some(ex) = &inception {
-            per.insert(
+                domain.as_ref().map(|e| e as &dyn Extractor),
+            ),
+            (
                 ExtractorRef::InceptionV3,
-                metrics::extract(ex, &set.pixels, exp.metrics.batch_size, false)?,
-            );
+                inception.as_ref().map(|e| e as &dyn Extractor),
+            ),
+            (
+                ExtractorRef::Clip,
+                clip.as_ref().map(|e| e as &dyn Extractor),
+            ),
+        ];
+        for (r, ex) in all {
+            if let Some(ex) = ex {
+                per.insert(
+                    r,
+                    metrics::extract(ex, &set.pixels, exp.metrics.batch_size, false)?,
+                );
+            }
         }
         truth.insert(name, per);
     }
@@ -330,6 +350,7 @@ fn prepare_group(
         original_sha,
         domain,
         inception,
+        clip,
         truth,
     })
 }
@@ -469,6 +490,8 @@ fn run_cell(
     let dataset = &exp.datasets[cell.dataset_idx];
     let mut rows = vec![];
     let mut sheet_rows = vec![];
+    let mut embeddings: std::collections::HashMap<String, Tensor> =
+        std::collections::HashMap::new();
     for (set_name, set) in [
         ("retain", &g.splits.retain_eval),
         ("forget", &g.splits.forget_eval),
@@ -499,6 +522,29 @@ fn run_cell(
         }
         if let Some(ex) = &g.inception {
             extractors.insert(ExtractorRef::InceptionV3, ex);
+        }
+        if let Some(ex) = &g.clip {
+            extractors.insert(ExtractorRef::Clip, ex);
+        }
+        // Embeddings of a class-spread subset, for the report's t-SNE figure.
+        if let Some(r) = exp.metrics.clip {
+            let k = TSNE_POINTS.min(set.len());
+            let idx: Vec<usize> = (0..k).map(|i| i * set.len() / k).collect();
+            let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), k, dev)?;
+            let ex = extractors[&r];
+            let generated = ex
+                .features(&gen.index_select(&ids, 0)?)?
+                .to_device(&Device::Cpu)?;
+            let t = &g.truth[set_name][&r];
+            let truth_rows: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| t.features[i * t.dim..(i + 1) * t.dim].iter().copied())
+                .collect();
+            embeddings.insert(format!("{set_name}_generated"), generated);
+            embeddings.insert(
+                format!("{set_name}_truth"),
+                Tensor::from_vec(truth_rows, (k, t.dim), &Device::Cpu)?,
+            );
         }
         for v in metrics::evaluate_set(&exp.metrics, &extractors, &gen, &g.truth[set_name])? {
             rows.push(Row {
@@ -535,6 +581,16 @@ fn run_cell(
                 path.display()
             ));
         }
+    }
+    if !embeddings.is_empty() {
+        // Written before the cell's record, so a stored record always has its embeddings.
+        let path = out_dir_of(opts, exp)
+            .join("embeddings")
+            .join(format!("{}.safetensors", cell.id));
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&embeddings, &tmp)?;
+        std::fs::rename(&tmp, &path)?;
     }
     let eval_s = t.elapsed().as_secs_f64();
     let show = |set: &str, m: &str| {

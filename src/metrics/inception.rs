@@ -580,25 +580,7 @@ impl InceptionExtractor {
     /// Run on `[N, 3, H, W]` images in [0, 1]: quantised to 8 bits first, as they would be when
     /// saved as PNG and read by the reference tools.
     pub fn run_tensor(&self, images: &Tensor) -> Result<HostOut> {
-        let (n, c, h, w) = images.dims4()?;
-        anyhow::ensure!(c == 3, "expected RGB images");
-        let v = crate::nn::to_vec_f32(images)?;
-        let imgs: Vec<image::RgbImage> = (0..n)
-            .map(|i| {
-                let mut img = image::RgbImage::new(w as u32, h as u32);
-                for y in 0..h {
-                    for x in 0..w {
-                        let px = |ch: usize| {
-                            (v[((i * 3 + ch) * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round()
-                                as u8
-                        };
-                        img.put_pixel(x as u32, y as u32, image::Rgb([px(0), px(1), px(2)]));
-                    }
-                }
-                img
-            })
-            .collect();
-        self.run_rgb(&imgs)
+        self.run_rgb(&super::to_rgb8(images)?)
     }
 
     pub fn variant(&self) -> Variant {

@@ -7,6 +7,7 @@
 //! The embedded default uses a small CNN trained on the dataset's own classes ([`domain`]),
 //! labelled "domain extractor", never "Inception". InceptionV3 and CLIP are further extractors.
 
+pub mod clip;
 pub mod commands;
 pub mod domain;
 pub mod fid;
@@ -28,6 +29,8 @@ pub enum ExtractorRef {
     Domain,
     /// pytorch-fid's FID InceptionV3 (settings in `metrics.inception`).
     InceptionV3,
+    /// A CLIP vision tower (`metrics.clip_model`; the paper's ViT-H-14 by default).
+    Clip,
 }
 
 /// `metrics.inception`: the InceptionV3 extractor's protocol.
@@ -73,6 +76,8 @@ pub struct MetricsSpec {
     pub domain: domain::DomainSpec,
     /// Settings of the InceptionV3 extractor.
     pub inception: InceptionSpec,
+    /// The CLIP checkpoint of the `clip` extractor: a hub id or a folder.
+    pub clip_model: String,
 }
 
 impl Default for MetricsSpec {
@@ -86,6 +91,7 @@ impl Default for MetricsSpec {
             batch_size: 100,
             domain: domain::DomainSpec::default(),
             inception: InceptionSpec::default(),
+            clip_model: clip::PAPER_CLIP.to_string(),
         }
     }
 }
@@ -182,6 +188,28 @@ pub fn extract(
         dim: ex.dim(),
         classes,
     })
+}
+
+/// `[N, 3, H, W]` images in [0, 1] as 8-bit RGB (rounded), the form the reference tools read
+/// from files.
+pub fn to_rgb8(images: &Tensor) -> Result<Vec<image::RgbImage>> {
+    let (n, c, h, w) = images.dims4()?;
+    anyhow::ensure!(c == 3, "expected RGB images");
+    let v = crate::nn::to_vec_f32(images)?;
+    Ok((0..n)
+        .map(|i| {
+            let mut img = image::RgbImage::new(w as u32, h as u32);
+            for y in 0..h {
+                for x in 0..w {
+                    let px = |ch: usize| {
+                        (v[((i * 3 + ch) * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    img.put_pixel(x as u32, y as u32, image::Rgb([px(0), px(1), px(2)]));
+                }
+            }
+            img
+        })
+        .collect())
 }
 
 /// Mean cosine similarity between row i of `a` and row i of `b`.

@@ -10,6 +10,7 @@ mod charts;
 #[cfg(feature = "report")]
 mod frame;
 pub mod table;
+pub mod tsne;
 
 use crate::progress::Progress;
 use crate::store::{self, CellRecord, Row, Store};
@@ -37,8 +38,16 @@ pub struct Agg {
 
 /// Records of the current grids of `dirs`, deduplicated by cell id.
 pub fn collect(dirs: &[PathBuf], p: &Progress) -> Result<Vec<CellRecord>> {
+    Ok(collect_with_dirs(dirs, p)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Like [`collect`], with the folder each record came from.
+pub fn collect_with_dirs(dirs: &[PathBuf], p: &Progress) -> Result<Vec<(CellRecord, PathBuf)>> {
     let mut wanted: Option<BTreeSet<String>> = None;
-    let mut by_id: BTreeMap<String, CellRecord> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, (CellRecord, PathBuf)> = BTreeMap::new();
     let mut stale = 0;
     let mut dup = 0;
     let mut all = vec![];
@@ -49,16 +58,16 @@ pub fn collect(dirs: &[PathBuf], p: &Progress) -> Result<Vec<CellRecord>> {
                 .get_or_insert_with(BTreeSet::new)
                 .extend(g.cells.into_iter().map(|c| c.id));
         }
-        all.extend(Store::new(d).records()?);
+        all.extend(Store::new(d).records()?.into_iter().map(|r| (r, d.clone())));
     }
-    for rec in all {
+    for (rec, dir) in all {
         if let Some(w) = &wanted {
             if !w.contains(&rec.cell.id) {
                 stale += 1;
                 continue;
             }
         }
-        if by_id.insert(rec.cell.id.clone(), rec).is_some() {
+        if by_id.insert(rec.cell.id.clone(), (rec, dir)).is_some() {
             dup += 1;
         }
     }
@@ -137,7 +146,8 @@ pub struct ReportSummary {
 
 /// Rebuild every report file in `out` from the records of `dirs`.
 pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
-    let records = collect(dirs, p)?;
+    let with_dirs = collect_with_dirs(dirs, p)?;
+    let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
     let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));
     std::fs::create_dir_all(out)?;
@@ -165,6 +175,11 @@ pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary
     match charts::draw_all(&tables, &out.join("charts")) {
         Ok(f) => files.extend(f),
         Err(e) => p.note(&format!("warning: charts not drawn: {e:#}")),
+    }
+    #[cfg(feature = "report")]
+    match charts::draw_tsne(&tables, &with_dirs, &out.join("charts")) {
+        Ok(f) => files.extend(f),
+        Err(e) => p.note(&format!("warning: t-SNE figure not drawn: {e:#}")),
     }
     p.note(&format!(
         "report: {} cells, {} rows → {}",
