@@ -69,10 +69,13 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
     let dir = dest.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let part = PathBuf::from(format!("{}.part", dest.display()));
+    // The size, from a one-byte range request, so a connection that ends early is noticed even
+    // when the body is chunked.
+    let size = remote_size(url);
     let mut last_err = None;
     for _ in 0..3 {
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        match fetch_into(url, &part, have) {
+        match fetch_into(url, &part, have, size) {
             Ok(()) => {
                 last_err = None;
                 break;
@@ -94,7 +97,23 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
     Ok(())
 }
 
-fn fetch_into(url: &str, part: &Path, have: u64) -> Result<()> {
+/// `Content-Range: bytes 0-0/TOTAL` of a one-byte request, if the server supports ranges.
+fn remote_size(url: &str) -> Option<u64> {
+    let resp = ureq::Agent::new_with_defaults()
+        .get(url)
+        .header("Range", "bytes=0-0")
+        .call()
+        .ok()?;
+    let r = resp
+        .headers()
+        .get("content-range")?
+        .to_str()
+        .ok()?
+        .to_string();
+    r.rsplit('/').next()?.trim().parse().ok()
+}
+
+fn fetch_into(url: &str, part: &Path, have: u64, size: Option<u64>) -> Result<()> {
     let agent = ureq::Agent::new_with_defaults();
     let mut req = agent.get(url);
     if have > 0 {
@@ -103,6 +122,22 @@ fn fetch_into(url: &str, part: &Path, have: u64) -> Result<()> {
     let resp = req.call().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let status = resp.status().as_u16();
     let append = have > 0 && status == 206;
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // The full size: from `Content-Range: bytes a-b/total` on a resumed request, else the length.
+    let total: Option<u64> = size.or_else(|| {
+        header("content-range")
+            .and_then(|r| r.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
+            .or_else(|| {
+                header("content-length")
+                    .and_then(|l| l.trim().parse::<u64>().ok())
+                    .map(|l| if append { l + have } else { l })
+            })
+    });
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(append)
@@ -123,5 +158,12 @@ fn fetch_into(url: &str, part: &Path, have: u64) -> Result<()> {
         f.write_all(&buf[..n])?;
     }
     f.sync_all().ok();
+    let got = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    if let Some(t) = total {
+        anyhow::ensure!(
+            got >= t,
+            "{url}: the connection ended at {got} of {t} bytes"
+        );
+    }
     Ok(())
 }

@@ -9,11 +9,13 @@
 //! within 1e-3 relative of the Python tools; Fréchet distance of the same .npz within 1e-6.
 
 mod common;
+#[path = "common/inception_formula.rs"]
+mod inception_formula;
 use candle_core::{Device, Tensor};
 use i2i_unlearn::metrics::inception::{state_dict_shapes, InceptionExtractor, Variant};
 use i2i_unlearn::metrics::preprocess::{bicubic_pil, ResizeMode};
 use i2i_unlearn::metrics::{fid, is, kid, np_random::RandomState};
-use i2i_unlearn::util::{fnv1a64, splitmix64};
+use inception_formula::{formula_tensor, state_dict};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -25,49 +27,6 @@ fn fixture(f: &str) -> PathBuf {
 
 fn values() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("values.json")).unwrap()).unwrap()
-}
-
-/// The fixture README's formula, in f64 then cast to f32.
-fn formula_tensor(name: &str, shape: &[usize]) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let h = fnv1a64(name.as_bytes());
-    let uv = |i: usize| {
-        let u = (splitmix64(h.wrapping_add(i as u64)) >> 11) as f64 * 2f64.powi(-53);
-        (u, 2.0 * u - 1.0)
-    };
-    (0..n)
-        .map(|i| {
-            let (_, v) = uv(i);
-            let x = if name.ends_with("conv.weight") {
-                let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-                let a = 1.5 * (6.0 / fan_in).sqrt();
-                a * v - 2.0 / fan_in
-            } else if name.ends_with("bn.weight") {
-                1.0 + 0.1 * v
-            } else if name.ends_with("bn.bias") || name.ends_with("bn.running_mean") {
-                0.01 * v
-            } else if name.ends_with("bn.running_var") {
-                1.0
-            } else if name == "fc.weight" {
-                0.3 * v
-            } else if name == "fc.bias" {
-                0.1 * v
-            } else {
-                panic!("unexpected tensor {name}")
-            };
-            x as f32
-        })
-        .collect()
-}
-
-fn state_dict(variant: Variant) -> HashMap<String, Tensor> {
-    state_dict_shapes(variant)
-        .into_iter()
-        .map(|(n, s)| {
-            let t = Tensor::from_vec(formula_tensor(&n, &s), s.as_slice(), &Device::Cpu).unwrap();
-            (n, t)
-        })
-        .collect()
 }
 
 fn images(set: &str) -> Option<Vec<image::RgbImage>> {

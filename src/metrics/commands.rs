@@ -163,6 +163,23 @@ pub fn fid(
     a: &ExtractorArgs,
     p: &Progress,
 ) -> Result<Option<f64>> {
+    // Check every input before computing anything.
+    for path in paths {
+        let npz = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+        if !(path.is_dir() || (npz && path.is_file())) {
+            return Err(user(format!(
+                "{}: not a folder of images or an .npz statistics file",
+                path.display()
+            )));
+        }
+    }
+    if let Some(w) = &a.weights {
+        if !w.is_file() {
+            return Err(user(format!("--weights {}: no such file", w.display())));
+        }
+    }
     let mut ex = None;
     let first = stats_of(&paths[0], &mut ex, a, p)?;
     if let Some(out) = save_stats {
