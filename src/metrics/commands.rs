@@ -207,7 +207,14 @@ pub fn fid(
     if let Some(e) = &ex {
         println!("protocol: {}; f64 statistics (covariance with N - 1); Frechet distance by symmetric eigendecomposition", super::Extractor::protocol(e));
     }
-    println!("N: {} and {}", first.n, b.n);
+    let n = |s: &Stats| {
+        if s.n == 0 {
+            "? (statistics file)".to_string()
+        } else {
+            s.n.to_string()
+        }
+    };
+    println!("N: {} and {}", n(&first), n(&b));
     println!("FID: {v}");
     Ok(Some(v))
 }

@@ -8,6 +8,7 @@
 //! Inference only. Every BatchNorm (eps 1e-3) is folded into its convolution when loading; 1 × 1
 //! convolutions that read the same input are fused into one matmul.
 
+use super::inception_cpu::{self as cpu, Act, CpuConv};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
@@ -96,6 +97,19 @@ impl Conv {
     }
 }
 
+impl Conv {
+    fn cpu(&self) -> Result<CpuConv> {
+        let (co, ci, kh, kw) = self.w.dims4()?;
+        Ok(CpuConv::new(
+            &crate::nn::to_vec_f32(&self.w)?,
+            crate::nn::to_vec_f32(&self.b)?,
+            [co, ci, kh, kw],
+            self.stride,
+            self.pad,
+        ))
+    }
+}
+
 /// 1 × 1 convolution of `[B, C, H, W]` with `[Co, C]` as one batched matmul.
 fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (b, c, h, wd) = x.dims4()?;
@@ -130,6 +144,20 @@ impl Fused1x1 {
             b: Tensor::cat(&convs.iter().map(|c| c.b.clone()).collect::<Vec<_>>(), 0)?,
             splits,
         })
+    }
+
+    fn cpu(&self) -> Result<(CpuConv, Vec<usize>)> {
+        let (co, ci) = self.w.dims2()?;
+        Ok((
+            CpuConv::new(
+                &crate::nn::to_vec_f32(&self.w)?,
+                crate::nn::to_vec_f32(&self.b)?,
+                [co, ci, 1, 1],
+                1,
+                (0, 0),
+            ),
+            self.splits.clone(),
+        ))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -359,11 +387,184 @@ impl Block {
     }
 }
 
+/// The same blocks on the CPU path (NHWC).
+enum CpuBlock {
+    A {
+        f: (CpuConv, Vec<usize>),
+        b5_2: CpuConv,
+        b3_2: CpuConv,
+        b3_3: CpuConv,
+        pool: CpuConv,
+    },
+    B {
+        b3: CpuConv,
+        d1: CpuConv,
+        d2: CpuConv,
+        d3: CpuConv,
+    },
+    C {
+        f: (CpuConv, Vec<usize>),
+        b7: [CpuConv; 2],
+        d7: [CpuConv; 4],
+        pool: CpuConv,
+    },
+    D {
+        f: (CpuConv, Vec<usize>),
+        b3_2: CpuConv,
+        b7: [CpuConv; 3],
+    },
+    E {
+        f: (CpuConv, Vec<usize>),
+        b3_2a: CpuConv,
+        b3_2b: CpuConv,
+        d2: CpuConv,
+        d3a: CpuConv,
+        d3b: CpuConv,
+        pool: CpuConv,
+        max_pool: bool,
+    },
+}
+
+impl CpuBlock {
+    fn from(b: &Block) -> Result<Self> {
+        Ok(match b {
+            Block::A {
+                f,
+                b5_2,
+                b3_2,
+                b3_3,
+                pool,
+            } => CpuBlock::A {
+                f: f.cpu()?,
+                b5_2: b5_2.cpu()?,
+                b3_2: b3_2.cpu()?,
+                b3_3: b3_3.cpu()?,
+                pool: pool.cpu()?,
+            },
+            Block::B { b3, d1, d2, d3 } => CpuBlock::B {
+                b3: b3.cpu()?,
+                d1: d1.cpu()?,
+                d2: d2.cpu()?,
+                d3: d3.cpu()?,
+            },
+            Block::C { f, b7, d7, pool } => CpuBlock::C {
+                f: f.cpu()?,
+                b7: [b7[0].cpu()?, b7[1].cpu()?],
+                d7: [d7[0].cpu()?, d7[1].cpu()?, d7[2].cpu()?, d7[3].cpu()?],
+                pool: pool.cpu()?,
+            },
+            Block::D { f, b3_2, b7 } => CpuBlock::D {
+                f: f.cpu()?,
+                b3_2: b3_2.cpu()?,
+                b7: [b7[0].cpu()?, b7[1].cpu()?, b7[2].cpu()?],
+            },
+            Block::E {
+                f,
+                b3_2a,
+                b3_2b,
+                d2,
+                d3a,
+                d3b,
+                pool,
+                max_pool,
+            } => CpuBlock::E {
+                f: f.cpu()?,
+                b3_2a: b3_2a.cpu()?,
+                b3_2b: b3_2b.cpu()?,
+                d2: d2.cpu()?,
+                d3a: d3a.cpu()?,
+                d3b: d3b.cpu()?,
+                pool: pool.cpu()?,
+                max_pool: *max_pool,
+            },
+        })
+    }
+
+    fn forward(&self, x: &Act, count_pad: bool) -> Act {
+        let fused = |f: &(CpuConv, Vec<usize>)| cpu::split_channels(&f.0.forward(x), &f.1);
+        match self {
+            CpuBlock::A {
+                f,
+                b5_2,
+                b3_2,
+                b3_3,
+                pool,
+            } => {
+                let v = fused(f);
+                let p = pool.forward(&cpu::pool_3x3_same(x, false, count_pad));
+                cpu::concat_channels(&[
+                    &v[0],
+                    &b5_2.forward(&v[1]),
+                    &b3_3.forward(&b3_2.forward(&v[2])),
+                    &p,
+                ])
+            }
+            CpuBlock::B { b3, d1, d2, d3 } => {
+                let p = cpu::max_pool_3x3(x, 2);
+                cpu::concat_channels(&[
+                    &b3.forward(x),
+                    &d3.forward(&d2.forward(&d1.forward(x))),
+                    &p,
+                ])
+            }
+            CpuBlock::C { f, b7, d7, pool } => {
+                let v = fused(f);
+                let a = b7[1].forward(&b7[0].forward(&v[1]));
+                let mut d = d7[0].forward(&v[2]);
+                for c in &d7[1..] {
+                    d = c.forward(&d);
+                }
+                let p = pool.forward(&cpu::pool_3x3_same(x, false, count_pad));
+                cpu::concat_channels(&[&v[0], &a, &d, &p])
+            }
+            CpuBlock::D { f, b3_2, b7 } => {
+                let v = fused(f);
+                let mut d = b7[0].forward(&v[1]);
+                for c in &b7[1..] {
+                    d = c.forward(&d);
+                }
+                let p = cpu::max_pool_3x3(x, 2);
+                cpu::concat_channels(&[&b3_2.forward(&v[0]), &d, &p])
+            }
+            CpuBlock::E {
+                f,
+                b3_2a,
+                b3_2b,
+                d2,
+                d3a,
+                d3b,
+                pool,
+                max_pool,
+            } => {
+                let v = fused(f);
+                let dd = d2.forward(&v[2]);
+                let pooled = cpu::pool_3x3_same(x, *max_pool, count_pad);
+                cpu::concat_channels(&[
+                    &v[0],
+                    &b3_2a.forward(&v[1]),
+                    &b3_2b.forward(&v[1]),
+                    &d3a.forward(&dd),
+                    &d3b.forward(&dd),
+                    &pool.forward(&pooled),
+                ])
+            }
+        }
+    }
+}
+
+/// The network on the CPU path.
+struct CpuNet {
+    stem0: Vec<CpuConv>,
+    stem1: Vec<CpuConv>,
+    mixed: Vec<CpuBlock>,
+}
+
 /// Feature dimensions pytorch-fid offers (`--dims`), by block.
 pub const DIMS: [usize; 4] = [64, 192, 768, 2048];
 
 pub struct InceptionV3 {
     pub variant: Variant,
+    cpu: Option<CpuNet>,
     stem0: [Conv; 3],
     stem1: [Conv; 2],
     mixed: Vec<Block>,
@@ -418,17 +619,30 @@ impl InceptionV3 {
             "Inception weights: `fc.weight` has shape {:?}, expected [{classes}, 2048] for the {variant:?} variant",
             fc_w.dims()
         );
+        let stem0 = [
+            c("Conv2d_1a_3x3", 2, (0, 0))?,
+            c("Conv2d_2a_3x3", 1, (0, 0))?,
+            c("Conv2d_2b_3x3", 1, (1, 1))?,
+        ];
+        let stem1 = [
+            c("Conv2d_3b_1x1", 1, (0, 0))?,
+            c("Conv2d_4a_3x3", 1, (0, 0))?,
+        ];
+        // On the CPU the network runs channels-last (see inception_cpu.rs).
+        let cpu = if device.is_cpu() {
+            Some(CpuNet {
+                stem0: stem0.iter().map(|c| c.cpu()).collect::<Result<_>>()?,
+                stem1: stem1.iter().map(|c| c.cpu()).collect::<Result<_>>()?,
+                mixed: mixed.iter().map(CpuBlock::from).collect::<Result<_>>()?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             variant,
-            stem0: [
-                c("Conv2d_1a_3x3", 2, (0, 0))?,
-                c("Conv2d_2a_3x3", 1, (0, 0))?,
-                c("Conv2d_2b_3x3", 1, (1, 1))?,
-            ],
-            stem1: [
-                c("Conv2d_3b_1x1", 1, (0, 0))?,
-                c("Conv2d_4a_3x3", 1, (0, 0))?,
-            ],
+            cpu,
+            stem0,
+            stem1,
             mixed,
             fc_w,
             fc_b,
@@ -438,6 +652,9 @@ impl InceptionV3 {
     /// Forward `[B, 3, 299, 299]` already-normalised input up to the block of `dims`
     /// (64, 192, 768 or 2048); logits only for 2048.
     pub fn forward(&self, x: &Tensor, dims: usize) -> Result<InceptionOut> {
+        if let Some(net) = &self.cpu {
+            return self.forward_cpu(net, x, dims);
+        }
         let count_pad = self.variant == Variant::ImageNet;
         let pool = |t: &Tensor| -> Result<Tensor> { Ok(t.mean(D::Minus1)?.mean(D::Minus1)?) };
         let mut h = x.clone();
@@ -630,6 +847,74 @@ impl super::Extractor for InceptionExtractor {
             Tensor::from_vec(l, (n, c), &Device::Cpu)
         })
         .transpose()?)
+    }
+}
+
+impl InceptionV3 {
+    fn forward_cpu(&self, net: &CpuNet, x: &Tensor, dims: usize) -> Result<InceptionOut> {
+        let count_pad = self.variant == Variant::ImageNet;
+        let (b, c, h, w) = x.dims4()?;
+        let nchw = crate::nn::to_vec_f32(x)?;
+        let mut data = vec![0f32; nchw.len()];
+        for i in 0..b {
+            for ch in 0..c {
+                for p in 0..h * w {
+                    data[(i * h * w + p) * c + ch] = nchw[(i * c + ch) * h * w + p];
+                }
+            }
+        }
+        let mut a = Act { data, b, h, w, c };
+        let dev = x.device();
+        let pooled = |a: &Act| -> Result<Tensor> {
+            Ok(Tensor::from_vec(cpu::global_avg(a), (a.b, a.c), dev)?)
+        };
+        for conv in &net.stem0 {
+            a = conv.forward(&a);
+        }
+        a = cpu::max_pool_3x3(&a, 2);
+        if dims == 64 {
+            return Ok(InceptionOut {
+                features: pooled(&a)?,
+                logits: None,
+                logits_unbiased: None,
+            });
+        }
+        for conv in &net.stem1 {
+            a = conv.forward(&a);
+        }
+        a = cpu::max_pool_3x3(&a, 2);
+        if dims == 192 {
+            return Ok(InceptionOut {
+                features: pooled(&a)?,
+                logits: None,
+                logits_unbiased: None,
+            });
+        }
+        for blk in &net.mixed[..8] {
+            a = blk.forward(&a, count_pad);
+        }
+        if dims == 768 {
+            return Ok(InceptionOut {
+                features: pooled(&a)?,
+                logits: None,
+                logits_unbiased: None,
+            });
+        }
+        anyhow::ensure!(
+            dims == 2048,
+            "Inception features come in 64, 192, 768 or 2048 dimensions, not {dims}"
+        );
+        for blk in &net.mixed[8..] {
+            a = blk.forward(&a, count_pad);
+        }
+        let f = pooled(&a)?;
+        let lu = f.matmul(&self.fc_w.t()?)?;
+        let l = lu.broadcast_add(&self.fc_b)?;
+        Ok(InceptionOut {
+            features: f,
+            logits: Some(l),
+            logits_unbiased: Some(lu),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod domain;
 pub mod fid;
 pub mod inception;
+pub mod inception_cpu;
 pub mod is;
 pub mod kid;
 pub mod np_random;
