@@ -207,12 +207,34 @@ fn prepare_group(
     let t = Instant::now();
     let splits =
         Splits::build(d, size, dev).with_context(|| format!("loading dataset `{}`", d.name))?;
+    crate::util::write_atomic(
+        &out_dir_of(opts, exp).join(format!("data-{}.json", d.name)),
+        &serde_json::to_vec_pretty(&splits.manifest)?,
+    )?;
+    for n in &splits.manifest.notes {
+        p.note(&format!("dataset `{}`: {n}", d.name));
+    }
+    for w in splits.manifest.warnings() {
+        p.note(&format!("dataset `{}`: {w}", d.name));
+    }
+    p.note(&format!(
+        "dataset `{}`: {}; {} forget, {} retain, {} proxy classes; {} + {} training and {} + {} evaluation images (forget + retain)",
+        d.name,
+        splits.manifest.source,
+        splits.forget.len(),
+        splits.retain.len(),
+        splits.proxy.len(),
+        splits.forget_train.len(),
+        splits.retain_train.len(),
+        splits.forget_eval.len(),
+        splits.retain_eval.len()
+    ));
     phases.data += t.elapsed().as_secs_f64();
 
     // The original model: pre-trained here, cached by the content hash of everything it depends on.
     let t = Instant::now();
     let key = crate::util::content_hash(&serde_json::json!({
-        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.source,
+        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
         "per_class": d.pretrain_per_class.unwrap_or(d.train_per_class), "sample_seed": d.sample_seed,
         "family": m.family, "config": family, "pretrain": m.pretrain,
         "task_masks": if m.pretrain.task_mask_share > 0.0 { serde_json::to_value(&exp.masks)? } else { serde_json::Value::Null },
@@ -366,7 +388,7 @@ fn domain_extractor(
     let (p, dev) = (&opts.progress, &opts.device);
     let spec = &exp.metrics.domain;
     let ekey = crate::util::content_hash(&serde_json::json!({
-        "what": "domain-extractor", "v": grid::PROTOCOL_VERSION, "source": d.source,
+        "what": "domain-extractor", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
         "classes": splits.eval_classes(), "per_class": d.train_per_class, "sample_seed": d.sample_seed,
         "size": size, "spec": spec,
     }))[..16]

@@ -75,9 +75,23 @@ impl std::fmt::Display for ClassRef {
 pub struct DatasetSpec {
     pub name: String,
     pub source: SourceSpec,
+    /// A source on this machine to use instead of `source` when it is present (e.g. a local copy
+    /// of the hub dataset); otherwise `source` is used.
+    #[serde(default)]
+    pub local: Option<SourceSpec>,
+    /// The paper's class split by name (`imagenet1k-paper`, `places365-paper`); explicit class
+    /// lists below, when given, override the preset's.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Keep only the preset's classes the source has (for CPU-sized subsets of the datasets);
+    /// how many were kept is reported.
+    #[serde(default)]
+    pub restrict_to_available: bool,
     /// Classes to forget (D_F).
+    #[serde(default)]
     pub forget_classes: Vec<ClassRef>,
     /// Classes to keep (D_R).
+    #[serde(default)]
     pub retain_classes: Vec<ClassRef>,
     /// Classes for "Ours (proxy D_R)": images that are neither forgotten nor retained.
     #[serde(default)]
@@ -93,6 +107,19 @@ pub struct DatasetSpec {
     /// Seed of the per-class image sampling.
     #[serde(default)]
     pub sample_seed: u64,
+    /// Fail when a class has fewer images than this after decoding (default: 1).
+    #[serde(default)]
+    pub min_per_class: Option<usize>,
+}
+
+impl DatasetSpec {
+    /// `local` when it is present on this machine, else `source`.
+    pub fn effective_source(&self) -> &SourceSpec {
+        match &self.local {
+            Some(l) if l.is_present() => l,
+            _ => &self.source,
+        }
+    }
 }
 
 /// The unlearning trainer's settings (shared by every method that trains).
@@ -303,73 +330,16 @@ fn validate_dataset(
     let base = [Key("datasets"), Idx(i)];
     let path =
         |k: &'static str| -> Vec<locate::Seg> { base.iter().cloned().chain([Key(k)]).collect() };
-    let source =
-        crate::data::open_source(&d.source).map_err(|e| at(&path("source"), e.to_string()))?;
-    let classes = source.classes();
-    let resolve =
-        |refs: &[ClassRef], key: &'static str| -> std::result::Result<Vec<usize>, Invalid> {
-            refs.iter()
-                .enumerate()
-                .map(|(j, r)| {
-                    resolve_class(r, &classes).ok_or_else(|| {
-                        let mut p = path(key);
-                        p.push(Idx(j));
-                        let shown: Vec<&str> = classes.iter().take(8).map(|s| s.as_str()).collect();
-                        at(
-                            &p,
-                            format!(
-                                "unknown class `{r}`: give an index 0..{} or an identifier ({}{})",
-                                classes.len(),
-                                shown.join(", "),
-                                if classes.len() > 8 { ", …" } else { "" }
-                            ),
-                        )
-                    })
-                })
-                .collect()
-        };
-    let forget = resolve(&d.forget_classes, "forget_classes")?;
-    let retain = resolve(&d.retain_classes, "retain_classes")?;
-    let proxy = resolve(&d.proxy_classes, "proxy_classes")?;
-    if forget.is_empty() {
-        return Err(at(&path("forget_classes"), "must list at least one class"));
-    }
-    if retain.is_empty() {
-        return Err(at(&path("retain_classes"), "must list at least one class"));
-    }
-    for (j, c) in retain.iter().enumerate() {
-        if forget.contains(c) {
-            let mut p = path("retain_classes");
-            p.push(Idx(j));
+    if let Some(p) = &d.preset {
+        if crate::data::presets::preset(p).is_none() {
             return Err(at(
-                &p,
-                format!("class `{}` is also a forget class", classes[*c]),
-            ));
-        }
-    }
-    for (j, c) in proxy.iter().enumerate() {
-        if forget.contains(c) || retain.contains(c) {
-            let mut p = path("proxy_classes");
-            p.push(Idx(j));
-            return Err(at(
-                &p,
+                &path("preset"),
                 format!(
-                    "class `{}` is already a forget or retain class",
-                    classes[*c]
+                    "unknown preset `{p}`; valid: {}",
+                    crate::data::presets::PRESETS
                 ),
             ));
         }
-    }
-    if exp
-        .methods
-        .iter()
-        .any(|m| m.retain == crate::unlearn::RetainSource::Proxy)
-        && proxy.is_empty()
-    {
-        return Err(at(
-            &path("proxy_classes"),
-            "a method uses `retain: proxy`, so list at least one proxy class",
-        ));
     }
     if d.train_per_class == 0 {
         return Err(at(&path("train_per_class"), "must be at least 1"));
@@ -379,6 +349,25 @@ fn validate_dataset(
             &path("eval_per_class"),
             "must be at least 2 (FID needs a covariance)",
         ));
+    }
+    // Classes can be checked now when the source is on this machine; hub sources are checked
+    // when the run resolves them, before anything is written.
+    let src = d.effective_source();
+    if src.is_present() {
+        let source = crate::data::open_source(src).map_err(|e| {
+            let key = if d.local.as_ref().is_some_and(|l| l.is_present()) {
+                "local"
+            } else {
+                "source"
+            };
+            at(&path(key), format!("{e:#}"))
+        })?;
+        let wants_proxy = exp
+            .methods
+            .iter()
+            .any(|m| m.retain == crate::unlearn::RetainSource::Proxy);
+        crate::data::split::resolve_classes(d, &source.classes(), wants_proxy)
+            .map_err(|(sub, msg)| (base.iter().cloned().chain(sub).collect(), msg))?;
     }
     Ok(())
 }

@@ -192,9 +192,9 @@ impl DataSource for Embedded {
             .collect()
     }
 
-    fn images(&self, class: usize, split: Split, n: usize, _seed: u64) -> Result<Vec<RawImage>> {
+    fn draw(&self, class: usize, split: Split, n: usize, _seed: u64) -> Result<super::Draw> {
         anyhow::ensure!(class < self.cfg.classes, "class {class} out of range");
-        Ok((0..n)
+        let images = (0..n)
             .map(|i| {
                 let key = self.key(class, split, i);
                 RawImage {
@@ -205,7 +205,12 @@ impl DataSource for Embedded {
                     rgb: render(&self.cfg, class, key),
                 }
             })
-            .collect())
+            .collect();
+        Ok(super::Draw {
+            images,
+            available: usize::MAX,
+            failed: vec![],
+        })
     }
 }
 

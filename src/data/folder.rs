@@ -46,6 +46,25 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage> {
     Ok(img.to_rgb8())
 }
 
+/// [`decode_rgb`], refusing truncated files: a JPEG must reach its end-of-image marker (decoders
+/// fill a truncated JPEG with grey without an error), and a PNG its IEND chunk.
+pub fn decode_rgb_checked(bytes: &[u8]) -> Result<image::RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        let tail = &bytes[bytes.len().saturating_sub(64)..];
+        anyhow::ensure!(
+            tail.windows(2).any(|w| w == [0xFF, 0xD9]),
+            "truncated JPEG (no end-of-image marker)"
+        );
+    } else if bytes.starts_with(b"\x89PNG") {
+        let tail = &bytes[bytes.len().saturating_sub(32)..];
+        anyhow::ensure!(
+            tail.windows(4).any(|w| w == b"IEND"),
+            "truncated PNG (no IEND chunk)"
+        );
+    }
+    decode_rgb(bytes)
+}
+
 fn decode_jpeg_turbo(bytes: &[u8]) -> Option<image::RgbImage> {
     // libjpeg reports corrupt data through a panic in the mozjpeg wrapper; keep it contained.
     std::panic::catch_unwind(|| {

@@ -8,6 +8,8 @@
 
 pub mod embedded;
 pub mod folder;
+pub mod image_folder;
+pub mod presets;
 pub mod split;
 
 use anyhow::Result;
@@ -32,6 +34,16 @@ pub struct RawImage {
     pub rgb: Vec<u8>,
 }
 
+/// What a source handed out for one class and split.
+#[derive(Clone, Debug, Default)]
+pub struct Draw {
+    pub images: Vec<RawImage>,
+    /// How many images of the class the split has.
+    pub available: usize,
+    /// Files that could not be decoded: (name, reason). They are skipped, never silently.
+    pub failed: Vec<(String, String)>,
+}
+
 /// A source of labelled images.
 pub trait DataSource: Send + Sync {
     /// One line for logs and manifests.
@@ -39,7 +51,11 @@ pub trait DataSource: Send + Sync {
     /// Class identifiers, in label order.
     fn classes(&self) -> Vec<String>;
     /// Up to `n` images of class `class` from `split`, the same ones for the same `seed`.
-    fn images(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Vec<RawImage>>;
+    fn draw(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Draw>;
+    /// [`DataSource::draw`] without the bookkeeping.
+    fn images(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Vec<RawImage>> {
+        Ok(self.draw(class, split, n, seed)?.images)
+    }
 }
 
 /// Where images come from, as written in the experiment file (`source: {kind: ...}`).
@@ -48,12 +64,25 @@ pub trait DataSource: Send + Sync {
 pub enum SourceSpec {
     /// Procedural textures built into the binary; needs no download.
     Embedded(embedded::EmbeddedConfig),
+    /// A local folder of images (class sub-folders or label files).
+    ImageFolder(image_folder::FolderConfig),
+}
+
+impl SourceSpec {
+    /// Whether the source is on this machine (a local source whose folder exists, or embedded).
+    pub fn is_present(&self) -> bool {
+        match self {
+            SourceSpec::Embedded(_) => true,
+            SourceSpec::ImageFolder(c) => c.root.is_dir(),
+        }
+    }
 }
 
 /// The registry of sources: one line per kind.
 pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
     Ok(match spec {
         SourceSpec::Embedded(c) => Box::new(embedded::Embedded::new(c.clone())?),
+        SourceSpec::ImageFolder(c) => Box::new(image_folder::ImageFolder::open(c.clone())?),
     })
 }
 

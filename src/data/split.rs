@@ -7,12 +7,216 @@ use anyhow::Result;
 use candle_core::Device;
 use serde::Serialize;
 
-/// How many images of which class a run used (written next to the results).
+/// An experiment's classes, resolved against a source's class list.
+#[derive(Clone, Debug, Default)]
+pub struct ResolvedClasses {
+    pub forget: Vec<usize>,
+    pub retain: Vec<usize>,
+    pub proxy: Vec<usize>,
+    /// Notes for the log and manifest (a preset restricted to the available classes, …).
+    pub notes: Vec<String>,
+}
+
+/// Forget / retain / proxy classes of a dataset entry (explicit lists, else its preset), as
+/// indices into `classes`. Errors carry the entry-relative YAML path.
+pub fn resolve_classes(
+    spec: &DatasetSpec,
+    classes: &[String],
+    wants_proxy: bool,
+) -> std::result::Result<ResolvedClasses, (Vec<crate::config::locate::Seg>, String)> {
+    use crate::config::locate::Seg::{Idx, Key};
+    use crate::config::ClassRef;
+    let preset = spec.preset.as_deref().and_then(super::presets::preset);
+    let mut notes = vec![];
+    let pick = |explicit: &[ClassRef],
+                from_preset: Option<Vec<String>>,
+                key: &'static str,
+                notes: &mut Vec<String>| {
+        if !explicit.is_empty() || from_preset.is_none() {
+            // Explicit lists must resolve completely.
+            return explicit
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    resolve_class(r, classes).ok_or_else(|| {
+                        let shown: Vec<&str> = classes.iter().take(8).map(|s| s.as_str()).collect();
+                        (
+                            vec![Key(key), Idx(j)],
+                            format!(
+                                "unknown class `{r}`: give an index 0..{} or an identifier ({}{})",
+                                classes.len(),
+                                shown.join(", "),
+                                if classes.len() > 8 { ", …" } else { "" }
+                            ),
+                        )
+                    })
+                })
+                .collect::<std::result::Result<Vec<usize>, _>>();
+        }
+        let names = from_preset.expect("checked");
+        let found: Vec<usize> = names
+            .iter()
+            .filter_map(|n| classes.iter().position(|c| c == n))
+            .collect();
+        if found.len() < names.len() {
+            if !spec.restrict_to_available {
+                let missing: Vec<&String> = names
+                    .iter()
+                    .filter(|n| !classes.contains(n))
+                    .take(3)
+                    .collect();
+                return Err((
+                    vec![Key("preset")],
+                    format!(
+                        "the source lacks {} of the preset's {} {key} (e.g. {}); set `restrict_to_available: true` to use the classes it has",
+                        names.len() - found.len(),
+                        names.len(),
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            notes.push(format!(
+                "{key}: {} of the preset's {} classes are in the source",
+                found.len(),
+                names.len()
+            ));
+        }
+        Ok(found)
+    };
+    let forget = pick(
+        &spec.forget_classes,
+        preset.as_ref().map(|p| p.forget.clone()),
+        "forget_classes",
+        &mut notes,
+    )?;
+    let retain = pick(
+        &spec.retain_classes,
+        preset.as_ref().map(|p| p.retain.clone()),
+        "retain_classes",
+        &mut notes,
+    )?;
+    let mut proxy = match (&preset, spec.proxy_classes.is_empty()) {
+        // The preset's proxy pool, or (ImageNet) every other class of the source.
+        (Some(p), true) => match &p.proxy {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| classes.iter().position(|c| c == n))
+                .collect(),
+            None => (0..classes.len())
+                .filter(|c| !forget.contains(c) && !retain.contains(c))
+                .collect(),
+        },
+        _ => pick(&spec.proxy_classes, None, "proxy_classes", &mut notes)?,
+    };
+    proxy.retain(|c| !forget.contains(c) && !retain.contains(c));
+    if forget.is_empty() {
+        return Err((
+            vec![Key("forget_classes")],
+            "must list at least one class (or name a preset)".into(),
+        ));
+    }
+    if retain.is_empty() {
+        return Err((
+            vec![Key("retain_classes")],
+            "must list at least one class (or name a preset)".into(),
+        ));
+    }
+    for (j, c) in retain.iter().enumerate() {
+        if forget.contains(c) {
+            return Err((
+                vec![Key("retain_classes"), Idx(j)],
+                format!("class `{}` is also a forget class", classes[*c]),
+            ));
+        }
+    }
+    if !spec.proxy_classes.is_empty() {
+        for (j, r) in spec.proxy_classes.iter().enumerate() {
+            if let Some(c) = resolve_class(r, classes) {
+                if forget.contains(&c) || retain.contains(&c) {
+                    return Err((
+                        vec![Key("proxy_classes"), Idx(j)],
+                        format!("class `{}` is already a forget or retain class", classes[c]),
+                    ));
+                }
+            }
+        }
+    }
+    if wants_proxy && proxy.is_empty() {
+        return Err((
+            vec![Key("proxy_classes")],
+            "a method uses `retain: proxy`, so list at least one proxy class".into(),
+        ));
+    }
+    Ok(ResolvedClasses {
+        forget,
+        retain,
+        proxy,
+        notes,
+    })
+}
+
+/// One class's draw from one split, for the manifest.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub role: String,
+    pub split: String,
+    pub requested: usize,
+    pub used: usize,
+    /// How many the source has (None for generated data).
+    pub available: Option<usize>,
+    /// Files that could not be decoded, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What a run's data were: the source, notes, and per class and split how many images were asked
+/// for, used, available and unreadable (written to `<output>/data-<dataset>.json`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Manifest {
     pub source: String,
-    /// (class, role, split, images)
-    pub counts: Vec<(String, String, String, usize)>,
+    pub notes: Vec<String>,
+    pub counts: Vec<ClassCount>,
+}
+
+impl Manifest {
+    /// One-line warnings: short classes and unreadable files.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = vec![];
+        let short: Vec<&ClassCount> = self
+            .counts
+            .iter()
+            .filter(|c| c.used < c.requested)
+            .collect();
+        if !short.is_empty() {
+            let shown: Vec<String> = short
+                .iter()
+                .take(4)
+                .map(|c| format!("{} {} {}/{}", c.class, c.split, c.used, c.requested))
+                .collect();
+            w.push(format!(
+                "warning: {} class draws got fewer images than asked ({}{})",
+                short.len(),
+                shown.join(", "),
+                if short.len() > 4 { ", …" } else { "" }
+            ));
+        }
+        let failed: Vec<&(String, String)> =
+            self.counts.iter().flat_map(|c| c.failed.iter()).collect();
+        if !failed.is_empty() {
+            let shown: Vec<String> = failed
+                .iter()
+                .take(3)
+                .map(|(n, e)| format!("{n} ({e})"))
+                .collect();
+            w.push(format!(
+                "warning: skipped {} unreadable images: {}{}",
+                failed.len(),
+                shown.join("; "),
+                if failed.len() > 3 { "; …" } else { "" }
+            ));
+        }
+        w
+    }
 }
 
 pub struct Splits {
@@ -35,6 +239,7 @@ struct Gather<'a> {
     names: Vec<String>,
     seed: u64,
     size: usize,
+    min: usize,
     device: &'a Device,
     manifest: Manifest,
 }
@@ -43,14 +248,28 @@ impl Gather<'_> {
     fn take(&mut self, classes: &[usize], split: Split, n: usize, role: &str) -> Result<ImageSet> {
         let mut raw = vec![];
         for &c in classes {
-            let imgs = self.src.images(c, split, n, self.seed)?;
-            self.manifest.counts.push((
-                self.names[c].clone(),
-                role.to_string(),
-                format!("{split:?}").to_lowercase(),
-                imgs.len(),
-            ));
-            raw.extend(imgs);
+            let d = self.src.draw(c, split, n, self.seed)?;
+            let split_name = format!("{split:?}").to_lowercase();
+            if d.images.len() < self.min {
+                return Err(crate::error::user(format!(
+                    "class `{}` has {} readable {split_name} images, below min_per_class = {} ({} available, {} unreadable)",
+                    self.names[c],
+                    d.images.len(),
+                    self.min,
+                    d.available,
+                    d.failed.len()
+                )));
+            }
+            self.manifest.counts.push(ClassCount {
+                class: self.names[c].clone(),
+                role: role.to_string(),
+                split: split_name,
+                requested: n,
+                used: d.images.len(),
+                available: (d.available != usize::MAX).then_some(d.available),
+                failed: d.failed,
+            });
+            raw.extend(d.images);
         }
         ImageSet::from_raw(&raw, self.size, self.device)
     }
@@ -59,47 +278,44 @@ impl Gather<'_> {
 impl Splits {
     /// Build all sets at the model's resolution `size`.
     pub fn build(spec: &DatasetSpec, size: usize, device: &Device) -> Result<Self> {
-        let src = open_source(&spec.source)?;
+        let src = open_source(spec.effective_source())?;
         let classes = src.classes();
-        let resolve = |refs: &[crate::config::ClassRef]| -> Result<Vec<usize>> {
-            refs.iter()
-                .map(|r| {
-                    resolve_class(r, &classes).ok_or_else(|| anyhow::anyhow!("unknown class {r}"))
-                })
-                .collect()
-        };
-        let (forget, retain, proxy) = (
-            resolve(&spec.forget_classes)?,
-            resolve(&spec.retain_classes)?,
-            resolve(&spec.proxy_classes)?,
-        );
+        let r = resolve_classes(spec, &classes, false).map_err(|(path, msg)| {
+            crate::error::user(format!(
+                "dataset `{}`: {}: {msg}",
+                spec.name,
+                crate::config::locate::path_string(&path)
+            ))
+        })?;
         let mut g = Gather {
             src: &*src,
             names: classes.clone(),
             seed: spec.sample_seed,
             size,
+            min: spec.min_per_class.unwrap_or(1),
             device,
             manifest: Manifest {
                 source: src.describe(),
+                notes: r.notes.clone(),
                 counts: vec![],
             },
         };
         let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
-        let forget_train = g.take(&forget, Split::Train, nt, "forget")?;
-        let retain_train = g.take(&retain, Split::Train, nt, "retain")?;
-        let proxy_train = if proxy.is_empty() {
+        let forget_train = g.take(&r.forget, Split::Train, nt, "forget")?;
+        let retain_train = g.take(&r.retain, Split::Train, nt, "retain")?;
+        let proxy_train = if r.proxy.is_empty() {
             None
         } else {
-            Some(g.take(&proxy, Split::Train, nt, "proxy")?)
+            Some(g.take(&r.proxy, Split::Train, nt, "proxy")?)
         };
-        let forget_eval = g.take(&forget, Split::Val, ne, "forget")?;
-        let retain_eval = g.take(&retain, Split::Val, ne, "retain")?;
+        let forget_eval = g.take(&r.forget, Split::Val, ne, "forget")?;
+        let retain_eval = g.take(&r.retain, Split::Val, ne, "retain")?;
         let manifest = g.manifest;
         Ok(Self {
             classes,
-            forget,
-            retain,
-            proxy,
+            forget: r.forget,
+            retain: r.retain,
+            proxy: r.proxy,
             forget_train,
             retain_train,
             proxy_train,
@@ -111,7 +327,7 @@ impl Splits {
 
     /// Training images of every class of the source, for pre-training the original model.
     pub fn pretrain_set(spec: &DatasetSpec, size: usize, device: &Device) -> Result<ImageSet> {
-        let src = open_source(&spec.source)?;
+        let src = open_source(spec.effective_source())?;
         let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
         let names = src.classes();
         let all: Vec<usize> = (0..names.len()).collect();
@@ -120,6 +336,7 @@ impl Splits {
             names,
             seed: spec.sample_seed,
             size,
+            min: 0,
             device,
             manifest: Manifest::default(),
         };
