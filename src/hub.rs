@@ -227,6 +227,48 @@ impl Hub {
         }
     }
 
+    /// The repository's files (at its revision): from the hub's API, or offline from the cached
+    /// snapshot.
+    pub fn list_files(&self, repo: &RepoRef) -> Result<Vec<String>, HubError> {
+        if self.cfg.offline {
+            let dir = self.cfg.cache_dir.join(repo.repo().folder_name());
+            let commit = std::fs::read_to_string(dir.join("refs").join(&repo.revision))
+                .map_err(|_| self.offline_error(repo, &["(the file list: nothing is cached)"]))?;
+            let snap = dir.join("snapshots").join(commit.trim());
+            let mut out = vec![];
+            let mut stack = vec![snap.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(rel) = p.strip_prefix(&snap) {
+                        out.push(rel.to_string_lossy().to_string());
+                    }
+                }
+            }
+            out.sort();
+            return Ok(out);
+        }
+        let info = self.api.repo(repo.repo()).info().map_err(|e| {
+            if is_status(&e, 404) {
+                HubError::NotFound {
+                    repo: repo.to_string(),
+                    file: "(the repository)".into(),
+                }
+            } else {
+                HubError::Download {
+                    repo: repo.to_string(),
+                    file: "(file list)".into(),
+                    msg: e.to_string(),
+                }
+            }
+        })?;
+        let mut out: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The error for files missing from the cache while offline.
     pub fn offline_error(&self, repo: &RepoRef, files: &[&str]) -> HubError {
         HubError::Offline {

@@ -8,6 +8,8 @@
 
 pub mod embedded;
 pub mod folder;
+#[cfg(feature = "report")]
+pub mod hub_parquet;
 pub mod image_folder;
 pub mod presets;
 pub mod split;
@@ -52,6 +54,11 @@ pub trait DataSource: Send + Sync {
     fn classes(&self) -> Vec<String>;
     /// Up to `n` images of class `class` from `split`, the same ones for the same `seed`.
     fn draw(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Draw>;
+    /// Announce the draws a run will make, so a remote source can fetch what they need at once
+    /// (`(class, split, n)`; the same `seed` as the draws).
+    fn prepare(&self, _needs: &[(usize, Split, usize)], _seed: u64) -> Result<()> {
+        Ok(())
+    }
     /// [`DataSource::draw`] without the bookkeeping.
     fn images(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Vec<RawImage>> {
         Ok(self.draw(class, split, n, seed)?.images)
@@ -66,6 +73,9 @@ pub enum SourceSpec {
     Embedded(embedded::EmbeddedConfig),
     /// A local folder of images (class sub-folders or label files).
     ImageFolder(image_folder::FolderConfig),
+    /// A hub dataset repository of parquet shards (image bytes + integer label).
+    #[cfg(feature = "report")]
+    HubParquet(hub_parquet::ParquetConfig),
 }
 
 impl SourceSpec {
@@ -74,6 +84,8 @@ impl SourceSpec {
         match self {
             SourceSpec::Embedded(_) => true,
             SourceSpec::ImageFolder(c) => c.root.is_dir(),
+            #[cfg(feature = "report")]
+            SourceSpec::HubParquet(_) => false,
         }
     }
 }
@@ -83,6 +95,8 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
     Ok(match spec {
         SourceSpec::Embedded(c) => Box::new(embedded::Embedded::new(c.clone())?),
         SourceSpec::ImageFolder(c) => Box::new(image_folder::ImageFolder::open(c.clone())?),
+        #[cfg(feature = "report")]
+        SourceSpec::HubParquet(c) => Box::new(hub_parquet::HubParquet::open(c.clone())?),
     })
 }
 

@@ -301,6 +301,15 @@ impl Splits {
             },
         };
         let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
+        // Tell the source everything at once (a remote source fetches only what this needs).
+        let mut needs: Vec<(usize, Split, usize)> = vec![];
+        for &c in r.forget.iter().chain(&r.retain).chain(&r.proxy) {
+            needs.push((c, Split::Train, nt));
+        }
+        for &c in r.forget.iter().chain(&r.retain) {
+            needs.push((c, Split::Val, ne));
+        }
+        src.prepare(&needs, spec.sample_seed)?;
         let forget_train = g.take(&r.forget, Split::Train, nt, "forget")?;
         let retain_train = g.take(&r.retain, Split::Train, nt, "retain")?;
         let proxy_train = if r.proxy.is_empty() {
@@ -331,6 +340,8 @@ impl Splits {
         let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
         let names = src.classes();
         let all: Vec<usize> = (0..names.len()).collect();
+        let needs: Vec<(usize, Split, usize)> = all.iter().map(|&c| (c, Split::Train, n)).collect();
+        src.prepare(&needs, spec.sample_seed)?;
         let mut g = Gather {
             src: &*src,
             names,

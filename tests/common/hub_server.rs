@@ -94,6 +94,38 @@ impl HubServer {
                     range.clone(),
                     header("Authorization"),
                 ));
+                if let Some(api) = path.strip_prefix("/api/") {
+                    // The repository-info API: `/api/{models|datasets}/{repo}/revision/{rev}`
+                    // lists the files served under that repository's resolve URLs.
+                    let listing = api.split_once("/revision/").map(|(repo, rev)| {
+                        let prefix = match repo.strip_prefix("models/") {
+                            Some(r) => format!("/{r}/resolve/{rev}/"),
+                            None => format!("/{repo}/resolve/{rev}/"),
+                        };
+                        let mut names: Vec<&str> = files
+                            .keys()
+                            .filter_map(|k| k.strip_prefix(&prefix))
+                            .collect();
+                        names.sort();
+                        names
+                    });
+                    let resp = match listing {
+                        Some(names) if !names.is_empty() => {
+                            let siblings: Vec<String> = names
+                                .iter()
+                                .map(|n| format!("{{\"rfilename\":\"{n}\"}}"))
+                                .collect();
+                            tiny_http::Response::from_string(format!(
+                                "{{\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}",
+                                siblings.join(",")
+                            ))
+                        }
+                        _ => tiny_http::Response::from_string("Repository not found")
+                            .with_status_code(404),
+                    };
+                    let _ = req.respond(resp);
+                    continue;
+                }
                 let Some(f) = files.get(&path) else {
                     let _ = req.respond(
                         tiny_http::Response::from_string("Entry not found").with_status_code(404),
