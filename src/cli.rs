@@ -21,6 +21,7 @@ atomically, and writes the report. Re-running the same command skips finished ce
 Start here:
   i2i-unlearn run experiments/quickstart.yaml     # offline, CPU, a few minutes
   i2i-unlearn report results/quickstart            # rebuild tables and charts
+  i2i-unlearn fetch experiments/miniplaces.yaml    # download what a run needs, then run offline
 
 Exit codes: 0 = success, 1 = the run failed, 2 = bad input (config, path, flag).";
 
@@ -79,6 +80,21 @@ then merge with `i2i-unlearn report DIR1 DIR2 ...`.")]
         /// Cells to run at the same time (default: the number of threads, RAYON_NUM_THREADS).
         #[arg(long, short)]
         jobs: Option<usize>,
+    },
+    /// Download everything an experiment needs (data shards, checkpoints, extractor weights).
+    #[command(long_about = "\
+Download everything an experiment reads from the network into the caches, so that a later \
+`i2i-unlearn run` works offline (HF_HUB_OFFLINE=1, e.g. on a compute node without internet).
+
+Hub datasets: only the parquet shards that hold the images the grid draws (train images of the \
+forget / retain / proxy classes, evaluation images of the forget / retain classes, and the \
+pre-training images of every class when a model is pre-trained here). Checkpoints (`weights:`), \
+the FID Inception weights and the CLIP checkpoint when the metrics use them. Files go to the \
+Hugging Face cache (HF_HOME, as Python's huggingface_hub); interrupted downloads resume; files \
+already cached are not downloaded again. Local sources need nothing and are only checked.")]
+    Fetch {
+        /// The experiment file (YAML).
+        experiment: PathBuf,
     },
     /// Validate an experiment file and list its cells, without running anything.
     Check {
@@ -330,6 +346,15 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 ph.evaluate,
                 ph.report,
                 s.output.join("table.md").display()
+            ));
+            Ok(())
+        }
+        Command::Fetch { experiment } => {
+            let exp = crate::config::load(&experiment)?;
+            let n = crate::pipeline::fetch(&exp, &progress)?;
+            progress.note(&format!(
+                "{}: {n} items available offline; run it with HF_HUB_OFFLINE=1",
+                experiment.display()
             ));
             Ok(())
         }

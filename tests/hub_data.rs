@@ -96,9 +96,17 @@ fn hub_parquet_dataset_download_decode_split_offline() {
         format!("{repo}/data/val-00000.parquet"),
         hub_server::File::new(shard(&val)),
     );
+    // The class list is the dataset card's `class_label` names (as the hub's parquet copies have).
+    let mut card = String::from(
+        "---\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: label\n    dtype:\n      class_label:\n        names:\n",
+    );
+    for (i, w) in wnids.iter().enumerate() {
+        card += &format!("          '{i}': {w}\n");
+    }
+    card += "---\n# tiny hub\n";
     files.insert(
-        format!("{repo}/classes.txt"),
-        hub_server::File::new((wnids.join("\n") + "\n").into_bytes()),
+        format!("{repo}/README.md"),
+        hub_server::File::new(card.into_bytes()),
     );
     let server = hub_server::HubServer::start(files);
 
@@ -107,7 +115,7 @@ fn hub_parquet_dataset_download_decode_split_offline() {
         r#"name: hubdata
 datasets:
   - name: tin
-    source: {{kind: hub_parquet, repo: test/tiny-hub, train: "data/train-*.parquet", val: "data/val-*.parquet", classes_file: classes.txt}}
+    source: {{kind: hub_parquet, repo: test/tiny-hub, train: "data/train-*.parquet", val: "data/val-*.parquet", classes_file: README.md}}
     forget_classes: [{f}]
     retain_classes: [{r1}, {r2}]
     train_per_class: 8
@@ -183,13 +191,46 @@ metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}
         .join("hub/datasets--test--tiny-hub/snapshots")
         .is_dir());
 
-    // Offline, without the server: the same rows from the cache.
+    // `fetch` into a fresh hub cache, then a run there works offline.
+    let fetched_home = d.path().join("hf-fetched");
+    let o = std::process::Command::new(bin())
+        .args(["fetch", p.to_str().unwrap()])
+        .current_dir(d.path())
+        .env("HF_HOME", &fetched_home)
+        .env("HF_ENDPOINT", &server.url)
+        .env("HF_HUB_OFFLINE", "0")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("dataset `tin`") && err.contains("available offline"),
+        "{err}"
+    );
+
+    // Offline, without the server: the same rows from either cache.
     drop(server);
+    let o = std::process::Command::new(bin())
+        .args(["run", p.to_str().unwrap(), "--output", "fetched"])
+        .current_dir(d.path())
+        .env("HF_HOME", &fetched_home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("I2I_UNLEARN_CACHE", d.path().join("cache-fetched"))
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = run_env("offline", true, "http://127.0.0.1:9");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let a = std::fs::read_to_string(d.path().join("online/runs.csv")).unwrap();
     let b = std::fs::read_to_string(d.path().join("offline/runs.csv")).unwrap();
     assert_eq!(a, b, "offline from the cache must give the same numbers");
+    let c = std::fs::read_to_string(d.path().join("fetched/runs.csv")).unwrap();
+    assert_eq!(
+        a, c,
+        "a run from a fetched cache must give the same numbers"
+    );
 
     // Offline with an empty cache: one error that says what to do.
     let o = std::process::Command::new(bin())

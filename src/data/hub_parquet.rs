@@ -45,8 +45,10 @@ pub struct ParquetConfig {
     pub image_column: String,
     #[serde(default = "label_col")]
     pub label_column: String,
-    /// The class list in label order: a file of the repository (or a local path). Text: the first
-    /// field of each line; `.py` / `.json`: every quoted dictionary key, in order.
+    /// The class list in label order: a file of the repository (or a local path starting with `/`
+    /// or `.`). Text: the first
+    /// field of each line; `.py` / `.json`: every quoted dictionary key, in order; `.md` (the
+    /// dataset card, `README.md`): its `class_label` names.
     pub classes_file: String,
 }
 
@@ -71,8 +73,11 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 }
 
 /// Class identifiers from a class-list file's text.
+/// `.md` (a hub dataset card): the `class_label` names of the card's YAML header, in label order.
 pub fn parse_class_list(name: &str, text: &str) -> Vec<String> {
-    if name.ends_with(".py") || name.ends_with(".json") {
+    if name.ends_with(".md") {
+        card_class_names(text)
+    } else if name.ends_with(".py") || name.ends_with(".json") {
         // Quoted strings followed by `:` (dictionary keys), in order.
         let mut out = vec![];
         let b = text.as_bytes();
@@ -100,6 +105,58 @@ pub fn parse_class_list(name: &str, text: &str) -> Vec<String> {
             .filter_map(|l| l.split_whitespace().next().map(str::to_string))
             .collect()
     }
+}
+
+/// The first `class_label: names:` of a dataset card's YAML header (`'0': n01440764`, …, or a
+/// list), ordered by label.
+fn card_class_names(text: &str) -> Vec<String> {
+    let body = text.trim_start_matches('\u{feff}');
+    let Some(rest) = body.strip_prefix("---") else {
+        return vec![];
+    };
+    let Some(end) = rest.find("\n---") else {
+        return vec![];
+    };
+    let Ok(y) = serde_yaml::from_str::<serde_yaml::Value>(&rest[..end]) else {
+        return vec![];
+    };
+    fn find(v: &serde_yaml::Value) -> Option<Vec<String>> {
+        use serde_yaml::Value;
+        match v {
+            Value::Mapping(m) => {
+                if let Some(names) = m
+                    .get("class_label")
+                    .and_then(|c| c.get("names"))
+                    .filter(|n| !n.is_null())
+                {
+                    let scalar = |v: &Value| match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    };
+                    return match names {
+                        Value::Sequence(s) => s.iter().map(scalar).collect(),
+                        Value::Mapping(m) => {
+                            let mut pairs: Vec<(usize, String)> = m
+                                .iter()
+                                .filter_map(|(k, v)| {
+                                    let k = scalar(k)?.parse().ok()?;
+                                    Some((k, scalar(v)?))
+                                })
+                                .collect();
+                            pairs.sort();
+                            Some(pairs.into_iter().map(|(_, v)| v).collect())
+                        }
+                        _ => None,
+                    };
+                }
+                m.values().find_map(find)
+            }
+            Value::Sequence(s) => s.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&y).unwrap_or_default()
 }
 
 /// A prepared draw's images: (id, name, encoded bytes).
@@ -146,8 +203,16 @@ impl HubParquet {
             Ok(v)
         };
         let shards = [pick(&cfg.train)?, pick(&cfg.val)?];
-        let local = PathBuf::from(&cfg.classes_file);
-        let list_path = if local.is_file() {
+        // A path starting with `/` or `.` is on this machine; anything else is a repository file
+        // (so `README.md` is the dataset card, never the working directory's README).
+        let list_path = if cfg.classes_file.starts_with(['/', '.']) {
+            let local = PathBuf::from(&cfg.classes_file);
+            if !local.is_file() {
+                return Err(user(format!(
+                    "classes_file {} does not exist",
+                    local.display()
+                )));
+            }
             local
         } else {
             hub.file(&repo, &cfg.classes_file)
@@ -361,6 +426,16 @@ impl super::DataSource for HubParquet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dataset_card_class_names() {
+        let card = "---\nlicense: x\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: label\n    dtype:\n      class_label:\n        names:\n          '0': n01443537\n          '2': n01629819\n          '1': goldfish, Carassius auratus\n---\n# Card\n";
+        assert_eq!(
+            parse_class_list("README.md", card),
+            ["n01443537", "goldfish, Carassius auratus", "n01629819"]
+        );
+        assert!(parse_class_list("README.md", "# no header").is_empty());
+    }
 
     #[test]
     fn globs_and_class_lists() {

@@ -334,6 +334,40 @@ impl Splits {
         })
     }
 
+    /// Make every image that [`Splits::build`] (and, with `pretrain`, [`Splits::pretrain_set`])
+    /// reads available offline: a hub source downloads the shards that hold them into the hub
+    /// cache; local sources have nothing to do. Nothing is decoded. Returns the source's
+    /// description and the number of (class, split) requests.
+    pub fn fetch(spec: &DatasetSpec, pretrain: bool) -> Result<(String, usize)> {
+        let src = open_source(spec.effective_source())?;
+        let classes = src.classes();
+        let r = resolve_classes(spec, &classes, false).map_err(|(path, msg)| {
+            crate::error::user(format!(
+                "dataset `{}`: {}: {msg}",
+                spec.name,
+                crate::config::locate::path_string(&path)
+            ))
+        })?;
+        let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
+        let mut needs: Vec<(usize, Split, usize)> = vec![];
+        for &c in r.forget.iter().chain(&r.retain).chain(&r.proxy) {
+            needs.push((c, Split::Train, nt));
+        }
+        for &c in r.forget.iter().chain(&r.retain) {
+            needs.push((c, Split::Val, ne));
+        }
+        src.prepare(&needs, spec.sample_seed)?;
+        let mut count = needs.len();
+        if pretrain {
+            let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
+            let all: Vec<(usize, Split, usize)> =
+                (0..classes.len()).map(|c| (c, Split::Train, n)).collect();
+            src.prepare(&all, spec.sample_seed)?;
+            count += all.len();
+        }
+        Ok((src.describe(), count))
+    }
+
     /// Training images of every class of the source, for pre-training the original model.
     pub fn pretrain_set(spec: &DatasetSpec, size: usize, device: &Device) -> Result<ImageSet> {
         let src = open_source(spec.effective_source())?;
