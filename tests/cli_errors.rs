@@ -94,6 +94,11 @@ fn semantic_errors_point_at_the_culprit() {
         &y,
         &["models[0].config.hiden_layers", "unknown MAE config field"],
     );
+    let y = tiny_yaml("t", "").replace(
+        "unlearn: {steps: 4,",
+        "unlearn: {augment: {crop_scale: [0.6, 0.2]}, steps: 4,",
+    );
+    check_error(&y, &["unlearn.augment.crop_scale", "0 < low ≤ high ≤ 1"]);
 }
 
 #[test]
@@ -129,6 +134,7 @@ fn help_teaches_the_commands() {
         "run",
         "report",
         "check",
+        "fetch",
         "Exit codes",
         "experiments/quickstart.yaml",
     ] {

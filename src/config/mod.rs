@@ -140,6 +140,10 @@ pub struct UnlearnSpec {
     pub betas: [f64; 2],
     /// Clip the global gradient norm to this value (0 = off).
     pub grad_clip: f64,
+    /// RandomResizedCrop + horizontal flip of every training batch (the paper's MAE recipe);
+    /// off when absent. `augment: {}` takes the paper's values (scale 0.2–1, ratio 3/4–4/3, flip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<crate::data::augment::AugmentSpec>,
 }
 
 impl Default for UnlearnSpec {
@@ -155,6 +159,7 @@ impl Default for UnlearnSpec {
             weight_decay: 0.05,
             betas: [0.9, 0.95],
             grad_clip: 3.0,
+            augment: None,
         }
     }
 }
@@ -273,6 +278,10 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
     }
     if !(u.lr > 0.0 && u.lr.is_finite()) {
         return Err(at(&p("lr"), "must be a positive number"));
+    }
+    if let Some(a) = &u.augment {
+        a.validate()
+            .map_err(|(k, msg)| at(&[Key("unlearn"), Key("augment"), Key(k)], msg))?;
     }
     for (i, m) in exp.models.iter().enumerate() {
         let path = [Key("models"), Idx(i)];

@@ -6,6 +6,7 @@
 //! for a seed. New sources (image folders, hub parquet or tar shards) implement the same trait and
 //! get one line in [`open_source`].
 
+pub mod augment;
 pub mod embedded;
 pub mod folder;
 #[cfg(feature = "report")]

@@ -109,6 +109,9 @@ pub fn run(
         },
     )?;
     let mut rng = crate::util::rng(&format!("unlearn-{}", method.name().as_str()), job.seed);
+    // A stream of its own, so that turning augmentation on leaves the batches and the method's
+    // randomness as they were.
+    let mut aug_rng = crate::util::rng("unlearn-augment", job.seed);
     let mut rs = Sampler::new(job.retain.len());
     let mut fs = Sampler::new(job.forget.len());
     let grid = ctx.student.config().grid();
@@ -120,8 +123,12 @@ pub fn run(
         let mut acc: Option<GradStore> = None;
         let mut last = None;
         for _ in 0..s.grad_accum {
-            let r = job.retain.select(&rs.next(s.retain_batch, &mut rng))?;
-            let f = job.forget.select(&fs.next(s.forget_batch, &mut rng))?;
+            let mut r = job.retain.select(&rs.next(s.retain_batch, &mut rng))?;
+            let mut f = job.forget.select(&fs.next(s.forget_batch, &mut rng))?;
+            if let Some(a) = &s.augment {
+                r.pixels = a.apply(&r.pixels, &mut aug_rng)?;
+                f.pixels = a.apply(&f.pixels, &mut aug_rng)?;
+            }
             let rm = job
                 .mask
                 .batch(grid, &mask_keys(&r.ids, job.seed, Some(step)))?;
