@@ -11,6 +11,8 @@ pub mod embedded;
 pub mod folder;
 #[cfg(feature = "report")]
 pub mod hub_parquet;
+pub mod hub_shards;
+pub mod hub_tar;
 pub mod image_folder;
 pub mod presets;
 pub mod split;
@@ -77,6 +79,9 @@ pub enum SourceSpec {
     /// A hub dataset repository of parquet shards (image bytes + integer label).
     #[cfg(feature = "report")]
     HubParquet(hub_parquet::ParquetConfig),
+    /// A hub dataset repository of tar shards (webdataset `.cls` labels, or labels in file names
+    /// or folders), plain or gzipped.
+    HubTar(hub_tar::TarConfig),
 }
 
 impl SourceSpec {
@@ -87,6 +92,7 @@ impl SourceSpec {
             SourceSpec::ImageFolder(c) => c.root.is_dir(),
             #[cfg(feature = "report")]
             SourceSpec::HubParquet(_) => false,
+            SourceSpec::HubTar(_) => false,
         }
     }
 }
@@ -97,7 +103,8 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
         SourceSpec::Embedded(c) => Box::new(embedded::Embedded::new(c.clone())?),
         SourceSpec::ImageFolder(c) => Box::new(image_folder::ImageFolder::open(c.clone())?),
         #[cfg(feature = "report")]
-        SourceSpec::HubParquet(c) => Box::new(hub_parquet::HubParquet::open(c.clone())?),
+        SourceSpec::HubParquet(c) => Box::new(hub_parquet::open(c)?),
+        SourceSpec::HubTar(c) => Box::new(hub_tar::open(c)?),
     })
 }
 
