@@ -120,16 +120,7 @@ datasets:
     retain_classes: [{r1}, {r2}]
     train_per_class: 8
     eval_per_class: 5
-models:
-  - name: mae
-    family: mae
-    config: {{image_size: 16, patch_size: 4, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, decoder_hidden_size: 16, decoder_num_hidden_layers: 1, decoder_num_attention_heads: 2, decoder_intermediate_size: 32}}
-    pretrain: {{steps: 5, batch_size: 8}}
-unlearn: {{steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}}
-methods: [original, ours]
-masks: [center:2]
-metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}}
-"#,
+{TINY_HUB_GRID}"#,
         f = wnids[0],
         r1 = wnids[1],
         r2 = wnids[2]
@@ -137,16 +128,13 @@ metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}
     let p = write(d.path(), "h.yaml", &yaml);
     let hf_home = d.path().join("hf");
     let run_env = |out: &str, offline: bool, endpoint: &str| {
-        std::process::Command::new(bin())
-            .args(["run", p.to_str().unwrap(), "--output", out])
-            .current_dir(d.path())
-            .env("HF_HOME", &hf_home)
-            .env("HF_ENDPOINT", endpoint)
-            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
-            .env("I2I_UNLEARN_CACHE", d.path().join("cache"))
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .unwrap()
+        let env = HubEnv {
+            hf_home: &hf_home,
+            endpoint,
+            offline,
+        };
+        let args = ["run", p.to_str().unwrap(), "--output", out];
+        run_hub(&args, d.path(), &env, &d.path().join("cache"))
     };
     let o = run_env("online", false, &server.url);
     let err = stderr(&o);
@@ -193,14 +181,14 @@ metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}
 
     // `fetch` into a fresh hub cache, then a run there works offline.
     let fetched_home = d.path().join("hf-fetched");
-    let o = std::process::Command::new(bin())
-        .args(["fetch", p.to_str().unwrap()])
-        .current_dir(d.path())
-        .env("HF_HOME", &fetched_home)
-        .env("HF_ENDPOINT", &server.url)
-        .env("HF_HUB_OFFLINE", "0")
-        .output()
-        .unwrap();
+    let fetch_env = HubEnv {
+        hf_home: &fetched_home,
+        endpoint: &server.url,
+        offline: false,
+    };
+    let cache_fetched = d.path().join("cache-fetched");
+    let fetch_args = ["fetch", p.to_str().unwrap()];
+    let o = run_hub(&fetch_args, d.path(), &fetch_env, &cache_fetched);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
@@ -210,16 +198,13 @@ metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}
 
     // Offline, without the server: the same rows from either cache.
     drop(server);
-    let o = std::process::Command::new(bin())
-        .args(["run", p.to_str().unwrap(), "--output", "fetched"])
-        .current_dir(d.path())
-        .env("HF_HOME", &fetched_home)
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("I2I_UNLEARN_CACHE", d.path().join("cache-fetched"))
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap();
+    let offline = HubEnv {
+        hf_home: &fetched_home,
+        endpoint: "http://127.0.0.1:9",
+        offline: true,
+    };
+    let args = ["run", p.to_str().unwrap(), "--output", "fetched"];
+    let o = run_hub(&args, d.path(), &offline, &cache_fetched);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = run_env("offline", true, "http://127.0.0.1:9");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -87,16 +87,7 @@ datasets:
     retain_classes: [{}, {}]
     train_per_class: 5
     eval_per_class: 3
-models:
-  - name: mae
-    family: mae
-    config: {{image_size: 16, patch_size: 4, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, decoder_hidden_size: 16, decoder_num_hidden_layers: 1, decoder_num_attention_heads: 2, decoder_intermediate_size: 32}}
-    pretrain: {{steps: 3, batch_size: 8}}
-unlearn: {{steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}}
-methods: [original, ours]
-masks: [center:2]
-metrics: {{is_splits: 2, domain: {{steps: 3, batch_size: 8, widths: [4, 4, 4]}}}}
-"#,
+{TINY_HUB_GRID}"#,
         wnids[0], wnids[1], wnids[2]
     )
 }
@@ -121,26 +112,22 @@ fn fetch_then_offline(
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), "t.yaml", &yaml(source, wnids));
     let hf = d.path().join("hf");
-    let o = std::process::Command::new(bin())
-        .args(["fetch", p.to_str().unwrap()])
-        .current_dir(d.path())
-        .env("HF_HOME", &hf)
-        .env("HF_ENDPOINT", &server.url)
-        .env("HF_HUB_OFFLINE", "0")
-        .output()
-        .unwrap();
+    let online = HubEnv {
+        hf_home: &hf,
+        endpoint: &server.url,
+        offline: false,
+    };
+    let cache = d.path().join("cache");
+    let o = run_hub(&["fetch", p.to_str().unwrap()], d.path(), &online, &cache);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     drop(server);
-    let o = std::process::Command::new(bin())
-        .args(["run", p.to_str().unwrap(), "--output", "out"])
-        .current_dir(d.path())
-        .env("HF_HOME", &hf)
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("I2I_UNLEARN_CACHE", d.path().join("cache"))
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap();
+    let offline = HubEnv {
+        hf_home: &hf,
+        endpoint: "http://127.0.0.1:9",
+        offline: true,
+    };
+    let args = ["run", p.to_str().unwrap(), "--output", "out"];
+    let o = run_hub(&args, d.path(), &offline, &cache);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     let m =

@@ -275,18 +275,35 @@ impl Gather<'_> {
     }
 }
 
+/// [`resolve_classes`] with its error as one user-facing line naming the dataset and field.
+fn resolve_or_explain(spec: &DatasetSpec, classes: &[String]) -> Result<ResolvedClasses> {
+    resolve_classes(spec, classes, false).map_err(|(path, msg)| {
+        crate::error::user(format!(
+            "dataset `{}`: {}: {msg}",
+            spec.name,
+            crate::config::locate::path_string(&path)
+        ))
+    })
+}
+
+/// The (class, split, n) draws of a split: train images of every forget / retain / proxy class,
+/// evaluation images of the forget and retain classes.
+fn split_needs(spec: &DatasetSpec, r: &ResolvedClasses) -> Vec<(usize, Split, usize)> {
+    let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
+    let train = r.forget.iter().chain(&r.retain).chain(&r.proxy);
+    let val = r.forget.iter().chain(&r.retain);
+    train
+        .map(|&c| (c, Split::Train, nt))
+        .chain(val.map(|&c| (c, Split::Val, ne)))
+        .collect()
+}
+
 impl Splits {
     /// Build all sets at the model's resolution `size`.
     pub fn build(spec: &DatasetSpec, size: usize, device: &Device) -> Result<Self> {
         let src = open_source(spec.effective_source())?;
         let classes = src.classes();
-        let r = resolve_classes(spec, &classes, false).map_err(|(path, msg)| {
-            crate::error::user(format!(
-                "dataset `{}`: {}: {msg}",
-                spec.name,
-                crate::config::locate::path_string(&path)
-            ))
-        })?;
+        let r = resolve_or_explain(spec, &classes)?;
         let mut g = Gather {
             src: &*src,
             names: classes.clone(),
@@ -302,14 +319,7 @@ impl Splits {
         };
         let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
         // Tell the source everything at once (a remote source fetches only what this needs).
-        let mut needs: Vec<(usize, Split, usize)> = vec![];
-        for &c in r.forget.iter().chain(&r.retain).chain(&r.proxy) {
-            needs.push((c, Split::Train, nt));
-        }
-        for &c in r.forget.iter().chain(&r.retain) {
-            needs.push((c, Split::Val, ne));
-        }
-        src.prepare(&needs, spec.sample_seed)?;
+        src.prepare(&split_needs(spec, &r), spec.sample_seed)?;
         let forget_train = g.take(&r.forget, Split::Train, nt, "forget")?;
         let retain_train = g.take(&r.retain, Split::Train, nt, "retain")?;
         let proxy_train = if r.proxy.is_empty() {
@@ -341,21 +351,8 @@ impl Splits {
     pub fn fetch(spec: &DatasetSpec, pretrain: bool) -> Result<(String, usize)> {
         let src = open_source(spec.effective_source())?;
         let classes = src.classes();
-        let r = resolve_classes(spec, &classes, false).map_err(|(path, msg)| {
-            crate::error::user(format!(
-                "dataset `{}`: {}: {msg}",
-                spec.name,
-                crate::config::locate::path_string(&path)
-            ))
-        })?;
-        let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
-        let mut needs: Vec<(usize, Split, usize)> = vec![];
-        for &c in r.forget.iter().chain(&r.retain).chain(&r.proxy) {
-            needs.push((c, Split::Train, nt));
-        }
-        for &c in r.forget.iter().chain(&r.retain) {
-            needs.push((c, Split::Val, ne));
-        }
+        let r = resolve_or_explain(spec, &classes)?;
+        let needs = split_needs(spec, &r);
         src.prepare(&needs, spec.sample_seed)?;
         let mut count = needs.len();
         if pretrain {

@@ -38,6 +38,40 @@ metrics:
     )
 }
 
+/// The grid part (model … metrics) of the hub data tests' experiments: a 1-layer MAE at 16 px,
+/// original + ours, seconds to run.
+pub const TINY_HUB_GRID: &str = "models:
+  - name: mae
+    family: mae
+    config: {image_size: 16, patch_size: 4, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, decoder_hidden_size: 16, decoder_num_hidden_layers: 1, decoder_num_attention_heads: 2, decoder_intermediate_size: 32}
+    pretrain: {steps: 5, batch_size: 8}
+unlearn: {steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}
+methods: [original, ours]
+masks: [center:2]
+metrics: {is_splits: 2, domain: {steps: 5, batch_size: 8, widths: [4, 4, 4]}}
+";
+
+/// Where the binary finds the hub: its cache (HF_HOME), endpoint, and whether it is offline.
+pub struct HubEnv<'a> {
+    pub hf_home: &'a Path,
+    pub endpoint: &'a str,
+    pub offline: bool,
+}
+
+/// The binary with a hub environment and the harness cache, in `cwd`, on one thread.
+pub fn run_hub(args: &[&str], cwd: &Path, hub: &HubEnv, cache: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("HF_HOME", hub.hf_home)
+        .env("HF_ENDPOINT", hub.endpoint)
+        .env("HF_HUB_OFFLINE", if hub.offline { "1" } else { "0" })
+        .env("I2I_UNLEARN_CACHE", cache)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("binary runs")
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
