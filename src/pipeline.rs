@@ -224,11 +224,18 @@ pub fn fetch(exp: &Experiment, p: &crate::progress::Progress) -> Result<usize> {
         let t = Instant::now();
         let (source, needs) = Splits::fetch(d, pretrained)
             .with_context(|| format!("fetching dataset `{}`", d.name))?;
-        p.note(&format!(
-            "dataset `{}`: {source}: {needs} (class, split) draws available offline ({:.1} s)",
-            d.name,
-            t.elapsed().as_secs_f64()
-        ));
+        if d.effective_source().is_present() {
+            p.note(&format!(
+                "dataset `{}`: {source}: on this machine, nothing to download",
+                d.name
+            ));
+        } else {
+            p.note(&format!(
+                "dataset `{}`: {source}: {needs} (class, split) draws available offline ({:.1} s)",
+                d.name,
+                t.elapsed().as_secs_f64()
+            ));
+        }
         items += 1;
     }
     let wanted = exp.metrics.extractors();
