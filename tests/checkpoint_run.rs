@@ -2,6 +2,8 @@
 //! `inpaint` command runs a checkpoint on a folder of images.
 
 mod common;
+#[path = "common/hub_server.rs"]
+mod hub_server;
 use common::*;
 
 fn yaml(model_block: &str, masks: &str) -> String {
@@ -29,6 +31,45 @@ metrics:
 
 fn fixture_dir() -> String {
     format!("{}/tests/fixtures/mae/tiny", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `fetch` downloads a hub checkpoint named by `weights:`; the run then needs no network.
+#[test]
+fn fetch_then_offline_run_from_a_hub_checkpoint() {
+    let files = ["config.json", "model.safetensors"]
+        .iter()
+        .map(|n| {
+            let b = std::fs::read(format!("{}/{n}", fixture_dir())).unwrap();
+            (
+                format!("/test/mae-tiny/resolve/main/{n}"),
+                hub_server::File::new(b),
+            )
+        })
+        .collect();
+    let server = hub_server::HubServer::start(files);
+    let d = tempfile::tempdir().unwrap();
+    let m = "  - {name: tiny-ck, family: mae, weights: test/mae-tiny}";
+    let p = write(d.path(), "ck.yaml", &yaml(m, "center:4"));
+    let hf = d.path().join("hf");
+    let cache = d.path().join("cache");
+    let online = HubEnv {
+        hf_home: &hf,
+        endpoint: &server.url,
+        offline: false,
+    };
+    let o = run_hub(&["fetch", p.to_str().unwrap()], d.path(), &online, &cache);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("model `tiny-ck`: checkpoint"), "{err}");
+    drop(server);
+    let offline = HubEnv {
+        hf_home: &hf,
+        endpoint: "http://127.0.0.1:9",
+        offline: true,
+    };
+    let o = run_hub(&["run", p.to_str().unwrap()], d.path(), &offline, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(d.path().join("results/ck/table.md").is_file());
 }
 
 #[test]
