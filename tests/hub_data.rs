@@ -3,6 +3,9 @@
 //! shards the run needs are fetched, a download cut half-way resumes, a corrupted image is
 //! reported, and a second run works offline from the cache with the same numbers.
 
+// Hub parquet sources (and this test's shard writer) need the default `report` feature (Polars).
+#![cfg(feature = "report")]
+
 mod common;
 #[path = "common/hub_server.rs"]
 mod hub_server;
