@@ -7,6 +7,34 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
+/// The largest absolute element-wise difference of two tensors of the same shape (compared in
+/// f32): what parity checks and tests measure.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> candle_core::Result<f32> {
+    use candle_core::DType;
+    if a.dims() != b.dims() {
+        candle_core::bail!("shapes differ: {:?} vs {:?}", a.dims(), b.dims());
+    }
+    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()
+}
+
+/// [`max_abs_diff`] relative to the largest |`reference`| element, which is floored at `floor`.
+pub fn max_rel_diff(
+    ours: &candle_core::Tensor,
+    reference: &candle_core::Tensor,
+    floor: f32,
+) -> candle_core::Result<f32> {
+    let scale = reference
+        .to_dtype(candle_core::DType::F32)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?
+        .max(floor);
+    Ok(max_abs_diff(ours, reference)? / scale)
+}
+
 /// SplitMix64 finaliser: a cheap, well-mixed, platform-independent 64-bit hash.
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -16,23 +16,7 @@ fn dir(p: &str) -> PathBuf {
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    d / b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-12)
+    i2i_unlearn::util::max_rel_diff(a, b, 1e-12).unwrap()
 }
 
 fn check(case: &str) {
@@ -95,14 +79,7 @@ fn preprocessing_matches_clip_image_processor_on_photographs() {
         let ours = clip::preprocess(&img, 224, clip::CLIP_MEAN, clip::CLIP_STD);
         let ours = Tensor::from_vec(ours, (3, 224, 224), &Device::Cpu).unwrap();
         let reference = &t[&format!("pixel_values_{k}")];
-        let d = (ours - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = i2i_unlearn::util::max_abs_diff(&ours, reference).unwrap();
         // PIL's 8-bit resize reproduced bit for bit: only float rounding remains.
         assert!(d < 1e-5, "{f}: max abs difference {d}");
     }

@@ -54,14 +54,7 @@ fn reference_weights() -> mae::MaeConfig {
 fn same_weights(a: &i2i_unlearn::models::Weights, b: &i2i_unlearn::models::Weights) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, v) in a {
-        let d = (v - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = i2i_unlearn::util::max_abs_diff(v, &b[k]).unwrap();
         assert_eq!(d, 0.0, "{k}");
     }
 }

@@ -20,24 +20,7 @@ fn fixture(case: &str) -> PathBuf {
 }
 
 fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims(), "shapes differ");
-    let diff = (ours.to_dtype(DType::F32).unwrap() - reference.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = reference
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-12);
-    diff / scale
+    i2i_unlearn::util::max_rel_diff(ours, reference, 1e-12).unwrap()
 }
 
 fn mask_from(t: &Tensor, grid: usize) -> BatchMask {

@@ -33,14 +33,7 @@ fn legacy_and_zip_torch_files_hold_the_same_tensors() {
         let b = &zip[k];
         assert_eq!(a.dims(), b.dims(), "{k}");
         assert_eq!(a.dtype(), b.dtype(), "{k}");
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = i2i_unlearn::util::max_abs_diff(a, b).unwrap();
         assert_eq!(d, 0.0, "{k}");
     }
     assert_eq!(legacy["Conv2d_1a_3x3.conv.weight"].dims(), &[32, 3, 3, 3]);

@@ -118,15 +118,7 @@ fn every_trainable_parameter_gets_a_gradient_and_frozen_ones_stay() {
         let names: Vec<String> = trained.iter().map(|(n, _)| n.clone()).collect();
         for (n, v, role) in &student.params().vars {
             let before = &w[n];
-            let changed = (v.as_tensor() - before)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0;
+            let changed = i2i_unlearn::util::max_abs_diff(v.as_tensor(), before).unwrap() > 0.0;
             if names.contains(n) {
                 assert!(changed, "{name:?}: trained parameter {n} did not move");
             } else {
@@ -151,14 +143,7 @@ fn fused_inference_and_differentiable_training_paths_agree() {
     let b = m
         .encode(&forget.pixels, &mask, i2i_unlearn::nn::Mode::Infer)
         .unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = i2i_unlearn::util::max_abs_diff(&a, &b).unwrap();
     assert!(d < 1e-4, "{d}");
     let g = m.generate(&forget.pixels, &mask).unwrap();
     // Visible pixels are pasted back exactly.

@@ -157,14 +157,7 @@ mod tests {
         };
         let mut rng = crate::util::rng("t", 1);
         let y = id.apply(&x, &mut rng).unwrap();
-        let d: f32 = (y - &x)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = crate::util::max_abs_diff(&y, &x).unwrap();
         assert!(d < 1e-6);
         let fl = AugmentSpec { flip: true, ..id };
         let y = fl.apply(&x, &mut rng).unwrap();
@@ -181,14 +174,7 @@ mod tests {
         // Same seed, same augmentation.
         let a = fl.apply(&x, &mut crate::util::rng("t", 2)).unwrap();
         let b = fl.apply(&x, &mut crate::util::rng("t", 2)).unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = crate::util::max_abs_diff(&a, &b).unwrap();
         assert_eq!(d, 0.0);
     }
 

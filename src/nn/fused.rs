@@ -362,23 +362,8 @@ mod tests {
     use candle_core::{Device, Var, D};
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let s = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        assert!(d / s < tol, "max diff {d} (scale {s})");
+        let r = crate::util::max_rel_diff(a, b, 1.0).unwrap();
+        assert!(r < tol, "max diff relative to max(|b|, 1): {r}");
     }
 
     #[test]

@@ -237,14 +237,7 @@ mod tests {
         };
         let a = ln.forward(&x, Mode::Train).unwrap();
         let f = ln.forward(&x, Mode::Infer).unwrap();
-        let diff = (a.clone() - f)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::util::max_abs_diff(&a, &f).unwrap();
         assert!(diff < 1e-5, "{diff}");
         let g = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(w.as_tensor()).is_some());
