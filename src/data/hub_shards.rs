@@ -7,7 +7,7 @@
 //! class-sorted shards that is only the shards holding those classes; with shuffled shards, as
 //! many as it takes. Images are chosen per class by a seeded draw among those found.
 
-use super::{Draw, RawImage, Split};
+use super::{Draw, Split};
 use crate::error::user;
 use crate::hub::{Hub, RepoRef};
 use anyhow::{Context, Result};
@@ -379,23 +379,7 @@ impl super::DataSource for HubShards {
                 (id, name, r)
             })
             .collect();
-        let mut d = Draw {
-            available,
-            ..Default::default()
-        };
-        for (id, name, r) in decoded {
-            match r {
-                Ok(img) => d.images.push(RawImage {
-                    id,
-                    class,
-                    width: img.width() as usize,
-                    height: img.height() as usize,
-                    rgb: img.into_raw(),
-                }),
-                Err(e) => d.failed.push((name, format!("{e:#}"))),
-            }
-        }
-        Ok(d)
+        Ok(Draw::from_decoded(class, available, decoded))
     }
 }
 

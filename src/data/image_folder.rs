@@ -3,7 +3,7 @@
 //! (label order) or, without one, are the sorted folder names. Every image's bytes are decoded by
 //! content; unreadable files are reported, not dropped silently.
 
-use super::{folder, Draw, RawImage, Split};
+use super::{folder, Draw, Split};
 use crate::error::user;
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
@@ -209,7 +209,7 @@ impl super::DataSource for ImageFolder {
         idx.truncate(n);
         idx.sort_unstable();
         let chosen: Vec<&PathBuf> = idx.iter().map(|&i| &all[i]).collect();
-        let decoded: Vec<(String, Result<image::RgbImage>)> = chosen
+        let decoded: Vec<(u64, String, Result<image::RgbImage>)> = chosen
             .par_iter()
             .map(|p| {
                 let name = p
@@ -220,25 +220,9 @@ impl super::DataSource for ImageFolder {
                 let r = std::fs::read(p)
                     .with_context(|| format!("reading {}", p.display()))
                     .and_then(|b| folder::decode_rgb_checked(&b));
-                (name, r)
+                (crate::util::fnv1a64(name.as_bytes()), name, r)
             })
             .collect();
-        let mut draw = Draw {
-            available,
-            ..Default::default()
-        };
-        for (name, r) in decoded {
-            match r {
-                Ok(img) => draw.images.push(RawImage {
-                    id: crate::util::fnv1a64(name.as_bytes()),
-                    class,
-                    width: img.width() as usize,
-                    height: img.height() as usize,
-                    rgb: img.into_raw(),
-                }),
-                Err(e) => draw.failed.push((name, format!("{e:#}"))),
-            }
-        }
-        Ok(draw)
+        Ok(Draw::from_decoded(class, available, decoded))
     }
 }

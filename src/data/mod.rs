@@ -49,6 +49,34 @@ pub struct Draw {
     pub failed: Vec<(String, String)>,
 }
 
+impl Draw {
+    /// A draw of `class` from decode results in draw order: (id, name, the image or why it could
+    /// not be read). Readable images are kept; the others are listed in `failed` by name.
+    pub fn from_decoded(
+        class: usize,
+        available: usize,
+        decoded: Vec<(u64, String, Result<image::RgbImage>)>,
+    ) -> Self {
+        let mut d = Draw {
+            available,
+            ..Default::default()
+        };
+        for (id, name, r) in decoded {
+            match r {
+                Ok(img) => d.images.push(RawImage {
+                    id,
+                    class,
+                    width: img.width() as usize,
+                    height: img.height() as usize,
+                    rgb: img.into_raw(),
+                }),
+                Err(e) => d.failed.push((name, format!("{e:#}"))),
+            }
+        }
+        d
+    }
+}
+
 /// A source of labelled images.
 pub trait DataSource: Send + Sync {
     /// One line for logs and manifests.
