@@ -267,24 +267,37 @@ impl HubShards {
         Ok(true)
     }
 
+    /// Download and index shards of `split` until every class of `needs` in that split has its
+    /// `n` images (or the shards run out); returns that split's (class, n) pairs. Every image a
+    /// seeded draw can choose then lies in a downloaded shard.
+    fn scan_for(
+        &self,
+        st: &mut State,
+        needs: &[(usize, Split, usize)],
+        split: usize,
+    ) -> Result<Vec<(usize, usize)>> {
+        let mine: Vec<(usize, usize)> = needs
+            .iter()
+            .filter(|(_, s, _)| *s as usize == split)
+            .map(|(c, _, n)| (*c, *n))
+            .collect();
+        while mine
+            .iter()
+            .any(|(c, n)| st.index[split].get(c).map(|v| v.len()).unwrap_or(0) < *n)
+        {
+            if !self.scan_next(st, split)? {
+                break;
+            }
+        }
+        Ok(mine)
+    }
+
     /// Make the draws `needs` (class, split, n) ready: index shards until every class has
     /// `n` images (or the shards run out), choose the images, read their bytes shard by shard.
     fn prepare_all(&self, needs: &[(usize, Split, usize)], seed: u64) -> Result<()> {
         let mut st = self.state.lock().expect("state lock");
         for split in 0..2 {
-            let mine: Vec<(usize, usize)> = needs
-                .iter()
-                .filter(|(_, s, _)| *s as usize == split)
-                .map(|(c, _, n)| (*c, *n))
-                .collect();
-            while mine
-                .iter()
-                .any(|(c, n)| st.index[split].get(c).map(|v| v.len()).unwrap_or(0) < *n)
-            {
-                if !self.scan_next(&mut st, split)? {
-                    break;
-                }
-            }
+            let mine = self.scan_for(&mut st, needs, split)?;
             // Seeded choice per class among the images found.
             let mut by_shard: BTreeMap<usize, Vec<(usize, usize, usize)>> = BTreeMap::new(); // shard → (row, class, n)
             for &(c, n) in &mine {
@@ -349,6 +362,14 @@ impl super::DataSource for HubShards {
 
     fn prepare(&self, needs: &[(usize, Split, usize)], seed: u64) -> Result<()> {
         self.prepare_all(needs, seed)
+    }
+
+    fn download(&self, needs: &[(usize, Split, usize)]) -> Result<()> {
+        let mut st = self.state.lock().expect("state lock");
+        for split in 0..2 {
+            self.scan_for(&mut st, needs, split)?;
+        }
+        Ok(())
     }
 
     fn draw(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Draw> {

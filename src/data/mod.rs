@@ -90,6 +90,11 @@ pub trait DataSource: Send + Sync {
     fn prepare(&self, _needs: &[(usize, Split, usize)], _seed: u64) -> Result<()> {
         Ok(())
     }
+    /// Put on this machine everything the draws `needs` could read (for `i2i-unlearn fetch`),
+    /// without reading or decoding images. Local sources have nothing to do.
+    fn download(&self, _needs: &[(usize, Split, usize)]) -> Result<()> {
+        Ok(())
+    }
     /// [`DataSource::draw`] without the bookkeeping.
     fn images(&self, class: usize, split: Split, n: usize, seed: u64) -> Result<Vec<RawImage>> {
         Ok(self.draw(class, split, n, seed)?.images)

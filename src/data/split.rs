@@ -346,23 +346,19 @@ impl Splits {
 
     /// Make every image that [`Splits::build`] (and, with `pretrain`, [`Splits::pretrain_set`])
     /// reads available offline: a hub source downloads the shards that hold them into the hub
-    /// cache; local sources have nothing to do. Nothing is decoded. Returns the source's
-    /// description and the number of (class, split) requests.
+    /// cache; local sources have nothing to do. Nothing is read into memory or decoded. Returns
+    /// the source's description and the number of (class, split) requests.
     pub fn fetch(spec: &DatasetSpec, pretrain: bool) -> Result<(String, usize)> {
         let src = open_source(spec.effective_source())?;
         let classes = src.classes();
         let r = resolve_or_explain(spec, &classes)?;
-        let needs = split_needs(spec, &r);
-        src.prepare(&needs, spec.sample_seed)?;
-        let mut count = needs.len();
+        let mut needs = split_needs(spec, &r);
         if pretrain {
             let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
-            let all: Vec<(usize, Split, usize)> =
-                (0..classes.len()).map(|c| (c, Split::Train, n)).collect();
-            src.prepare(&all, spec.sample_seed)?;
-            count += all.len();
+            needs.extend((0..classes.len()).map(|c| (c, Split::Train, n)));
         }
-        Ok((src.describe(), count))
+        src.download(&needs)?;
+        Ok((src.describe(), needs.len()))
     }
 
     /// Training images of every class of the source, for pre-training the original model.
