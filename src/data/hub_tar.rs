@@ -116,11 +116,10 @@ impl Archive {
     }
 
     fn is_image(path: &str) -> bool {
-        split_key(path).is_some_and(|(_, ext)| {
-            IMAGE_EXTS.iter().any(|x| {
-                ext.eq_ignore_ascii_case(x) || ext.to_ascii_lowercase().ends_with(&format!(".{x}"))
-            })
-        })
+        // The last extension decides (`x.seg.png` is a PNG).
+        split_key(path)
+            .and_then(|(_, ext)| ext.rsplit('.').next())
+            .is_some_and(|last| IMAGE_EXTS.iter().any(|x| last.eq_ignore_ascii_case(x)))
     }
 
     /// The class of an image member from its name (`name_suffix`, `dir`).
