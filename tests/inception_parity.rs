@@ -83,6 +83,11 @@ fn close_rows(ours: &[f32], reference: &Tensor, tol: f32, what: &str) {
     }
 }
 
+/// A stored tensor's values, flattened.
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-300)
 }
@@ -157,16 +162,8 @@ fn frechet_distance_of_the_same_npz_files_matches_pytorch_fid() {
     assert_eq!(a.sigma, a2.sigma);
     // The same from the stored 64-d features (our streamed statistics).
     let c = case();
-    let fa = c["pf_feat64_A40"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let fb = c["pf_feat64_B40"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let fa = flat(&c["pf_feat64_A40"]);
+    let fb = flat(&c["pf_feat64_B40"]);
     let s = fid::frechet_distance(
         &fid::Stats::from_rows(&fa, 64).unwrap(),
         &fid::Stats::from_rows(&fb, 64).unwrap(),
@@ -185,16 +182,8 @@ fn metric_maths_from_stored_features() {
     // FID at 2048 from the stored features. N = 40 < d: both covariances are singular and the
     // last digits are round-off of the null space in every route (scipy's sqrtm and the
     // reference's eigen route differ by 1.2e-6 themselves).
-    let fa = c["pf_feat2048_A"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let fb = c["pf_feat2048_B"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let fa = flat(&c["pf_feat2048_A"]);
+    let fb = flat(&c["pf_feat2048_B"]);
     let f = fid::frechet_distance(
         &fid::Stats::from_rows(&fa, 2048).unwrap(),
         &fid::Stats::from_rows(&fb, 2048).unwrap(),
@@ -206,11 +195,7 @@ fn metric_maths_from_stored_features() {
         "{f}"
     );
     // IS maths: 2 splits, no shuffle, on the stored torch-fidelity logits.
-    let l = c["tf_logits_unbiased_A"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let l = flat(&c["tf_logits_unbiased_A"]);
     let (m, s) = is::inception_score(&l, 1008, 2, None).unwrap();
     let want = &v["isc_from_tf_logits_unbiased_A_splits2_noshuffle"];
     assert!(
@@ -324,7 +309,7 @@ fn torch_fidelity_and_clean_modes_match() {
     });
     let img = &a[0];
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let want = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = flat(&r);
     for ch in 0..3 {
         let plane: Vec<f32> = img.pixels().map(|p| p[ch] as f32).collect();
         let ours = bicubic_pil(&plane, h, w, 299, 299);
@@ -371,11 +356,7 @@ fn paper_inception_score_matches_the_official_code() {
     .unwrap();
     let all: Vec<image::RgbImage> = a.iter().chain(b.iter()).cloned().collect();
     let logits = ex.run_rgb(&all).unwrap().logits.unwrap();
-    let want = p["paper_logits_AB"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let want = flat(&p["paper_logits_AB"]);
     let d = logits
         .iter()
         .zip(&want)
