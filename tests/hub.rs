@@ -39,7 +39,8 @@ fn hub(server: &HubServer, cache: &Path, offline: bool, token: Option<&str>) -> 
     .unwrap()
 }
 
-fn reference_weights() -> mae::MaeConfig {
+/// The tiny MAE fixture loaded from its local folder: what every download must equal.
+fn fixture_checkpoint() -> (mae::MaeConfig, i2i_unlearn::models::Weights) {
     let ck = checkpoint::resolve(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/mae/tiny")
@@ -48,7 +49,7 @@ fn reference_weights() -> mae::MaeConfig {
         None,
     )
     .unwrap();
-    mae::load_checkpoint(&ck, &Device::Cpu).unwrap().0
+    mae::load_checkpoint(&ck, &Device::Cpu).unwrap()
 }
 
 fn same_weights(a: &i2i_unlearn::models::Weights, b: &i2i_unlearn::models::Weights) {
@@ -85,16 +86,9 @@ fn download_cache_reuse_and_offline() {
         .starts_with(repo_dir.join("snapshots").join(COMMIT)));
     assert!(std::fs::read_dir(repo_dir.join("blobs")).unwrap().count() >= 2);
     let (cfg, w) = mae::load_checkpoint(&ck, &Device::Cpu).unwrap();
-    assert_eq!(cfg, reference_weights());
-    let local = checkpoint::resolve(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/mae/tiny")
-            .to_str()
-            .unwrap(),
-        None,
-    )
-    .unwrap();
-    same_weights(&w, &mae::load_checkpoint(&local, &Device::Cpu).unwrap().1);
+    let (want_cfg, want_w) = fixture_checkpoint();
+    assert_eq!(cfg, want_cfg);
+    same_weights(&w, &want_w);
 
     // Cached: no request at all.
     let before = server.count();
@@ -145,15 +139,7 @@ fn falls_back_to_pytorch_model_bin() {
     let ck = checkpoint::resolve("test/mae-bin", Some(&h)).unwrap();
     assert!(ck.weights.ends_with("pytorch_model.bin"));
     let (_, w) = mae::load_checkpoint(&ck, &Device::Cpu).unwrap();
-    let local = checkpoint::resolve(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/mae/tiny")
-            .to_str()
-            .unwrap(),
-        None,
-    )
-    .unwrap();
-    same_weights(&w, &mae::load_checkpoint(&local, &Device::Cpu).unwrap().1);
+    same_weights(&w, &fixture_checkpoint().1);
     // It asked for model.safetensors first and got a 404.
     let log = server.log.lock().unwrap();
     assert!(log
