@@ -168,7 +168,8 @@ impl Hub {
         let api = ApiBuilder::from_cache(cache.clone())
             .with_endpoint(cfg.endpoint.clone())
             .with_token(cfg.token.clone())
-            .with_progress(false)
+            // A bar per file on a terminal: dataset shards and checkpoints are large.
+            .with_progress(crate::progress::bars_enabled())
             .build()
             .context("setting up the hub client")?;
         Ok(Self { cfg, api, cache })

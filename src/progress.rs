@@ -3,6 +3,16 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether the command line's progress shows bars (a terminal, not `--quiet`): read by code that
+/// draws its own, such as the hub client's download bars. Off until a [`Progress::new`] says so.
+static BARS: AtomicBool = AtomicBool::new(false);
+
+/// See [`BARS`].
+pub fn bars_enabled() -> bool {
+    BARS.load(Ordering::Relaxed)
+}
 
 #[derive(Clone)]
 pub struct Progress {
@@ -33,6 +43,7 @@ impl Progress {
     /// Bars only when stderr is a terminal and not `quiet`; notes unless `quiet`.
     pub fn new(quiet: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
+        BARS.store(tty && !quiet, Ordering::Relaxed);
         let target = if tty && !quiet {
             ProgressDrawTarget::stderr()
         } else {
