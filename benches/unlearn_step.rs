@@ -1,14 +1,15 @@
 //! One unlearning step of the quickstart's tiny MAE (width 64, 4 + 2 blocks, 32 px, 4 px patches,
-//! centre 4 × 4 mask, 32 retain + 32 forget images), per method, and one pre-training step.
+//! the family's random training masks, 32 retain + 32 forget images), per method, and one
+//! pre-training step.
 //!
 //!   cargo bench --bench unlearn_step
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use i2i_unlearn::config::{self, UnlearnSpec};
+use i2i_unlearn::config;
 use i2i_unlearn::data::split::Splits;
 use i2i_unlearn::models;
-use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind};
+use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
 
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
@@ -46,7 +47,7 @@ fn bench(c: &mut Criterion) {
             spec: &spec,
             retain: &splits.retain_train,
             forget: &splits.forget_train,
-            mask: exp.masks[0],
+            eval_mask: Some(exp.masks[0]),
             seed: 0,
         };
         g.bench_function(name.as_str(), |b| {
@@ -61,8 +62,7 @@ fn bench(c: &mut Criterion) {
     spec.steps = 1;
     g.bench_function("batch64", |b| {
         b.iter(|| {
-            i2i_unlearn::pretrain::pretrain(&fc, &spec, &data, &exp.masks, &dev, |_, _| {})
-                .expect("step")
+            i2i_unlearn::pretrain::pretrain(&fc, &spec, &data, &dev, |_, _| {}).expect("step")
         })
     });
     g.finish();

@@ -9,11 +9,10 @@
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 use candle_core::{Device, Tensor};
-use i2i_unlearn::config::UnlearnSpec;
 use i2i_unlearn::data::ImageSet;
 use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig};
-use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind};
+use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnMask, UnlearnSpec};
 use std::time::Instant;
 
 fn arg(name: &str, default: &str) -> String {
@@ -94,13 +93,15 @@ fn main() -> anyhow::Result<()> {
                 retain_batch: batch,
                 forget_batch: batch,
                 warmup_steps: 0,
+                // The same mask as the PyTorch side of tools/bench/mae_vs_transformers.py.
+                mask: UnlearnMask::Fixed(mask),
                 ..Default::default()
             };
             let job = trainer::UnlearnJob {
                 spec: &spec,
                 retain: &set,
                 forget: &set,
-                mask,
+                eval_mask: None,
                 seed: 0,
             };
             let mut marks = vec![];

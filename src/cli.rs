@@ -43,16 +43,49 @@ pub enum DeviceArg {
     Cuda,
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// Masked autoencoder (transformers' ViTMAEForPreTraining).
+    Mae,
+}
+
+impl From<FamilyArg> for crate::models::FamilyName {
+    fn from(f: FamilyArg) -> Self {
+        match f {
+            FamilyArg::Mae => crate::models::FamilyName::Mae,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompositeArg {
+    /// Known pixels kept, the prediction inside the hole.
+    Paste,
+    /// The official VQ-GAN evaluation's blurred compositing.
+    Blur,
+}
+
+impl From<CompositeArg> for crate::masks::Composite {
+    fn from(c: CompositeArg) -> Self {
+        match c {
+            CompositeArg::Paste => crate::masks::Composite::Paste,
+            CompositeArg::Blur => crate::masks::Composite::Blur,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run an experiment grid (skips cells that are already stored).
     #[command(long_about = "\
 Run every cell of an experiment grid that is not yet in the results folder.
 
-Each cell: copy the original model, unlearn (unless the method is `original`), inpaint the \
-held-out forget and retain images with the cell's mask, compute the metrics, and store the rows \
-in <output>/cells/<cell-id>.json (atomically: a killed run loses at most the cell in progress). \
-Then <output>/runs.parquet, runs.csv, table.md, table.tex and charts/ are rebuilt.
+Each (method, α, seed) is unlearned once — with the family's random training masks unless \
+unlearn.mask says otherwise — and stored under <output>/unlearned/; then each cell evaluates \
+that model under one evaluation mask: inpaint the held-out forget and retain images, compute the \
+metrics, and store the rows in <output>/cells/<cell-id>.json (atomically: a killed run loses at \
+most the cell in progress, and never an unlearning already stored). Then <output>/runs.parquet, \
+runs.csv, table.md, table.tex and charts/ are rebuilt.
 
 The original model is pre-trained on first use and cached by content hash under the cache folder \
 (--cache-dir, $I2I_UNLEARN_CACHE, or ~/.cache/i2i-unlearn), as is the domain extractor.
@@ -114,11 +147,22 @@ Images are resized to the model's resolution (bicubic, as transformers' image pr
 output keeps the known pixels and takes the model's prediction where the mask hides them. \
 With --save-tensors, the raw predictions (not pasted) are saved too.
 
-Masks: center:K, outpaint:R, random_box:K, random:PERCENT (e.g. center:8 on a 14×14 grid).")]
+Masks: center:K, outpaint:R, random_box:K, random:PERCENT (e.g. center:8 on a 14×14 grid). \
+--composite blur blends the output into the input as the official VQ-GAN evaluation does.")]
     Inpaint {
         /// Hub id (e.g. facebook/vit-mae-large) or a checkpoint folder.
         #[arg(long)]
         model: String,
+        /// The model family of the checkpoint.
+        #[arg(long, value_enum, default_value_t = FamilyArg::Mae)]
+        family: FamilyArg,
+        /// How the output is put back into the known pixels: paste, or blur (mask grown by
+        /// 14 px and Gaussian-blurred, radius 7, at 256 px).
+        #[arg(long, value_enum, default_value_t = CompositeArg::Paste)]
+        composite: CompositeArg,
+        /// Sampling steps for families that sample in steps (default: the family's).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Which patches to hide.
         #[arg(long, default_value = "center:8")]
         mask: crate::masks::MaskSpec,
@@ -153,6 +197,7 @@ against the SHA-256 prefix in their name; --weights takes a local file (.pth, le
   pytorch-fid     bilinear resize to 299 (align_corners=False), 2x - 1         [pytorch-fid 0.3.0]
   clean           PIL bicubic per channel on float32, (x - 128)/128            [clean-fid 'clean']
   torch-fidelity  TF1 bilinear on uint8 values, (x - 128)/128                  [torch-fidelity]
+  paper-is        PIL bilinear to 256, CIFAR mean/std, bilinear to 299          [the paper's IS]
 Statistics are accumulated in f64 (mean, covariance with N - 1) in batches; the Fréchet \
 distance uses symmetric eigendecompositions only. FID is biased in N: compare only equal N.
 
@@ -181,9 +226,11 @@ Inception Score of the images under PATH. The last line printed is `IS: <mean> �
 Default: torch-fidelity's definition: the FID InceptionV3 (pytorch-fid's weights), TF1 bilinear \
 resize of uint8 inputs, softmax in f64 over the 1008 logits without bias, numpy \
 RandomState(2020) shuffle, 10 splits, mean and population std over splits.
---paper: the official code of the unlearning paper: torchvision's ImageNet InceptionV3 \
-(inception_v3_google-0cc3c7bd.pth, 1000 classes), inputs mapped to [-1, 1] (the CIFAR \
-normalisation quirk), torch bilinear resize, contiguous splits without shuffle.")]
+--paper: the official evaluation of the unlearning paper (its metric.py): each image resized to \
+256x256 (PIL bilinear), normalised with the CIFAR-10 mean/std (a quirk of that code), upsampled \
+to 299 (torch bilinear) into torchvision's ImageNet InceptionV3 (inception_v3_google-0cc3c7bd.pth, \
+1000 classes, transform_input=False), softmax of the logits, contiguous splits of N/10 (remainder \
+dropped), no shuffle (--mode paper-is; another --mode overrides the input).")]
     Is {
         /// A folder of images.
         path: PathBuf,
@@ -366,10 +413,12 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 None => all.clone(),
             };
             println!(
-                "{}: valid; {} cells ({} selected)",
+                "{}: valid; {} cells ({} selected), {} unlearned models to train ({} selected)",
                 experiment.display(),
                 all.len(),
-                cells.len()
+                cells.len(),
+                grid::unlearnings(&all),
+                grid::unlearnings(&cells)
             );
             for c in cells {
                 let a = c
@@ -385,6 +434,9 @@ pub fn main_with(cli: Cli) -> Result<()> {
         }
         Command::Inpaint {
             model,
+            family,
+            composite,
+            steps,
             mask,
             images,
             out,
@@ -396,6 +448,11 @@ pub fn main_with(cli: Cli) -> Result<()> {
             let n = crate::inpaint::run(
                 &crate::inpaint::InpaintArgs {
                     model: &model,
+                    family: family.into(),
+                    generate: crate::models::GenerateOptions {
+                        steps,
+                        composite: composite.into(),
+                    },
                     mask,
                     images: &images,
                     out: &out,
@@ -435,7 +492,7 @@ pub fn main_with(cli: Cli) -> Result<()> {
         } => {
             use crate::metrics::preprocess::ResizeMode;
             let default = if paper {
-                ResizeMode::PytorchFid
+                ResizeMode::PaperIs
             } else {
                 ResizeMode::TorchFidelity
             };

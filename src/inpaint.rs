@@ -3,7 +3,7 @@
 
 use crate::data::folder;
 use crate::masks::MaskSpec;
-use crate::models::{self, FamilyConfig, I2IModel};
+use crate::models::{self, FamilyName, GenerateOptions, I2IModel};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub struct InpaintArgs<'a> {
     pub model: &'a str,
+    pub family: FamilyName,
+    pub generate: GenerateOptions,
     pub mask: MaskSpec,
     pub images: &'a Path,
     pub out: &'a Path,
@@ -21,16 +23,16 @@ pub struct InpaintArgs<'a> {
     pub device: Device,
 }
 
-/// Load a model from a hub id or a local checkpoint folder.
-pub fn load_model(spec: &str, device: &Device) -> Result<(Box<dyn I2IModel>, String)> {
+/// Load a model of `family` from a hub id or a local checkpoint folder, through the registry.
+pub fn load_model(
+    family: FamilyName,
+    spec: &str,
+    device: &Device,
+) -> Result<(Box<dyn I2IModel>, String)> {
     let hub = crate::hub::Hub::from_env()?;
-    let ck = models::checkpoint::resolve(spec, Some(&hub))?;
-    let (cfg, weights) = models::mae::load_checkpoint(&ck, device)?;
+    let (cfg, weights, ck) = models::load_pretrained(family, spec, Some(&hub), device)?;
     let sha = crate::util::sha256_file(&ck.weights)?;
-    Ok((
-        models::build(&FamilyConfig::Mae(cfg), &weights, false, device)?,
-        sha,
-    ))
+    Ok((models::build(&cfg, &weights, false, device)?, sha))
 }
 
 pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
@@ -47,9 +49,9 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             a.images.display()
         )));
     }
-    let (model, sha) = load_model(a.model, &a.device)?;
+    let (model, sha) = load_model(a.family, a.model, &a.device)?;
     let size = model.image_size();
-    let grid = model.config().grid();
+    let grid = model.mask_grid();
     a.mask.check_grid(grid).map_err(crate::error::user)?;
     p.note(&format!(
         "{}: {} images, {size} px, mask {} on a {grid}×{grid} grid, weights sha256 {}",
@@ -84,9 +86,11 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             })
             .collect();
         let m = a.mask.batch(grid, &keys)?;
-        let pred = model.predict(&x, &m)?;
-        let pm = m.pixel_mask(size, &a.device)?;
-        let out = crate::masks::paste(&x, &pred, &pm)?.clamp(0f32, 1f32)?;
+        let mut rngs: Vec<_> = keys
+            .iter()
+            .map(|&k| crate::util::rng("generate", k))
+            .collect();
+        let out = model.generate(&x, &m, &mut rngs, &a.generate, &mut |_, _| {})?;
         for (i, (path, _)) in dec.images.iter().enumerate() {
             let target = a.out.join(rel(path, a.images)).with_extension("png");
             let img = crate::data::tensor_to_rgb(&out.get(i)?)?;
@@ -96,8 +100,11 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             names.push(rel(path, a.images));
         }
         if a.save_tensors.is_some() {
+            saved
+                .entry("predictions")
+                .or_default()
+                .push(model.predict(&x, &m)?);
             saved.entry("inputs").or_default().push(x);
-            saved.entry("predictions").or_default().push(pred);
             saved.entry("outputs").or_default().push(out);
             saved
                 .entry("mask")

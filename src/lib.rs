@@ -3,6 +3,9 @@
 //! Data flows one way: `config` → `data` → `models` → `unlearn` → generation → `metrics` → `store`
 //! → `report`. Each concept with variants is one trait with a small registry:
 //! [`data::DataSource`], [`models::I2IModel`], [`unlearn::Method`], [`metrics::Extractor`].
+//! Leaf modules that any step may use: `util`, `error`, `locate` (YAML paths of fields),
+//! `resample` (reference-exact image resizing), `weights` (checkpoint and weight-file readers),
+//! `hub`, `progress`, `nn` (differentiable layers), `masks`, `train` (the optimiser).
 
 pub mod cli;
 pub mod config;
@@ -10,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod hub;
 pub mod inpaint;
+pub mod locate;
 pub mod masks;
 pub mod metrics;
 pub mod models;
@@ -18,10 +22,12 @@ pub mod pipeline;
 pub mod pretrain;
 pub mod progress;
 pub mod report;
+pub mod resample;
 pub mod store;
 pub mod train;
 pub mod unlearn;
 pub mod util;
+pub mod weights;
 
 /// The allocator of the project's binaries: candle allocates a fresh buffer for every op, and
 /// mimalloc reuses them where the system allocator kept faulting in new pages.
@@ -39,4 +45,3 @@ pub fn tune_allocator() {
                                                        // SAFETY: a plain option setter of the linked mimalloc; no memory is touched.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
-pub mod weights;

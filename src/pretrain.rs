@@ -2,10 +2,9 @@
 //! that a re-run (or another experiment with the same data, architecture and settings) skips it.
 
 use crate::data::ImageSet;
-use crate::masks::MaskSpec;
 use crate::models::{self, FamilyConfig, PretrainSpec, Role, Weights};
-use crate::train::{AdamW, OptimSpec};
-use crate::unlearn::trainer::Sampler;
+use crate::nn::Mode;
+use crate::train::{AdamW, OptimSpec, Sampler};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -22,13 +21,20 @@ pub fn pretrain(
     cfg: &FamilyConfig,
     spec: &PretrainSpec,
     data: &ImageSet,
-    task_masks: &[MaskSpec],
     device: &Device,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(Weights, f64)> {
     let init = models::init_weights(cfg, spec.seed, device)?;
     let model = models::build(cfg, &init, true, device)?;
-    let vars = model.params().with_roles(&[Role::Encoder, Role::Decoder]);
+    let vars = model
+        .params()
+        .with_roles(&[Role::Encoder, Role::Decoder])
+        .into_iter()
+        .map(|(n, v)| {
+            let d = model.decays(&n, &v);
+            (n, v, d)
+        })
+        .collect();
     let mut opt = AdamW::new(
         vars,
         OptimSpec {
@@ -48,17 +54,18 @@ pub fn pretrain(
     for step in 0..spec.steps {
         let batch = data.select(&sampler.next(spec.batch_size, &mut rng))?;
         // Deterministic interleaving: a task-mask batch whenever the running share falls behind.
+        let task_masks = &spec.task_masks;
         let use_task = !task_masks.is_empty()
             && ((step + 1) as f64 * spec.task_mask_share).floor()
                 > (step as f64 * spec.task_mask_share).floor();
-        let loss = if use_task {
-            let spec_m = task_masks[step % task_masks.len()];
-            let keys = crate::unlearn::trainer::mask_keys(&batch.ids, spec.seed, Some(step));
-            let m = spec_m.batch(cfg.grid(), &keys)?;
-            model.reconstruction_loss(&batch.pixels, &m, &batch.pixels, crate::nn::Mode::Train)?
+        let keys = crate::unlearn::trainer::mask_keys(&batch.ids, spec.seed, Some(step));
+        let mask = if use_task {
+            task_masks[step % task_masks.len()].batch(cfg.mask_grid(), &keys)?
         } else {
-            model.pretrain_loss(&batch.pixels, spec.mask_ratio, &mut rng)?
+            model.training_masks(&keys, &mut rng)?
         };
+        let input = model.prepare(&batch.pixels, &mask, &mut rng)?;
+        let loss = model.training_loss(&input, &batch.pixels, Mode::Train)?;
         last = loss.to_scalar::<f32>()? as f64;
         anyhow::ensure!(
             last.is_finite(),

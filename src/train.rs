@@ -1,6 +1,7 @@
 //! The training loop shared by pre-training, the domain classifier and unlearning: AdamW with
-//! two parameter groups (no weight decay on biases, norms and tokens), linear warm-up then
-//! half-cosine learning rate, global-norm gradient clipping, gradient accumulation.
+//! two parameter groups (weight decay decided per variable by the model family), linear warm-up
+//! then half-cosine learning rate, global-norm gradient clipping, gradient accumulation, and
+//! epoch-shuffled batch sampling.
 //!
 //! Written here rather than using `candle_nn::AdamW`, which has no parameter groups and no
 //! clipping. Parameters are visited in name order, so runs are deterministic.
@@ -32,11 +33,36 @@ pub fn lr_at(spec: &OptimSpec, step: usize) -> f64 {
     spec.min_lr + (spec.lr - spec.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
 }
 
-/// Whether a parameter gets weight decay: matrices and convolution kernels do; biases, norms,
-/// class / mask tokens and position embeddings do not.
-pub fn decays(name: &str, var: &Var) -> bool {
-    var.rank() >= 2 && !name.contains("token") && !name.contains("pos") && !name.contains("norm")
+/// Epoch-shuffled sampling without replacement within an epoch.
+pub struct Sampler {
+    order: Vec<usize>,
+    pos: usize,
 }
+
+impl Sampler {
+    pub fn new(n: usize) -> Self {
+        Self {
+            order: (0..n).collect(),
+            pos: n,
+        }
+    }
+    pub fn next(&mut self, b: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        let mut out = Vec::with_capacity(b);
+        while out.len() < b {
+            if self.pos == self.order.len() {
+                self.order.shuffle(rng);
+                self.pos = 0;
+            }
+            out.push(self.order[self.pos]);
+            self.pos += 1;
+        }
+        out
+    }
+}
+
+/// A variable to optimise: its name, the variable, and whether it gets weight decay.
+pub type TrainVar = (String, Var, bool);
 
 /// Optimiser state of one parameter: plain vectors updated in place on CPU (no allocation per
 /// step), tensors elsewhere.
@@ -117,11 +143,11 @@ pub struct StepInfo {
 }
 
 impl AdamW {
-    pub fn new(mut vars: Vec<(String, Var)>, spec: OptimSpec) -> Result<Self> {
+    pub fn new(mut vars: Vec<TrainVar>, spec: OptimSpec) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = vars
             .into_iter()
-            .map(|(name, var)| {
+            .map(|(name, var, decay)| {
                 let t = var.as_tensor();
                 let moments = if t.device().is_cpu()
                     && t.dtype() == candle_core::DType::F32
@@ -136,7 +162,7 @@ impl AdamW {
                     Moments::Tensors { m: z.clone(), v: z }
                 };
                 Ok(Slot {
-                    decay: decays(&name, &var),
+                    decay,
                     name,
                     moments,
                     var,
@@ -288,7 +314,7 @@ mod tests {
             let mut s = spec();
             s.weight_decay = 0.1;
             s.grad_clip = 0.5;
-            let mut opt = AdamW::new(vec![("w".into(), x.clone())], s).unwrap();
+            let mut opt = AdamW::new(vec![("w".into(), x.clone(), true)], s).unwrap();
             if !cpu_path {
                 let z = x.as_tensor().zeros_like().unwrap();
                 opt.slots[0].moments = Moments::Tensors { m: z.clone(), v: z };
@@ -319,7 +345,7 @@ mod tests {
         s.min_lr = 0.1;
         s.warmup_steps = 0;
         s.grad_clip = 1.0;
-        let mut opt = AdamW::new(vec![("x".into(), x.clone())], s).unwrap();
+        let mut opt = AdamW::new(vec![("x".into(), x.clone(), true)], s).unwrap();
         let mut first = None;
         for _ in 0..300 {
             let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();

@@ -113,21 +113,24 @@ pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
     sha256_hex(serde_json::to_string(&v).expect("json").as_bytes())
 }
 
-/// Write a file so that readers see either the old content or the whole new content, never a
-/// torn file, even if the process is killed: write a temporary sibling, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write a file atomically: `write` fills a temporary sibling (hidden, unique to this process and
+/// call), which is synced and renamed over `path`; a crash leaves either the old file or the new
+/// one, never a part. The one place every writer of results, caches and weights goes through.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}-{}",
         path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = write(&tmp) {
+        std::fs::remove_file(&tmp).ok();
+        return Err(e);
+    }
+    if let Ok(f) = std::fs::File::open(&tmp) {
         f.sync_all().ok();
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
@@ -135,6 +138,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         d.sync_all().ok();
     }
     Ok(())
+}
+
+/// [`write_atomic_with`] for bytes in memory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f =
+            std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

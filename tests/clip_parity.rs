@@ -5,7 +5,7 @@
 
 mod common;
 use candle_core::{DType, Device, Tensor};
-use i2i_unlearn::models::clip::{self, ClipVision, ClipVisionConfig};
+use i2i_unlearn::metrics::clip::{self, ClipVision, ClipVisionConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
 

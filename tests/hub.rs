@@ -9,7 +9,8 @@ mod hub_server;
 use candle_core::Device;
 use hub_server::{File, HubServer, COMMIT};
 use i2i_unlearn::hub::{Hub, HubConfig};
-use i2i_unlearn::models::{checkpoint, mae};
+use i2i_unlearn::models::mae;
+use i2i_unlearn::weights::checkpoint;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -13,8 +13,9 @@ mod common;
 mod inception_formula;
 use candle_core::{Device, Tensor};
 use i2i_unlearn::metrics::inception::{state_dict_shapes, InceptionExtractor, Variant};
-use i2i_unlearn::metrics::preprocess::{bicubic_pil, ResizeMode};
+use i2i_unlearn::metrics::preprocess::ResizeMode;
 use i2i_unlearn::metrics::{fid, is, kid, np_random::RandomState};
+use i2i_unlearn::resample::bicubic_pil;
 use inception_formula::{formula_tensor, state_dict};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -336,19 +337,43 @@ fn torch_fidelity_and_clean_modes_match() {
     );
 }
 
+/// The paper's Inception Score as its official evaluation computes it
+/// (tools/reference/paper_is_reference.py, which says where each step comes from): PIL bilinear to
+/// 256 × 256, CIFAR mean/std, torch bilinear to 299, torchvision's InceptionV3 without
+/// transform_input, softmax of the biased logits, contiguous splits of N // 10.
 #[test]
-fn paper_inception_score_matches_the_official_code() {
+fn paper_inception_score_matches_the_official_evaluation() {
     let (Some(a), Some(b)) = (images("set_A"), images("set_B")) else {
         eprintln!("skipped: ../shared/data is absent");
         return;
     };
-    let v = values();
-    let p = candle_core::safetensors::load(fixture("paper_is.safetensors"), &Device::Cpu).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("paper_is_v2.json")).unwrap())
+            .unwrap();
+    let p =
+        candle_core::safetensors::load(fixture("paper_is_v2.safetensors"), &Device::Cpu).unwrap();
+    // The input of the first image: a window and the whole tensor's sums.
+    let x = ResizeMode::PaperIs.prepare(&a[0], 299);
+    let window: Vec<f32> = (0..3)
+        .flat_map(|c| {
+            let x = &x;
+            (100..164).flat_map(move |y| (100..164).map(move |xx| x[(c * 299 + y) * 299 + xx]))
+        })
+        .collect();
+    let want = flat(&p["input0_window"]);
+    let d = window
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(d < 1e-4, "paper IS input: max abs diff {d}");
+    let sums = flat(&p["input0_sums"]);
+    let ours: f64 = x.iter().map(|&v| v as f64).sum();
+    assert!(rel(ours, sums[0] as f64) < 1e-4, "{ours} vs {}", sums[0]);
     let sd = state_dict(Variant::ImageNet);
     let ex = InceptionExtractor::from_state_dict(
         &sd,
         Variant::ImageNet,
-        ResizeMode::PytorchFid,
+        ResizeMode::PaperIs,
         2048,
         "formula",
         &Device::Cpu,
@@ -356,7 +381,7 @@ fn paper_inception_score_matches_the_official_code() {
     .unwrap();
     let all: Vec<image::RgbImage> = a.iter().chain(b.iter()).cloned().collect();
     let logits = ex.run_rgb(&all).unwrap().logits.unwrap();
-    let want = flat(&p["paper_logits_AB"]);
+    let want = flat(&p["logits"]);
     let d = logits
         .iter()
         .zip(&want)
@@ -364,9 +389,37 @@ fn paper_inception_score_matches_the_official_code() {
     assert!(d < 5e-3, "paper logits: max abs diff {d}");
     let (m, s) = is::inception_score_with(&logits, 1000, 10, None, is::Splits::Floor).unwrap();
     let (wm, ws) = (
-        v["paper_is_mean"].as_f64().unwrap(),
-        v["paper_is_std"].as_f64().unwrap(),
+        v["is_mean"].as_f64().unwrap(),
+        v["is_std"].as_f64().unwrap(),
     );
     eprintln!("paper IS ours {m} ± {s} vs {wm} ± {ws}");
     assert!(rel(m, wm) < 1e-3 && rel(s, ws) < 1e-2);
+}
+
+/// The staged network gives the same features and logits on both backends (the channels-last CPU
+/// kernels, and candle tensors as every other device runs them).
+#[test]
+fn cpu_and_candle_backends_agree() {
+    use i2i_unlearn::metrics::inception::InceptionV3;
+    let dev = Device::Cpu;
+    for variant in [Variant::Fid, Variant::ImageNet] {
+        let sd = state_dict(variant);
+        let a = InceptionV3::with_backend(&sd, variant, &dev, false).unwrap();
+        let b = InceptionV3::with_backend(&sd, variant, &dev, true).unwrap();
+        let x = Tensor::rand(-1f32, 1.0, (2, 3, 299, 299), &dev).unwrap();
+        for dims in [64, 2048] {
+            let (oa, ob) = (a.forward(&x, dims).unwrap(), b.forward(&x, dims).unwrap());
+            let d = i2i_unlearn::util::max_rel_diff(&oa.features, &ob.features, 1e-3).unwrap();
+            assert!(d < 1e-4, "{variant:?} {dims}: features differ by {d}");
+            if dims == 2048 {
+                let d = i2i_unlearn::util::max_rel_diff(
+                    oa.logits.as_ref().unwrap(),
+                    ob.logits.as_ref().unwrap(),
+                    1e-3,
+                )
+                .unwrap();
+                assert!(d < 1e-4, "{variant:?}: logits differ by {d}");
+            }
+        }
+    }
 }

@@ -7,9 +7,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use i2i_unlearn::masks::{BatchMask, PatchMask};
-use i2i_unlearn::models::checkpoint;
 use i2i_unlearn::models::mae::{self, Mae};
 use i2i_unlearn::nn::Mode;
+use i2i_unlearn::weights::checkpoint;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -30,6 +30,7 @@ fn mask_from(t: &Tensor, grid: usize) -> BatchMask {
             .map(|r| PatchMask {
                 grid,
                 hidden: r.into_iter().map(|v| v > 0.5).collect(),
+                border: None,
             })
             .collect(),
     )
@@ -190,6 +191,15 @@ fn full_size_vit_mae_large_checkpoint_loads() {
     let mask = i2i_unlearn::masks::MaskSpec::Center { k: 8 }
         .batch(14, &[0])
         .unwrap();
-    let y = i2i_unlearn::models::I2IModel::generate(&model, &x, &mask).unwrap();
+    let mut rngs = vec![i2i_unlearn::util::rng("g", 0)];
+    let y = i2i_unlearn::models::I2IModel::generate(
+        &model,
+        &x,
+        &mask,
+        &mut rngs,
+        &Default::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(y.dims(), &[1, 3, 224, 224]);
 }

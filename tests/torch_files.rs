@@ -2,7 +2,7 @@
 //! the same tensors as the zip layout of the same state dict.
 
 use candle_core::Device;
-use i2i_unlearn::models::checkpoint::read_tensors;
+use i2i_unlearn::weights::checkpoint::read_tensors;
 use std::collections::HashMap;
 use std::path::PathBuf;
 

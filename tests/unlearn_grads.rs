@@ -3,12 +3,13 @@
 //! silently drop gradients; this test is what catches such a path.)
 
 use candle_core::{Device, Tensor};
-use i2i_unlearn::config::UnlearnSpec;
 use i2i_unlearn::data::embedded::{Embedded, EmbeddedConfig};
 use i2i_unlearn::data::{DataSource, ImageSet, Split};
 use i2i_unlearn::masks::MaskSpec;
-use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig, Role};
-use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, Scope, StepBatch};
+use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig, GenerateOptions, ModelInput, Role};
+use i2i_unlearn::unlearn::{
+    self, trainer, Ctx, MethodName, NoiseKind, Scope, StepBatch, UnlearnMask, UnlearnSpec,
+};
 
 fn setup() -> (FamilyConfig, models::Weights, ImageSet, ImageSet) {
     let cfg = MaeConfig {
@@ -54,21 +55,27 @@ fn every_trainable_parameter_gets_a_gradient_and_frozen_ones_stay() {
             noise: NoiseKind::Normal,
             paper_compat: false,
         };
-        let mask = MaskSpec::Center { k: 2 };
-        let rm = mask.batch(4, &retain.ids).unwrap();
-        let fm = mask.batch(4, &forget.ids).unwrap();
+        let mut mrng = i2i_unlearn::util::rng("m", 0);
+        let (rm, fm) = trainer::step_masks(
+            &*student,
+            UnlearnMask::Family,
+            None,
+            &retain.ids,
+            &forget.ids,
+            &mut mrng,
+        )
+        .unwrap();
         let batch = StepBatch {
-            retain: &retain.pixels,
-            retain_mask: &rm,
-            forget: &forget.pixels,
-            forget_mask: &fm,
+            retain: ModelInput::plain(&retain.pixels, &rm),
+            forget: ModelInput::plain(&forget.pixels, &fm),
+            noise_stats: unlearn::scalar_stats(&[&retain.pixels, &forget.pixels]).unwrap(),
         };
         let mut rng = i2i_unlearn::util::rng("t", 0);
         let loss = method.loss(&ctx, &batch, &mut rng).unwrap();
         let grads = loss.total.backward().unwrap();
         let trained = trainer::trainable(&*student, method.scope());
         assert!(!trained.is_empty());
-        for (n, v) in &trained {
+        for (n, v, _) in &trained {
             let g = grads
                 .get(v.as_tensor())
                 .unwrap_or_else(|| panic!("{name:?}: no gradient for {n}"));
@@ -111,11 +118,11 @@ fn every_trainable_parameter_gets_a_gradient_and_frozen_ones_stay() {
             spec: &spec,
             retain: &retain,
             forget: &forget,
-            mask,
+            eval_mask: None,
             seed: 0,
         };
         trainer::run(&*method, &ctx, &job, |_, _| {}).unwrap();
-        let names: Vec<String> = trained.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = trained.iter().map(|(n, _, _)| n.clone()).collect();
         for (n, v, role) in &student.params().vars {
             let before = &w[n];
             let changed = i2i_unlearn::util::max_abs_diff(v.as_tensor(), before).unwrap() > 0.0;
@@ -137,15 +144,21 @@ fn fused_inference_and_differentiable_training_paths_agree() {
     let dev = Device::Cpu;
     let m = models::build(&fc, &w, true, &dev).unwrap();
     let mask = MaskSpec::RandomBox { k: 2 }.batch(4, &forget.ids).unwrap();
-    let a = m
-        .encode(&forget.pixels, &mask, i2i_unlearn::nn::Mode::Train)
-        .unwrap();
-    let b = m
-        .encode(&forget.pixels, &mask, i2i_unlearn::nn::Mode::Infer)
-        .unwrap();
-    let d = i2i_unlearn::util::max_abs_diff(&a, &b).unwrap();
+    let input = ModelInput::plain(&forget.pixels, &mask);
+    let a = m.encode(&input, i2i_unlearn::nn::Mode::Train).unwrap();
+    let b = m.encode(&input, i2i_unlearn::nn::Mode::Infer).unwrap();
+    let d = i2i_unlearn::util::max_abs_diff(&a.0[0], &b.0[0]).unwrap();
     assert!(d < 1e-4, "{d}");
-    let g = m.generate(&forget.pixels, &mask).unwrap();
+    let mut rngs = vec![i2i_unlearn::util::rng("g", 0); forget.len()];
+    let g = m
+        .generate(
+            &forget.pixels,
+            &mask,
+            &mut rngs,
+            &GenerateOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
     // Visible pixels are pasted back exactly.
     let pm = mask.pixel_mask(16, &dev).unwrap();
     let keep = (pm

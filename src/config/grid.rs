@@ -7,7 +7,7 @@ use crate::unlearn::MethodSpec;
 use serde::{Deserialize, Serialize};
 
 /// Bump when a code change alters the numbers a cell produces, so old results are not reused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One unlearning configuration to run and evaluate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,11 @@ pub struct Cell {
     pub alpha: Option<f64>,
     pub mask: MaskSpec,
     pub seed: u64,
+    /// 16 hex digits identifying the unlearned model this cell evaluates: cells that differ only
+    /// in the evaluation mask share it (unless `unlearn.mask` is `task`), so a (dataset, model,
+    /// method, α, seed) is unlearned once and evaluated under every mask.
+    #[serde(default)]
+    pub unlearn_key: String,
     #[serde(skip)]
     pub dataset_idx: usize,
     #[serde(skip)]
@@ -45,16 +50,24 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
                 for alpha in alphas {
                     for mask in &exp.masks {
                         for &seed in &exp.seeds {
-                            let desc = serde_json::json!({
+                            let trains = method.name.trains();
+                            let unlearn = serde_json::json!({
                                 "protocol_version": PROTOCOL_VERSION,
                                 "dataset": d,
                                 "model": m,
-                                "unlearn": if method.name.trains() { serde_json::to_value(&exp.unlearn).unwrap() } else { serde_json::Value::Null },
-                                "paper_compat": exp.paper_compat && method.name.trains(),
+                                "unlearn": if trains { serde_json::to_value(&exp.unlearn).unwrap() } else { serde_json::Value::Null },
+                                "paper_compat": exp.paper_compat && trains,
                                 "method": method,
                                 "alpha": alpha,
+                                "seed": if trains { Some(seed) } else { None },
+                                "mask": if trains && exp.unlearn.depends_on_eval_mask() { Some(mask) } else { None },
+                            });
+                            let unlearn_key = crate::util::content_hash(&unlearn)[..16].to_string();
+                            let desc = serde_json::json!({
+                                "unlearned": unlearn_key,
                                 "mask": mask,
                                 "seed": seed,
+                                "generate": exp.generate,
                                 "metrics": exp.metrics,
                             });
                             let id = crate::util::content_hash(&desc)[..16].to_string();
@@ -67,6 +80,7 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
                                 alpha,
                                 mask: *mask,
                                 seed,
+                                unlearn_key,
                                 dataset_idx: di,
                                 model_idx: mi,
                             });
@@ -101,15 +115,38 @@ impl std::str::FromStr for Shard {
 }
 
 impl Shard {
-    /// Cells of this shard: every n-th cell of the fixed order, starting at k − 1.
+    /// Cells of this shard: the unlearned models, in the order the grid first names them, are
+    /// dealt round-robin (every n-th, starting at k − 1), and a shard takes all cells of its
+    /// models — so each model is unlearned by one shard only.
     pub fn select(&self, cells: Vec<Cell>) -> Vec<Cell> {
-        cells
-            .into_iter()
+        let mut order: Vec<String> = vec![];
+        for c in &cells {
+            if !order.contains(&c.unlearn_key) {
+                order.push(c.unlearn_key.clone());
+            }
+        }
+        let mine: std::collections::HashSet<&String> = order
+            .iter()
             .enumerate()
             .filter(|(i, _)| i % self.n == self.k - 1)
-            .map(|(_, c)| c)
+            .map(|(_, k)| k)
+            .collect();
+        cells
+            .iter()
+            .filter(|c| mine.contains(&c.unlearn_key))
+            .cloned()
             .collect()
     }
+}
+
+/// How many unlearned models a set of cells needs (the original model's cells need none).
+pub fn unlearnings(cells: &[Cell]) -> usize {
+    let keys: std::collections::HashSet<&String> = cells
+        .iter()
+        .filter(|c| c.method.name.trains())
+        .map(|c| &c.unlearn_key)
+        .collect();
+    keys.len()
 }
 
 #[cfg(test)]
@@ -167,5 +204,60 @@ masks: [center:2]
         let cells2 = expand(&exp2);
         assert_eq!(cells2[0].id, cells[0].id);
         assert_ne!(cells2[3].id, cells[3].id);
+    }
+
+    #[test]
+    fn masks_share_an_unlearning_unless_the_task_mask_is_used() {
+        let two = Y.replace("masks: [center:2]", "masks: [center:2, outpaint:8]");
+        let exp = crate::config::parse(&two, "t.yaml").unwrap();
+        let cells = expand(&exp);
+        assert_eq!(cells.len(), 2 * (2 + 4 + 4));
+        // ours and proxy: 2 α × 2 seeds each.
+        assert_eq!(unlearnings(&cells), 8);
+        let by_mask = |m: &str| -> Vec<String> {
+            cells
+                .iter()
+                .filter(|c| c.mask.to_string() == m && c.method.name.trains())
+                .map(|c| c.unlearn_key.clone())
+                .collect()
+        };
+        assert_eq!(by_mask("center:2"), by_mask("outpaint:8"));
+        // The cells differ, their unlearned model does not.
+        let ids: std::collections::HashSet<_> = cells.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids.len(), cells.len());
+        // A longer mask list keeps the keys (stored unlearnings stay valid).
+        let one = expand(&crate::config::parse(Y, "t.yaml").unwrap());
+        assert_eq!(
+            one.iter().map(|c| &c.unlearn_key).collect::<Vec<_>>(),
+            cells
+                .iter()
+                .filter(|c| c.mask.to_string() == "center:2")
+                .map(|c| &c.unlearn_key)
+                .collect::<Vec<_>>()
+        );
+        let task = crate::config::parse(
+            &two.replace(
+                "masks: [center:2, outpaint:8]",
+                "masks: [center:2, outpaint:8]\nunlearn: {mask: task}",
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(unlearnings(&expand(&task)), 16);
+        // Shards never split an unlearned model.
+        for k in 1..=3 {
+            let part = Shard { k, n: 3 }.select(cells.clone());
+            for c in &part {
+                let all_of_key = cells
+                    .iter()
+                    .filter(|x| x.unlearn_key == c.unlearn_key)
+                    .count();
+                let mine = part
+                    .iter()
+                    .filter(|x| x.unlearn_key == c.unlearn_key)
+                    .count();
+                assert_eq!(all_of_key, mine);
+            }
+        }
     }
 }

@@ -5,13 +5,13 @@
 //! an impossible combination is one line `FILE:LINE:COL: what is wrong; valid choices`, exit code 2.
 
 pub mod grid;
-pub mod locate;
+use crate::locate;
 
-use crate::data::SourceSpec;
+use crate::data::DatasetSpec;
 use crate::masks::MaskSpec;
 use crate::metrics::MetricsSpec;
 use crate::models::ModelSpec;
-use crate::unlearn::MethodSpec;
+use crate::unlearn::{MethodSpec, UnlearnSpec};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,11 +36,17 @@ pub struct Experiment {
     /// Forget-term weights; methods without a forget weight (`original`) ignore them.
     #[serde(default = "default_alphas")]
     pub alphas: Vec<f64>,
+    /// Evaluation masks. Each unlearned model is evaluated under every one of them (it is
+    /// unlearned once unless `unlearn.mask` is `task`).
     pub masks: Vec<MaskSpec>,
+    /// How outputs are generated: compositing and, for families with steps, the sampling steps.
+    #[serde(default)]
+    pub generate: crate::models::GenerateOptions,
     #[serde(default)]
     pub metrics: MetricsSpec,
-    /// Reproduce the official VQ-GAN baseline code's `(1 + l)` quirk, which zeroes the forget term of
-    /// Random Encoder and Retain Label. Off by default: the intended losses are used.
+    /// Reproduce the official code's per-sample `(1 ± l)` weighting of the mixed batch: the
+    /// baselines' forget samples weigh 0 in both terms (Random Encoder, Retain Label), and every
+    /// term is averaged over the whole batch. Off by default: the intended losses are used.
     #[serde(default)]
     pub paper_compat: bool,
 }
@@ -50,118 +56,6 @@ fn default_seeds() -> Vec<u64> {
 }
 fn default_alphas() -> Vec<f64> {
     vec![0.25]
-}
-
-/// A class named by its index in the source's label order or by its identifier.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ClassRef {
-    Index(usize),
-    Name(String),
-}
-
-impl std::fmt::Display for ClassRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClassRef::Index(i) => write!(f, "{i}"),
-            ClassRef::Name(s) => write!(f, "{s}"),
-        }
-    }
-}
-
-/// A dataset and its forget / retain / proxy class split.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetSpec {
-    pub name: String,
-    pub source: SourceSpec,
-    /// A source on this machine to use instead of `source` when it is present (e.g. a local copy
-    /// of the hub dataset); otherwise `source` is used.
-    #[serde(default)]
-    pub local: Option<SourceSpec>,
-    /// The paper's class split by name (`imagenet1k-paper`, `places365-paper`); explicit class
-    /// lists below, when given, override the preset's.
-    #[serde(default)]
-    pub preset: Option<String>,
-    /// Keep only the preset's classes the source has (for CPU-sized subsets of the datasets);
-    /// how many were kept is reported.
-    #[serde(default)]
-    pub restrict_to_available: bool,
-    /// Classes to forget (D_F).
-    #[serde(default)]
-    pub forget_classes: Vec<ClassRef>,
-    /// Classes to keep (D_R).
-    #[serde(default)]
-    pub retain_classes: Vec<ClassRef>,
-    /// Classes for "Ours (proxy D_R)": images that are neither forgotten nor retained.
-    #[serde(default)]
-    pub proxy_classes: Vec<ClassRef>,
-    /// Training images per class used for unlearning.
-    pub train_per_class: usize,
-    /// Held-out images per class used for evaluation.
-    pub eval_per_class: usize,
-    /// Training images per class for pre-training the original model (all classes of the source);
-    /// defaults to `train_per_class`.
-    #[serde(default)]
-    pub pretrain_per_class: Option<usize>,
-    /// Seed of the per-class image sampling.
-    #[serde(default)]
-    pub sample_seed: u64,
-    /// Fail when a class has fewer images than this after decoding (default: 1).
-    #[serde(default)]
-    pub min_per_class: Option<usize>,
-}
-
-impl DatasetSpec {
-    /// `local` when it is present on this machine, else `source`.
-    pub fn effective_source(&self) -> &SourceSpec {
-        match &self.local {
-            Some(l) if l.is_present() => l,
-            _ => &self.source,
-        }
-    }
-}
-
-/// The unlearning trainer's settings (shared by every method that trains).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UnlearnSpec {
-    pub steps: usize,
-    /// Retain (or proxy) images per step.
-    pub retain_batch: usize,
-    /// Forget images per step.
-    pub forget_batch: usize,
-    /// Gradient accumulation: each step averages this many micro-batches.
-    pub grad_accum: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub betas: [f64; 2],
-    /// Clip the global gradient norm to this value (0 = off).
-    pub grad_clip: f64,
-    /// RandomResizedCrop + horizontal flip of every training batch (the paper's MAE recipe);
-    /// off when absent. `augment: {}` takes the paper's values (scale 0.2–1, ratio 3/4–4/3, flip).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub augment: Option<crate::data::augment::AugmentSpec>,
-}
-
-impl Default for UnlearnSpec {
-    fn default() -> Self {
-        Self {
-            steps: 300,
-            retain_batch: 32,
-            forget_batch: 32,
-            grad_accum: 1,
-            lr: 1e-3,
-            min_lr: 0.0,
-            warmup_steps: 30,
-            weight_decay: 0.05,
-            betas: [0.9, 0.95],
-            grad_clip: 3.0,
-            augment: None,
-        }
-    }
 }
 
 /// Read and validate an experiment file. Errors are user errors naming `FILE:LINE:COL`.
@@ -302,15 +196,43 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
     Ok(())
 }
 
-/// Every mask must fit the model's patch grid.
+/// Every mask (evaluation, unlearning, pre-training task) must fit the model's mask grid.
 pub fn check_masks(
     exp: &Experiment,
     family: &crate::models::FamilyConfig,
     model: &str,
 ) -> std::result::Result<(), Invalid> {
+    let grid = family.mask_grid();
     for (j, mask) in exp.masks.iter().enumerate() {
-        mask.check_grid(family.grid())
+        mask.check_grid(grid)
             .map_err(|e| at(&[Key("masks"), Idx(j)], format!("{e} (model `{model}`)")))?;
+    }
+    if let crate::unlearn::UnlearnMask::Fixed(m) = exp.unlearn.mask {
+        m.check_grid(grid).map_err(|e| {
+            at(
+                &[Key("unlearn"), Key("mask")],
+                format!("{e} (model `{model}`)"),
+            )
+        })?;
+    }
+    for (i, m) in exp.models.iter().enumerate() {
+        if m.name != model {
+            continue;
+        }
+        for (j, mask) in m.pretrain.task_masks.iter().enumerate() {
+            mask.check_grid(grid).map_err(|e| {
+                at(
+                    &[
+                        Key("models"),
+                        Idx(i),
+                        Key("pretrain"),
+                        Key("task_masks"),
+                        Idx(j),
+                    ],
+                    e,
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -379,14 +301,6 @@ fn validate_dataset(
             .map_err(|(sub, msg)| (base.iter().cloned().chain(sub).collect(), msg))?;
     }
     Ok(())
-}
-
-/// Find a class by index or identifier.
-pub fn resolve_class(r: &ClassRef, classes: &[String]) -> Option<usize> {
-    match r {
-        ClassRef::Index(i) => (*i < classes.len()).then_some(*i),
-        ClassRef::Name(n) => classes.iter().position(|c| c == n),
-    }
 }
 
 impl Experiment {

@@ -112,7 +112,7 @@ impl AugmentSpec {
                 let resized = if (ch, cw) == (h, w) {
                     crop
                 } else {
-                    crate::metrics::preprocess::bicubic_pil(&crop, ch, cw, h, w)
+                    crate::resample::bicubic_pil(&crop, ch, cw, h, w)
                 };
                 for y in 0..h {
                     let row = &resized[y * w..(y + 1) * w];

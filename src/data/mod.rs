@@ -15,7 +15,10 @@ pub mod hub_shards;
 pub mod hub_tar;
 pub mod image_folder;
 pub mod presets;
+pub mod spec;
 pub mod split;
+
+pub use spec::{resolve_class, ClassRef, DatasetSpec};
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};

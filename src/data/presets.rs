@@ -1,7 +1,7 @@
 //! The paper's class splits as named presets (`preset: imagenet1k-paper` | `places365-paper`),
 //! from the data files in `experiments/splits/` (embedded in the binary).
 
-use crate::config::ClassRef;
+use super::ClassRef;
 
 pub const PRESETS: &str = "imagenet1k-paper, places365-paper";
 

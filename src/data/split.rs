@@ -2,7 +2,7 @@
 //! unlearning, held-out forget / retain images for evaluation, and the pre-training set.
 
 use super::{open_source, DataSource, ImageSet, Split};
-use crate::config::{resolve_class, DatasetSpec};
+use super::{resolve_class, DatasetSpec};
 use anyhow::Result;
 use candle_core::Device;
 use serde::Serialize;
@@ -23,9 +23,9 @@ pub fn resolve_classes(
     spec: &DatasetSpec,
     classes: &[String],
     wants_proxy: bool,
-) -> std::result::Result<ResolvedClasses, (Vec<crate::config::locate::Seg>, String)> {
-    use crate::config::locate::Seg::{Idx, Key};
-    use crate::config::ClassRef;
+) -> std::result::Result<ResolvedClasses, (Vec<crate::locate::Seg>, String)> {
+    use super::ClassRef;
+    use crate::locate::Seg::{Idx, Key};
     let preset = spec.preset.as_deref().and_then(super::presets::preset);
     let mut notes = vec![];
     let pick = |explicit: &[ClassRef],
@@ -281,7 +281,7 @@ fn resolve_or_explain(spec: &DatasetSpec, classes: &[String]) -> Result<Resolved
         crate::error::user(format!(
             "dataset `{}`: {}: {msg}",
             spec.name,
-            crate::config::locate::path_string(&path)
+            crate::locate::path_string(&path)
         ))
     })
 }

@@ -88,14 +88,6 @@ fn pooled(w: &BTreeMap<String, Tensor>, x: &Tensor) -> Result<Tensor> {
     Ok(h.reshape((b, hh * ww, c))?.mean(1)?)
 }
 
-fn forward_features(w: &BTreeMap<String, Tensor>, x: &Tensor) -> Result<Tensor> {
-    let f = pooled(w, x)?;
-    Ok(match w.get("feature_mean") {
-        Some(m) => f.broadcast_sub(m)?,
-        None => f,
-    })
-}
-
 /// Class logits from uncentred pooled features.
 fn head(w: &BTreeMap<String, Tensor>, f: &Tensor) -> Result<Tensor> {
     Ok(f.matmul(&w["fc.weight"].t()?)?
@@ -137,7 +129,9 @@ impl DomainCnn {
         ));
         vars.push(("fc.bias".into(), Var::zeros(classes, DType::F32, &dev)?));
         let mut opt = AdamW::new(
-            vars.clone(),
+            vars.iter()
+                .map(|(n, v)| (n.clone(), v.clone(), v.rank() >= 2))
+                .collect(),
             OptimSpec {
                 lr: spec.lr,
                 min_lr: spec.lr * 0.01,
@@ -285,10 +279,16 @@ impl Extractor for DomainCnn {
     fn dim(&self) -> usize {
         self.feat_dim
     }
-    fn features(&self, images: &Tensor) -> Result<Tensor> {
-        forward_features(&self.weights, images)
-    }
-    fn logits(&self, images: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(head(&self.weights, &pooled(&self.weights, images)?)?))
+    fn forward(&self, images: &Tensor) -> Result<super::ExtractorOutput> {
+        let f = pooled(&self.weights, images)?;
+        let logits = head(&self.weights, &f)?;
+        let features = match self.weights.get("feature_mean") {
+            Some(m) => f.broadcast_sub(m)?,
+            None => f,
+        };
+        Ok(super::ExtractorOutput {
+            features,
+            logits: Some(logits),
+        })
     }
 }

@@ -173,10 +173,9 @@ impl Stats {
         let d = self.dim();
         let mu = Tensor::from_vec(self.mu.clone(), d, &Device::Cpu)?;
         let sigma = Tensor::from_vec(self.sigma.clone(), (d, d), &Device::Cpu)?;
-        let tmp = path.with_extension("npz.tmp");
-        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], &tmp)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        crate::util::write_atomic_with(path, |tmp| {
+            Ok(Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], tmp)?)
+        })
     }
 
     /// Read a statistics file with `mu` and `sigma` (as pytorch-fid writes them; N unknown = 0).

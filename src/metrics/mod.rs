@@ -12,7 +12,6 @@ pub mod commands;
 pub mod domain;
 pub mod fid;
 pub mod inception;
-pub mod inception_cpu;
 pub mod is;
 pub mod kid;
 pub mod np_random;
@@ -30,6 +29,9 @@ pub enum ExtractorRef {
     Domain,
     /// pytorch-fid's FID InceptionV3 (settings in `metrics.inception`).
     InceptionV3,
+    /// torchvision's ImageNet InceptionV3 with the paper's official Inception Score protocol
+    /// (256 px PIL bilinear, CIFAR normalisation, bilinear to 299, contiguous splits).
+    InceptionPaper,
     /// A CLIP vision tower (`metrics.clip_model`; the paper's ViT-H-14 by default).
     Clip,
 }
@@ -44,6 +46,9 @@ pub struct InceptionSpec {
     pub dims: usize,
     /// A local weights file instead of the pinned download.
     pub weights: Option<std::path::PathBuf>,
+    /// A local file of torchvision's ImageNet InceptionV3 weights for `inception_paper` (instead
+    /// of the pinned download).
+    pub paper_weights: Option<std::path::PathBuf>,
 }
 
 impl Default for InceptionSpec {
@@ -52,6 +57,7 @@ impl Default for InceptionSpec {
             mode: preprocess::ResizeMode::PytorchFid,
             dims: 2048,
             weights: None,
+            paper_weights: None,
         }
     }
 }
@@ -98,8 +104,8 @@ impl Default for MetricsSpec {
 }
 
 impl MetricsSpec {
-    pub fn validate(&self) -> std::result::Result<(), (Vec<crate::config::locate::Seg>, String)> {
-        use crate::config::locate::Seg::Key;
+    pub fn validate(&self) -> std::result::Result<(), (Vec<crate::locate::Seg>, String)> {
+        use crate::locate::Seg::Key;
         if self.is_splits == 0 {
             return Err((vec![Key("is_splits")], "must be at least 1".into()));
         }
@@ -135,16 +141,40 @@ impl MetricsSpec {
     }
 }
 
-/// Turns images into features.
+/// Every named output of one forward pass of an extractor.
+pub struct ExtractorOutput {
+    /// `[N, d]` features.
+    pub features: Tensor,
+    /// `[N, C]` class logits, where the extractor has a classifier head (the ones the Inception
+    /// Score of its protocol uses).
+    pub logits: Option<Tensor>,
+}
+
+/// Turns images into features (and logits), in one forward pass.
 pub trait Extractor: Send + Sync {
     /// The exact protocol: name, weights hash, input size / resize, feature dimension.
     fn protocol(&self) -> String;
     /// Feature dimension.
     fn dim(&self) -> usize;
-    /// `[N, d]` features of `[N, 3, S, S]` images in [0, 1].
-    fn features(&self, images: &Tensor) -> Result<Tensor>;
-    /// `[N, C]` class logits, if the extractor has a classifier head.
-    fn logits(&self, images: &Tensor) -> Result<Option<Tensor>>;
+    /// One forward pass over `[N, 3, S, S]` images in [0, 1].
+    fn forward(&self, images: &Tensor) -> Result<ExtractorOutput>;
+    /// How the Inception Score is computed from this extractor's logits.
+    fn is_rule(&self) -> IsRule {
+        IsRule::TorchFidelity
+    }
+    /// `[N, d]` features.
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.forward(images)?.features)
+    }
+}
+
+/// The split rule of an Inception Score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsRule {
+    /// torch-fidelity: numpy `RandomState(2020)` shuffle, splits at `i·N/s`.
+    TorchFidelity,
+    /// The paper's official evaluation: contiguous splits of `⌊N/s⌋`, remainder dropped.
+    Paper,
 }
 
 /// Features (and logits) of an image set, computed in batches.
@@ -171,9 +201,10 @@ pub fn extract(
     while start < n {
         let b = batch.min(n - start);
         let x = images.narrow(0, start, b)?;
-        features.extend(crate::nn::to_vec_f32(&ex.features(&x)?)?);
+        let out = ex.forward(&x)?;
+        features.extend(crate::nn::to_vec_f32(&out.features)?);
         if want_logits {
-            if let Some(l) = ex.logits(&x)? {
+            if let Some(l) = out.logits {
                 classes = l.dim(1)?;
                 logits
                     .get_or_insert_with(Vec::new)
@@ -292,13 +323,42 @@ pub fn evaluate_set(
         let logits = g.logits.as_ref().ok_or_else(|| {
             anyhow::anyhow!("the extractor has no classifier head for the Inception Score")
         })?;
-        let perm = np_random::RandomState::new(SHUFFLE_SEED).permutation(g.n);
-        let (mean, std) = is::inception_score(logits, g.classes, spec.is_splits, Some(&perm))?;
+        let ex = extractors[&r];
+        let (mean, std, how) = match ex.is_rule() {
+            IsRule::TorchFidelity => {
+                let perm = np_random::RandomState::new(SHUFFLE_SEED).permutation(g.n);
+                let (m, s) = is::inception_score(logits, g.classes, spec.is_splits, Some(&perm))?;
+                (
+                    m,
+                    s,
+                    format!(
+                        "{} splits after numpy RandomState({SHUFFLE_SEED}).permutation",
+                        spec.is_splits
+                    ),
+                )
+            }
+            IsRule::Paper => {
+                let (m, s) = is::inception_score_with(
+                    logits,
+                    g.classes,
+                    spec.is_splits,
+                    None,
+                    is::Splits::Floor,
+                )?;
+                (
+                    m,
+                    s,
+                    format!(
+                        "{} contiguous splits of floor(N/{}) (the paper's official code)",
+                        spec.is_splits, spec.is_splits
+                    ),
+                )
+            }
+        };
         let p = format!(
-            "IS, {}, {} classes, f64 softmax, {} splits after numpy RandomState({SHUFFLE_SEED}).permutation",
-            extractors[&r].protocol(),
+            "IS, {}, {} classes, f64 softmax, {how}",
+            ex.protocol(),
             g.classes,
-            spec.is_splits
         );
         out.push(MetricValue {
             metric: "is".into(),

@@ -1,23 +1,18 @@
-//! Image-to-image model families. A family is one file implementing [`I2IModel`]; the YAML names it
-//! (`family: mae`) and [`FamilyConfig`] / [`build`] are the registry.
-//!
-//! Every family exposes the same seams the unlearning methods need: an encoder embedding of a
-//! masked image (what the paper's loss compares), a decoder, its own training loss, generation,
-//! and its parameters split into encoder / decoder / frozen.
+//! Image-to-image model families. A family is one file (or one folder, for composite models)
+//! implementing [`I2IModel`] (see [`model`]); the YAML names it (`family: mae`), and the functions
+//! of this file are the registry: [`FamilyConfig`] (parse the architecture), [`init_weights`],
+//! [`load_checkpoint`] and [`build`], one arm per family each.
 
-pub mod checkpoint;
-pub mod clip;
 pub mod mae;
-pub mod torch_legacy;
+pub mod model;
 
-use crate::config::locate::Seg;
-use crate::masks::BatchMask;
-use crate::nn::Mode;
+pub use model::{Embedding, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
+
+use crate::locate::Seg;
+use crate::weights::checkpoint;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
-use rand_chacha::ChaCha8Rng;
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Model families known to the registry.
@@ -60,11 +55,13 @@ pub struct PretrainSpec {
     pub weight_decay: f64,
     pub betas: [f64; 2],
     pub grad_clip: f64,
-    /// Share of patches hidden by the random pre-training masks.
-    pub mask_ratio: f64,
-    /// Share of batches masked with the experiment's own masks (`masks:`) instead of random ones,
-    /// so the original model has practised the evaluation task (0 = plain MAE pre-training).
+    /// Share of batches masked with `task_masks` instead of the family's random training masks,
+    /// so the original model has practised an evaluation task (0 = the family's plain
+    /// pre-training).
     pub task_mask_share: f64,
+    /// The masks of those batches, in rotation (independent of the grid's `masks:`, so that
+    /// changing the evaluation masks keeps the original model).
+    pub task_masks: Vec<crate::masks::MaskSpec>,
     pub seed: u64,
 }
 
@@ -79,8 +76,8 @@ impl Default for PretrainSpec {
             weight_decay: 0.05,
             betas: [0.9, 0.95],
             grad_clip: 1.0,
-            mask_ratio: 0.75,
             task_mask_share: 0.0,
+            task_masks: vec![],
             seed: 0,
         }
     }
@@ -97,11 +94,15 @@ impl PretrainSpec {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(("lr", "must be a positive number".into()));
         }
-        if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
-            return Err(("mask_ratio", "must be in (0, 1)".into()));
-        }
         if !(0.0..=1.0).contains(&self.task_mask_share) {
             return Err(("task_mask_share", "must be in [0, 1]".into()));
+        }
+        if self.task_mask_share > 0.0 && self.task_masks.is_empty() {
+            return Err((
+                "task_masks",
+                "task_mask_share > 0 needs the masks to practise, e.g. `task_masks: [center:4]`"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -114,16 +115,28 @@ pub enum FamilyConfig {
 }
 
 impl FamilyConfig {
-    /// Patches per image side.
-    pub fn grid(&self) -> usize {
+    /// Cells per image side of the grid masks are drawn on (the family's patches or tokens).
+    pub fn mask_grid(&self) -> usize {
         match self {
-            FamilyConfig::Mae(c) => c.image_size / c.patch_size,
+            FamilyConfig::Mae(c) => c.grid(),
         }
     }
-    /// The resolution the model takes, if fixed.
-    pub fn image_size(&self) -> Option<usize> {
+    /// The resolution the model takes.
+    pub fn image_size(&self) -> usize {
         match self {
-            FamilyConfig::Mae(c) => Some(c.image_size),
+            FamilyConfig::Mae(c) => c.image_size,
+        }
+    }
+    /// The value (per channel, [0, 1]) the family's input holds in the hole; the blurred
+    /// compositing blends with it.
+    pub fn hole_fill(&self) -> [f32; 3] {
+        match self {
+            FamilyConfig::Mae(c) => c.image_mean.map(|v| v as f32),
+        }
+    }
+    pub fn family(&self) -> FamilyName {
+        match self {
+            FamilyConfig::Mae(_) => FamilyName::Mae,
         }
     }
 }
@@ -162,100 +175,40 @@ impl ModelSpec {
         let spec = self.weights.as_deref().expect("weights when no config");
         let ck =
             checkpoint::resolve(spec, hub).with_context(|| format!("model `{}`", self.name))?;
-        let cfg = match self.family {
-            FamilyName::Mae => {
-                let text = std::fs::read_to_string(&ck.config)
-                    .with_context(|| format!("reading {}", ck.config.display()))?;
-                let mut c = mae::MaeConfig::from_json(&text)
-                    .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
-                if let Some((mean, std)) = checkpoint::normalisation(ck.preprocessor.as_deref())? {
-                    c.image_mean = mean;
-                    c.image_std = std;
-                }
-                FamilyConfig::Mae(c)
-            }
-        };
-        Ok((cfg, Some(ck)))
+        Ok((checkpoint_config(self.family, &ck)?, Some(ck)))
     }
 }
 
-/// Which part of the model a parameter belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Encoder,
-    Decoder,
-    /// Buffers stored with the weights but never trained (fixed position embeddings).
-    Frozen,
+/// The architecture of a resolved checkpoint of `family`.
+pub fn checkpoint_config(family: FamilyName, ck: &checkpoint::Checkpoint) -> Result<FamilyConfig> {
+    Ok(match family {
+        FamilyName::Mae => FamilyConfig::Mae(mae::checkpoint_config(ck)?),
+    })
 }
 
-/// Named parameters, sorted by name (candle's VarMap order is a HashMap's).
-pub type Weights = BTreeMap<String, Tensor>;
-
-/// A model's trainable variables, by name and role.
-#[derive(Clone, Default)]
-pub struct Params {
-    pub vars: Vec<(String, Var, Role)>,
+/// A checkpoint of `family` named by a hub id or a folder: its architecture, checked weights,
+/// and where it came from.
+pub fn load_pretrained(
+    family: FamilyName,
+    spec: &str,
+    hub: Option<&crate::hub::Hub>,
+    device: &Device,
+) -> Result<(FamilyConfig, Weights, checkpoint::Checkpoint)> {
+    let ck = checkpoint::resolve(spec, hub)?;
+    let cfg = checkpoint_config(family, &ck)?;
+    let w = load_checkpoint(&cfg, &ck, device)?;
+    Ok((cfg, w, ck))
 }
 
-impl Params {
-    pub fn with_roles(&self, roles: &[Role]) -> Vec<(String, Var)> {
-        self.vars
-            .iter()
-            .filter(|(_, _, r)| roles.contains(r))
-            .map(|(n, v, _)| (n.clone(), v.clone()))
-            .collect()
+/// The weights of a resolved checkpoint, checked against the family's names and shapes.
+pub fn load_checkpoint(
+    cfg: &FamilyConfig,
+    ck: &checkpoint::Checkpoint,
+    device: &Device,
+) -> Result<Weights> {
+    match cfg {
+        FamilyConfig::Mae(c) => mae::load_checkpoint_weights(c, ck, device),
     }
-    /// Current values, detached.
-    pub fn weights(&self) -> Weights {
-        self.vars
-            .iter()
-            .map(|(n, v, _)| (n.clone(), v.as_detached_tensor()))
-            .collect()
-    }
-}
-
-/// The operations the unlearning methods, the trainer and the evaluation need from a family.
-pub trait I2IModel {
-    fn config(&self) -> &FamilyConfig;
-    /// Image side in pixels.
-    fn image_size(&self) -> usize;
-    /// The encoder's embedding of the masked images: `E(T(x))`, the quantity the paper's loss
-    /// compares. `pixels` are `[B, 3, S, S]` in [0, 1].
-    fn encode(&self, pixels: &Tensor, mask: &BatchMask, mode: Mode) -> Result<Tensor>;
-    /// Decode an embedding from [`I2IModel::encode`] into a full image prediction `[B, 3, S, S]` on
-    /// the [0, 1] pixel scale (not clamped, not pasted).
-    fn decode(&self, embedding: &Tensor, mask: &BatchMask, mode: Mode) -> Result<Tensor>;
-    /// The family's own training loss for predicting `target`'s hidden region from `pixels`'
-    /// visible region (for MAE: MSE on the hidden patches in normalised pixel space).
-    fn reconstruction_loss(
-        &self,
-        pixels: &Tensor,
-        mask: &BatchMask,
-        target: &Tensor,
-        mode: Mode,
-    ) -> Result<Tensor>;
-    /// The family's pre-training loss on a batch, random masks hiding `mask_ratio` of the patches
-    /// (drawn from `rng`).
-    fn pretrain_loss(
-        &self,
-        pixels: &Tensor,
-        mask_ratio: f64,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Tensor>;
-    /// The raw prediction for the whole image `[B, 3, S, S]` on the [0, 1] scale (not pasted,
-    /// not clamped), for metrics that need it.
-    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
-        let emb = self.encode(pixels, mask, Mode::Infer)?;
-        self.decode(&emb, mask, Mode::Infer)
-    }
-    /// Inpaint / outpaint: the prediction pasted into the known pixels, clamped to [0, 1].
-    fn generate(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
-        let pred = self.predict(pixels, mask)?;
-        let pm = mask.pixel_mask(self.image_size(), pixels.device())?;
-        Ok(crate::masks::paste(pixels, &pred, &pm)?.clamp(0f32, 1f32)?)
-    }
-    /// Parameters (empty for a frozen model).
-    fn params(&self) -> &Params;
 }
 
 /// Fresh weights for a family config, deterministic for `seed`.
@@ -283,25 +236,16 @@ pub fn build(
     }
 }
 
-/// Save weights as safetensors, atomically (temporary sibling, then rename).
+/// Save weights as safetensors, atomically.
 pub fn save_weights(weights: &Weights, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("weights"),
-        std::process::id()
-    ));
     let map: std::collections::HashMap<String, Tensor> = weights
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    candle_core::safetensors::save(&map, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::util::write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(&map, tmp)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 /// Load every tensor of a safetensors file as f32.

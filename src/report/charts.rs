@@ -100,9 +100,76 @@ pub fn draw_all(tables: &[Table], dir: &Path) -> Result<Vec<PathBuf>> {
         if several {
             for metric in metrics_of(ts[0]) {
                 let path = dir.join(format!("{base}_{metric}_vs_alpha.png"));
-                versus_alpha(&ts, metric, &path)?;
+                let xs: Vec<f64> = ts.iter().map(|t| t.alpha.unwrap_or(f64::NAN)).collect();
+                let title = format!("{} · {} · {}", ts[0].dataset, ts[0].model, ts[0].mask);
+                versus(
+                    &ts,
+                    &xs,
+                    metric,
+                    "α (forget-term weight)",
+                    "α",
+                    &title,
+                    &path,
+                )?;
                 files.push(path);
             }
+        }
+    }
+    // The outpainting curve: with several `outpaint:R` masks, each metric against R.
+    // (dataset, model, α) → [(R, table)].
+    type Curves<'a> = BTreeMap<(String, String, String), Vec<(f64, &'a Table)>>;
+    let mut curves: Curves = BTreeMap::new();
+    for t in tables {
+        if let Some(r) = t
+            .mask
+            .strip_prefix("outpaint:")
+            .and_then(|r| r.parse::<f64>().ok())
+        {
+            curves
+                .entry((
+                    t.dataset.clone(),
+                    t.model.clone(),
+                    t.alpha.map(|a| a.to_string()).unwrap_or_default(),
+                ))
+                .or_default()
+                .push((r, t));
+        }
+    }
+    for ((d, m, a), mut pts) in curves {
+        if pts.len() < 2 {
+            continue;
+        }
+        pts.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
+        let ts: Vec<&Table> = pts.iter().map(|p| p.1).collect();
+        let alpha = if a.is_empty() {
+            String::new()
+        } else {
+            format!("_alpha{a}")
+        };
+        let title = format!(
+            "{d} · {m}{}",
+            if a.is_empty() {
+                String::new()
+            } else {
+                format!(" · α = {a}")
+            }
+        );
+        for metric in metrics_of(ts[0]) {
+            let path = dir.join(format!(
+                "{}_{metric}_vs_outpaint{alpha}.png",
+                slug(&format!("{d}_{m}"))
+            ));
+            versus(
+                &ts,
+                &xs,
+                metric,
+                "outpainting R (each border R/32 of the side)",
+                "outpainting",
+                &title,
+                &path,
+            )?;
+            files.push(path);
         }
     }
     Ok(files)
@@ -233,34 +300,49 @@ fn wrap(s: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn versus_alpha(ts: &[&Table], metric: &str, path: &Path) -> Result<()> {
-    draw_versus_alpha(ts, metric, path)
+/// One metric of several tables against a number per table (α, the outpainting width): one line
+/// per method and set (D_R solid with circles, D_F dashed with triangles), the Original in black.
+fn versus(
+    ts: &[&Table],
+    xs: &[f64],
+    metric: &str,
+    x_desc: &str,
+    what: &str,
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    draw_versus(ts, xs, metric, x_desc, what, title, path)
         .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
 
-fn draw_versus_alpha(ts: &[&Table], metric: &str, path: &Path) -> Result<(), Dyn> {
-    // (method label, set) → [(α, mean)]; the Original row is a horizontal reference.
-    let mut lines: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
-    let mut reference: BTreeMap<String, f64> = BTreeMap::new();
+fn draw_versus(
+    ts: &[&Table],
+    xs: &[f64],
+    metric: &str,
+    x_desc: &str,
+    what: &str,
+    title: &str,
+    path: &Path,
+) -> Result<(), Dyn> {
+    // (method order, method label, set) → [(x, mean)].
+    let mut lines: BTreeMap<(usize, String, String), Vec<(f64, f64)>> = BTreeMap::new();
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    let alphas: Vec<f64> = ts.iter().filter_map(|t| t.alpha).collect();
-    for t in ts {
+    for (t, &x) in ts.iter().zip(xs) {
+        if !x.is_finite() {
+            continue;
+        }
         for (ci, c) in t.columns.iter().enumerate() {
             if c.metric != metric {
                 continue;
             }
-            for r in &t.rows {
+            for (ri, r) in t.rows.iter().enumerate() {
                 if let Some(v) = &r.values[ci] {
                     lo = lo.min(v.mean);
                     hi = hi.max(v.mean);
-                    if r.method == "original" {
-                        reference.insert(c.set.to_string(), v.mean);
-                    } else if let Some(a) = t.alpha {
-                        lines
-                            .entry((r.label.clone(), c.set.to_string()))
-                            .or_default()
-                            .push((a, v.mean));
-                    }
+                    lines
+                        .entry((ri, r.label.clone(), c.set.to_string()))
+                        .or_default()
+                        .push((x, v.mean));
                 }
             }
         }
@@ -269,89 +351,92 @@ fn draw_versus_alpha(ts: &[&Table], metric: &str, path: &Path) -> Result<(), Dyn
         return Ok(());
     }
     let pad = ((hi - lo) * 0.1).max(1e-6);
-    let (amin, amax) = alphas
+    let (xmin, xmax) = xs
         .iter()
+        .filter(|x| x.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
             (a.min(x), b.max(x))
         });
-    let apad = ((amax - amin) * 0.05).max(1e-3);
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    let xpad = ((xmax - xmin) * 0.05).max(1e-3);
+    // The legend sits right of the plot area, never on the data.
+    let root = BitMapBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (plot, legend) = root.split_horizontally(800);
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
-            format!(
-                "{} vs α — {} · {} · {}",
-                metric_title(metric),
-                ts[0].dataset,
-                ts[0].model,
-                ts[0].mask
-            ),
-            ("sans-serif", 20),
+            format!("{} vs {what} — {title}", metric_title(metric)),
+            ("sans-serif", 18),
         )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((amin - apad)..(amax + apad), (lo - pad)..(hi + pad))?;
+        .build_cartesian_2d((xmin - xpad)..(xmax + xpad), (lo - pad)..(hi + pad))?;
     chart
         .configure_mesh()
-        .x_desc("α (forget-term weight)")
+        .x_desc(x_desc)
         .y_desc(metric_title(metric))
         .label_style(("sans-serif", 14))
         .draw()?;
     let labels: Vec<String> = {
-        let mut v: Vec<String> = lines.keys().map(|(l, _)| l.clone()).collect();
+        let mut v: Vec<String> = lines.keys().map(|(_, l, _)| l.clone()).collect();
         v.dedup();
         v
     };
-    for ((label, set), mut pts) in lines {
-        pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-        let color = COLORS[labels.iter().position(|l| *l == label).unwrap_or(0) % COLORS.len()];
-        let name = format!("{label} ({})", if set == "retain" { "D_R" } else { "D_F" });
-        if set == "retain" {
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+    let mut entries: Vec<(String, RGBColor, bool)> = vec![];
+    for ((_, label, set), mut pts) in lines {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = if label == "Original" {
+            BLACK
+        } else {
+            COLORS[labels.iter().position(|l| *l == label).unwrap_or(0) % COLORS.len()]
+        };
+        let retain = set == "retain";
+        entries.push((
+            format!("{label} ({})", if retain { "D_R" } else { "D_F" }),
+            color,
+            retain,
+        ));
+        if retain {
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
         } else {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    pts.clone(),
-                    6,
-                    4,
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 6, y)], color.stroke_width(2))
-                });
+            chart.draw_series(DashedLineSeries::new(
+                pts.clone(),
+                6,
+                4,
+                color.stroke_width(2),
+            ))?;
             chart.draw_series(
                 pts.iter()
                     .map(|p| TriangleMarker::new(*p, 5, color.filled())),
             )?;
         }
     }
-    for (set, v) in reference {
-        let name = format!("Original ({})", if set == "retain" { "D_R" } else { "D_F" });
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(amin - apad, v), (amax + apad, v)],
-                3,
-                3,
-                BLACK.stroke_width(1),
-            ))?
-            .label(name)
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+    for (i, (name, color, retain)) in entries.iter().enumerate() {
+        let y = 60 + i as i32 * 22;
+        if *retain {
+            legend.draw(&PathElement::new(
+                vec![(10, y), (40, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&Circle::new((25, y), 4, color.filled()))?;
+        } else {
+            legend.draw(&PathElement::new(
+                vec![(10, y), (18, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&PathElement::new(
+                vec![(32, y), (40, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&TriangleMarker::new((25, y), 5, color.filled()))?;
+        }
+        legend.draw(&Text::new(
+            name.clone(),
+            (48, y - 8),
+            ("sans-serif", 14).into_font(),
+        ))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -44,20 +44,18 @@ pub fn write_runs(rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
     let mut df = to_frame(rows)?;
     let pq = out.join("runs.parquet");
     let csv = out.join("runs.csv");
-    let tmp = out.join(".runs.parquet.tmp");
-    {
+    crate::util::write_atomic_with(&pq, |tmp| {
         let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         ParquetWriter::new(f).finish(&mut df)?;
-    }
-    std::fs::rename(&tmp, &pq)?;
-    let tmp = out.join(".runs.csv.tmp");
-    {
+        Ok(())
+    })?;
+    crate::util::write_atomic_with(&csv, |tmp| {
         let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         CsvWriter::new(f).finish(&mut df)?;
-    }
-    std::fs::rename(&tmp, &csv)?;
+        Ok(())
+    })?;
     Ok(vec![pq, csv])
 }
 

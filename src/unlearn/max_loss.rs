@@ -1,8 +1,8 @@
 //! Max Loss: train the full model to descend its own training loss on retain images and ascend it
 //! on forget images.
 //!
-//! L = L_rec(x_r → x_r) − α · L_rec(x_f → x_f), with L_rec the family's reconstruction loss on the
-//! hidden region.
+//! L = L_train(x_r → x_r) − α · L_train(x_f → x_f), with L_train the family's training loss on
+//! the hidden region.
 
 use super::{Ctx, Loss, Method, MethodName, Scope, StepBatch};
 use crate::nn::Mode;
@@ -19,17 +19,12 @@ impl Method for MaxLoss {
         Scope::Full
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, _rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain =
-            ctx.student
-                .reconstruction_loss(b.retain, b.retain_mask, b.retain, Mode::Train)?;
-        let forget =
-            ctx.student
-                .reconstruction_loss(b.forget, b.forget_mask, b.forget, Mode::Train)?;
-        let total = (&retain - (&forget * ctx.alpha)?)?;
-        Ok(Loss {
-            total,
-            retain,
-            forget,
-        })
+        let retain = ctx
+            .student
+            .training_loss(&b.retain, &b.retain.pixels, Mode::Train)?;
+        let forget = ctx
+            .student
+            .training_loss(&b.forget, &b.forget.pixels, Mode::Train)?;
+        Loss::sum(retain, forget, -ctx.alpha)
     }
 }

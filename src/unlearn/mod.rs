@@ -2,19 +2,23 @@
 //!
 //! A method is one implementation of [`Method`]: which part of the model it trains ([`Scope`]) and
 //! its loss on one step's retain and forget batches. [`method`] is the registry from the YAML name.
-//! The losses follow ../docs/method.md (see each file); α weights every method's forget term.
+//! The losses follow docs/methods.md (see each file); α weights every method's forget term. A
+//! method only talks to the family-neutral [`I2IModel`]: embeddings, outputs and training losses
+//! of prepared [`ModelInput`]s.
 
 mod max_loss;
 mod noisy_label;
 mod ours;
 mod random_encoder;
 mod retain_label;
+pub mod spec;
 pub mod trainer;
 
-use crate::masks::BatchMask;
-use crate::models::I2IModel;
+pub use spec::{NoiseStats, UnlearnMask, UnlearnSpec};
+
+use crate::models::{I2IModel, ModelInput};
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -30,9 +34,9 @@ pub enum MethodName {
     MaxLoss,
     /// Full model trained to output noise for forget images, the truth for retain images.
     NoisyLabel,
-    /// Encoder: forget embeddings pushed to the original encoder's embeddings of retain images.
+    /// Full model: forget outputs pushed to the original model's outputs on retain images.
     RetainLabel,
-    /// Encoder: forget embeddings pushed to random Gaussian features.
+    /// Encoder: forget embeddings pushed to Gaussian features with the teacher's statistics.
     RandomEncoder,
     /// The paper's method (encoder; retain embeddings kept, forget embeddings sent to noise's).
     Ours,
@@ -96,12 +100,12 @@ pub enum RetainSource {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseKind {
-    /// Gaussian with the forget batch's pixel mean and std, clamped to [0, 1].
+    /// Gaussian with the batch's pixel mean and std (`unlearn.noise_stats`), clamped to [0, 1].
     #[default]
     Normal,
     /// U[0, 1].
     Uniform,
-    /// The forget batch's mean pixel value everywhere.
+    /// The batch's mean pixel value everywhere.
     Constant,
 }
 
@@ -200,7 +204,7 @@ impl<'de> Deserialize<'de> for MethodSpec {
                     )
                 {
                     return Err(de::Error::custom(format!(
-                        "`retain: proxy` applies to the encoder methods (ours, random_encoder, retain_label), not `{}`",
+                        "`retain: proxy` applies to the methods whose retain term keeps the original model (ours, random_encoder, retain_label), not `{}`",
                         name.as_str()
                     )));
                 }
@@ -222,14 +226,15 @@ pub enum Scope {
     Full,
 }
 
-/// One step's data.
-pub struct StepBatch<'a> {
-    /// Retain (or proxy) images `[Br, 3, S, S]` in [0, 1] and their masks.
-    pub retain: &'a Tensor,
-    pub retain_mask: &'a BatchMask,
-    /// Forget images and their masks.
-    pub forget: &'a Tensor,
-    pub forget_mask: &'a BatchMask,
+/// One step's data, prepared once and seen identically by student and teacher.
+pub struct StepBatch {
+    /// Retain (or proxy) images with their masks and per-step randomness.
+    pub retain: ModelInput,
+    /// Forget images with theirs.
+    pub forget: ModelInput,
+    /// Scalar mean and (unbiased) standard deviation of the pixels the noise image is drawn with
+    /// (the whole batch by default, `unlearn.noise_stats`).
+    pub noise_stats: (f32, f32),
 }
 
 /// What a method may use besides the batch.
@@ -239,6 +244,7 @@ pub struct Ctx<'a> {
     pub teacher: &'a dyn I2IModel,
     pub alpha: f64,
     pub noise: NoiseKind,
+    /// Reproduce the official code's per-sample `(1 ± l)` weighting of the mixed batch.
     pub paper_compat: bool,
 }
 
@@ -247,6 +253,17 @@ pub struct Loss {
     pub total: Tensor,
     pub retain: Tensor,
     pub forget: Tensor,
+}
+
+impl Loss {
+    /// `retain + w · forget`.
+    fn sum(retain: Tensor, forget: Tensor, w: f64) -> Result<Self> {
+        Ok(Self {
+            total: (&retain + (&forget * w)?)?,
+            retain,
+            forget,
+        })
+    }
 }
 
 /// An unlearning method.
@@ -281,30 +298,49 @@ pub fn method(name: MethodName) -> Box<dyn Method> {
     }
 }
 
-/// A noise image batch shaped like `x` (pixels in [0, 1]).
-pub fn noise_like(x: &Tensor, kind: NoiseKind, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+/// Scalar mean and unbiased standard deviation over all elements of `ts` together (as
+/// `torch.mean` / `torch.std` of their concatenation).
+pub fn scalar_stats(ts: &[&Tensor]) -> Result<(f32, f32)> {
+    let mut n = 0usize;
+    let mut sum = 0f64;
+    for t in ts {
+        n += t.elem_count();
+        sum += t.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+    }
+    anyhow::ensure!(n > 0, "statistics of an empty batch");
+    let mean = sum / n as f64;
+    let mut ss = 0f64;
+    for t in ts {
+        ss += t
+            .to_dtype(DType::F64)?
+            .affine(1.0, -mean)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
+    let var = ss / (n.max(2) - 1) as f64;
+    Ok((mean as f32, var.sqrt() as f32))
+}
+
+/// A noise image batch shaped like `x` (pixels in [0, 1]); `stats` = (mean, std) of `normal`
+/// noise and the value of `constant` noise.
+pub fn noise_like(
+    x: &Tensor,
+    kind: NoiseKind,
+    (mean, std): (f32, f32),
+    rng: &mut ChaCha8Rng,
+) -> Result<Tensor> {
     use rand::Rng;
     let n = x.elem_count();
-    let dev = x.device();
-    let mean = x.mean_all()?.to_scalar::<f32>()?;
     let v: Vec<f32> = match kind {
-        NoiseKind::Normal => {
-            let var = (x
-                .affine(1.0, -(mean as f64))?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f32>()?)
-                / (n.max(2) - 1) as f32;
-            let std = var.sqrt();
-            crate::util::normal_vec(rng, n)
-                .into_iter()
-                .map(|z| (mean + std * z).clamp(0.0, 1.0))
-                .collect()
-        }
+        NoiseKind::Normal => crate::util::normal_vec(rng, n)
+            .into_iter()
+            .map(|z| (mean + std * z).clamp(0.0, 1.0))
+            .collect(),
         NoiseKind::Uniform => (0..n).map(|_| rng.random::<f32>()).collect(),
         NoiseKind::Constant => vec![mean; n],
     };
-    Ok(Tensor::from_vec(v, x.shape(), dev)?)
+    Ok(Tensor::from_vec(v, x.shape(), x.device())?)
 }
 
 /// Standard normal tensor shaped like `t`.
@@ -316,20 +352,21 @@ pub fn gaussian_like(t: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     )?)
 }
 
-/// Repeat the rows of `x` cyclically to `n` rows (pairs retain images with forget images).
-pub fn cycle_rows(x: &Tensor, n: usize) -> Result<Tensor> {
-    let b = x.dim(0)?;
+/// `n` indices cycling through `0..b` (the official code's `tile(...)[:n]`).
+pub fn cycle_index(b: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
     let idx: Vec<u32> = (0..n).map(|i| (i % b) as u32).collect();
-    Ok(x.index_select(&Tensor::from_vec(idx, n, x.device())?, 0)?)
+    Ok(Tensor::from_vec(idx, n, dev)?)
 }
 
-/// Weight of the forget term: α, or 0 where the official code's `(1 + l)` quirk zeroes it.
-fn forget_weight(ctx: &Ctx, quirk_applies: bool) -> f64 {
-    if ctx.paper_compat && quirk_applies {
-        0.0
-    } else {
-        ctx.alpha
-    }
+/// The official code's mixed batch: retain and forget samples in a shuffled order, `true` for
+/// retain. Drawn from the step's stream (the official batches come from a shuffled loader).
+pub fn mixed_order(r: usize, f: usize, rng: &mut ChaCha8Rng) -> Vec<bool> {
+    use rand::seq::SliceRandom;
+    let mut v: Vec<bool> = std::iter::repeat_n(true, r)
+        .chain(std::iter::repeat_n(false, f))
+        .collect();
+    v.shuffle(rng);
+    v
 }
 
 #[cfg(test)]
@@ -355,6 +392,6 @@ mod tests {
         let e = serde_yaml::from_str::<Vec<MethodSpec>>("- {name: max_loss, retain: proxy}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("encoder methods"), "{e}");
+        assert!(e.contains("retain term keeps"), "{e}");
     }
 }

@@ -1,15 +1,36 @@
-//! Random Encoder: train the encoder so that forget embeddings move to random N(0, 1) features,
-//! while retain embeddings stay at the original encoder's.
+//! Random Encoder: train the encoder so that forget embeddings move to random features with the
+//! original encoder's statistics, while retain embeddings stay at the original encoder's.
 //!
-//! L = ‖E_θ(T(x_r)) − E_θ0(T(x_r))‖² + α · ‖E_θ(T(x_f)) − z‖², z ~ N(0, I) drawn every step.
-//! `paper_compat` zeroes the forget term, as the official VQ-GAN code's `(1 + l)` factor does.
+//! L = ‖E_θ(T(x_r)) − E_θ0(T(x_r))‖² + α · ‖E_θ(T(x_f)) − z‖²,
+//! z = ε · std(E_θ0(T(x))) + mean(E_θ0(T(x))), ε ~ N(0, I) drawn every step, with the scalar mean
+//! and standard deviation of the teacher's embedding of the whole step batch (per tensor of the
+//! embedding), as the official code.
+//!
+//! `paper_compat`: the official baseline code's `(1 + l)` weighting — forget samples weigh 0 in
+//! both terms, and the retain samples are pulled, with weight 2 (averaged over the batch of B),
+//! toward both their teacher embedding and z.
 
-use super::{forget_weight, gaussian_like, Ctx, Loss, Method, MethodName, Scope, StepBatch};
-use crate::nn::{mse, Mode};
+use super::{gaussian_like, scalar_stats, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use crate::models::Embedding;
+use crate::nn::Mode;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 
 pub struct RandomEncoder;
+
+/// z for `rows` samples: standard normal scaled by the statistics of `teacher` (both halves).
+fn random_target(
+    shape_of: &Embedding,
+    teacher: (&Embedding, &Embedding),
+    rng: &mut ChaCha8Rng,
+) -> Result<Embedding> {
+    let mut out = vec![];
+    for ((t, a), b) in shape_of.0.iter().zip(&teacher.0 .0).zip(&teacher.1 .0) {
+        let (mean, std) = scalar_stats(&[a, b])?;
+        out.push(gaussian_like(t, rng)?.affine(std as f64, mean as f64)?);
+    }
+    Ok(Embedding(out))
+}
 
 impl Method for RandomEncoder {
     fn name(&self) -> MethodName {
@@ -19,18 +40,21 @@ impl Method for RandomEncoder {
         Scope::Encoder
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain_target = ctx.teacher.encode(b.retain, b.retain_mask, Mode::Infer)?;
-        let retain = mse(
-            &ctx.student.encode(b.retain, b.retain_mask, Mode::Train)?,
-            &retain_target,
-        )?;
-        let f = ctx.student.encode(b.forget, b.forget_mask, Mode::Train)?;
-        let forget = mse(&f, &gaussian_like(&f, rng)?)?;
-        let total = (&retain + (&forget * forget_weight(ctx, true))?)?;
-        Ok(Loss {
-            total,
-            retain,
-            forget,
-        })
+        let t_r = ctx.teacher.encode(&b.retain, Mode::Infer)?;
+        let t_f = ctx.teacher.encode(&b.forget, Mode::Infer)?;
+        let s_r = ctx.student.encode(&b.retain, Mode::Train)?;
+        if ctx.paper_compat {
+            let n = (b.retain.len() + b.forget.len()) as f64;
+            let z = random_target(&t_r, (&t_r, &t_f), rng)?;
+            let w = 2.0 / n;
+            let retain = (s_r.per_sample_mse(&t_r)?.sum_all()? * w)?;
+            let forget = (s_r.per_sample_mse(&z)?.sum_all()? * w)?;
+            return Loss::sum(retain, forget, ctx.alpha);
+        }
+        let retain = s_r.mse(&t_r)?;
+        let s_f = ctx.student.encode(&b.forget, Mode::Train)?;
+        let z = random_target(&s_f, (&t_r, &t_f), rng)?;
+        let forget = s_f.mse(&z)?;
+        Loss::sum(retain, forget, ctx.alpha)
     }
 }

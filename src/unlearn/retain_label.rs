@@ -1,41 +1,62 @@
-//! Retain Label: train the encoder so that each forget image's embedding moves to the original
-//! encoder's embedding of a retain image (paired in batch order, seen through the forget image's
-//! mask), while retain embeddings stay.
+//! Retain Label: train the full model so that its *output* on each masked forget image moves to
+//! the original model's output on a masked retain image of the same batch, while retain images
+//! keep their original outputs (MAE: the decoder's pixel prediction; MAGE: the logits; diffusion:
+//! the noise prediction — [`I2IModel::output`]).
 //!
-//! L = ‖E_θ(T(x_r)) − E_θ0(T(x_r))‖² + α · ‖E_θ(T(x_f)) − E_θ0(T_f(x_r'))‖².
-//! `paper_compat` zeroes the forget term, as the official VQ-GAN code's `(1 + l)` factor does.
+//! L = ‖h_θ(T(x_r)) − h_θ0(T(x_r))‖² + α · ‖h_θ(T(x_f,j)) − h_θ0(T(x_r,j mod R))‖²,
+//! forget sample j paired with retain sample j mod R (the official code tiles the retain
+//! samples' teacher outputs over the batch).
+//!
+//! `paper_compat`: the official baseline code's `(1 + l)` weighting on a shuffled mixed batch —
+//! forget samples weigh 0 in both terms; the retain sample at batch position i is pulled, with
+//! weight 2 (averaged over the batch of B), toward its own teacher output and toward the teacher
+//! output of the (i mod R)-th retain sample of the batch.
+//!
+//! [`I2IModel::output`]: crate::models::I2IModel::output
 
-use super::{cycle_rows, forget_weight, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{cycle_index, mixed_order, Ctx, Loss, Method, MethodName, Scope, StepBatch};
 use crate::nn::{mse, Mode};
 use anyhow::Result;
+use candle_core::{Tensor, D};
 use rand_chacha::ChaCha8Rng;
 
 pub struct RetainLabel;
+
+/// Per-sample mean squared difference `[B]`.
+fn per_sample(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok((a - b)?.sqr()?.flatten_from(1)?.mean(D::Minus1)?)
+}
 
 impl Method for RetainLabel {
     fn name(&self) -> MethodName {
         MethodName::RetainLabel
     }
     fn scope(&self) -> Scope {
-        Scope::Encoder
+        Scope::Full
     }
-    fn loss(&self, ctx: &Ctx, b: &StepBatch, _rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain_target = ctx.teacher.encode(b.retain, b.retain_mask, Mode::Infer)?;
-        let retain = mse(
-            &ctx.student.encode(b.retain, b.retain_mask, Mode::Train)?,
-            &retain_target,
-        )?;
-        let paired = cycle_rows(b.retain, b.forget.dim(0)?)?;
-        let forget_target = ctx.teacher.encode(&paired, b.forget_mask, Mode::Infer)?;
-        let forget = mse(
-            &ctx.student.encode(b.forget, b.forget_mask, Mode::Train)?,
-            &forget_target,
-        )?;
-        let total = (&retain + (&forget * forget_weight(ctx, true))?)?;
-        Ok(Loss {
-            total,
-            retain,
-            forget,
-        })
+    fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
+        let t_r = ctx.teacher.output(&b.retain, Mode::Infer)?.contiguous()?;
+        let s_r = ctx.student.output(&b.retain, Mode::Train)?;
+        let r = b.retain.len();
+        let dev = t_r.device().clone();
+        if ctx.paper_compat {
+            // Positions of the retain samples in the shuffled mixed batch, in batch order.
+            let order = mixed_order(r, b.forget.len(), rng);
+            let n = order.len();
+            // The k-th retain sample of the batch sits at position pos[k]; the target of
+            // position i is the (i mod R)-th retain sample's teacher output.
+            let pos: Vec<usize> = (0..n).filter(|&i| order[i]).collect();
+            let target_of: Vec<u32> = pos.iter().map(|&i| (i % r) as u32).collect();
+            let idx = Tensor::from_vec(target_of, r, &dev)?;
+            let w = 2.0 / n as f64;
+            let retain = (per_sample(&s_r, &t_r)?.sum_all()? * w)?;
+            let forget = (per_sample(&s_r, &t_r.index_select(&idx, 0)?)?.sum_all()? * w)?;
+            return Loss::sum(retain, forget, ctx.alpha);
+        }
+        let retain = mse(&s_r, &t_r)?;
+        let f = b.forget.len();
+        let target = t_r.index_select(&cycle_index(r, f, &dev)?, 0)?;
+        let forget = mse(&ctx.student.output(&b.forget, Mode::Train)?, &target)?;
+        Loss::sum(retain, forget, ctx.alpha)
     }
 }

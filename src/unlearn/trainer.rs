@@ -1,46 +1,20 @@
 //! Runs an unlearning method: samples retain / forget batches (epoch-shuffled, seeded), masks them
-//! with the cell's mask, computes the method's loss, and updates only the parameters of the
-//! method's [`Scope`] (AdamW, warm-up + cosine, clipping, gradient accumulation).
+//! (`unlearn.mask`: the family's training masks by default), prepares them once for student and
+//! teacher, computes the method's loss, and updates only the parameters of the method's [`Scope`]
+//! (AdamW with the family's weight-decay rule, warm-up + cosine, clipping, gradient accumulation).
 
-use super::{Ctx, Loss, Method, Scope, StepBatch};
-use crate::config::UnlearnSpec;
+use super::{
+    scalar_stats, Ctx, Loss, Method, NoiseStats, Scope, StepBatch, UnlearnMask, UnlearnSpec,
+};
 use crate::data::ImageSet;
-use crate::masks::MaskSpec;
+use crate::masks::{BatchMask, MaskSpec};
 use crate::models::{I2IModel, Role};
-use crate::train::{accumulate, AdamW, OptimSpec};
+use crate::train::{accumulate, AdamW, OptimSpec, Sampler, TrainVar};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-
-/// Epoch-shuffled sampling without replacement within an epoch.
-pub struct Sampler {
-    order: Vec<usize>,
-    pos: usize,
-}
-
-impl Sampler {
-    pub fn new(n: usize) -> Self {
-        Self {
-            order: (0..n).collect(),
-            pos: n,
-        }
-    }
-    pub fn next(&mut self, b: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
-        let mut out = Vec::with_capacity(b);
-        while out.len() < b {
-            if self.pos == self.order.len() {
-                self.order.shuffle(rng);
-                self.pos = 0;
-            }
-            out.push(self.order[self.pos]);
-            self.pos += 1;
-        }
-        out
-    }
-}
 
 /// What an unlearning run did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -52,6 +26,9 @@ pub struct UnlearnLog {
     pub last_retain_term: f64,
     pub last_forget_term: f64,
     pub seconds: f64,
+    /// The masks the steps used (`family`, `task: center:4`, or a mask spec).
+    #[serde(default)]
+    pub masks: String,
 }
 
 /// Inputs of one unlearning run.
@@ -59,17 +36,43 @@ pub struct UnlearnJob<'a> {
     pub spec: &'a UnlearnSpec,
     pub retain: &'a ImageSet,
     pub forget: &'a ImageSet,
-    pub mask: MaskSpec,
+    /// The evaluation mask, used when `spec.mask` is `task`.
+    pub eval_mask: Option<MaskSpec>,
     pub seed: u64,
 }
 
-/// The parameters a scope trains.
-pub fn trainable(model: &dyn I2IModel, scope: Scope) -> Vec<(String, candle_core::Var)> {
-    match scope {
-        Scope::None => vec![],
-        Scope::Encoder => model.params().with_roles(&[Role::Encoder]),
-        Scope::Full => model.params().with_roles(&[Role::Encoder, Role::Decoder]),
+impl UnlearnSpec {
+    /// The optimiser settings of a run.
+    pub fn optim(&self) -> OptimSpec {
+        OptimSpec {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            weight_decay: self.weight_decay,
+            betas: self.betas,
+            eps: 1e-8,
+            grad_clip: self.grad_clip,
+        }
     }
+}
+
+/// The parameters a scope trains, with the family's weight-decay decision.
+pub fn trainable(model: &dyn I2IModel, scope: Scope) -> Vec<TrainVar> {
+    let roles: &[Role] = match scope {
+        Scope::None => &[],
+        Scope::Encoder => &[Role::Encoder],
+        Scope::Full => &[Role::Encoder, Role::Decoder],
+    };
+    model
+        .params()
+        .with_roles(roles)
+        .into_iter()
+        .map(|(n, v)| {
+            let d = model.decays(&n, &v);
+            (n, v, d)
+        })
+        .collect()
 }
 
 /// Mask keys for a batch: image id mixed with the seed and (for training) the step, so random masks
@@ -78,6 +81,37 @@ pub fn mask_keys(ids: &[u64], seed: u64, step: Option<usize>) -> Vec<u64> {
     ids.iter()
         .map(|&id| crate::util::mix(&[id, seed, step.map(|s| s as u64 + 1).unwrap_or(0)]))
         .collect()
+}
+
+/// Masks of one step's retain and forget images. Family masks are drawn for the whole batch at
+/// once (a family may draw one masking ratio per batch, as MAGE does).
+pub fn step_masks(
+    model: &dyn I2IModel,
+    how: UnlearnMask,
+    eval_mask: Option<MaskSpec>,
+    retain_keys: &[u64],
+    forget_keys: &[u64],
+    rng: &mut ChaCha8Rng,
+) -> Result<(BatchMask, BatchMask)> {
+    let grid = model.mask_grid();
+    let fixed = |m: MaskSpec| -> Result<(BatchMask, BatchMask)> {
+        Ok((m.batch(grid, retain_keys)?, m.batch(grid, forget_keys)?))
+    };
+    match how {
+        UnlearnMask::Family => {
+            let keys: Vec<u64> = retain_keys.iter().chain(forget_keys).copied().collect();
+            let all = model.training_masks(&keys, rng)?;
+            let r = retain_keys.len();
+            Ok((
+                BatchMask::new(all.masks[..r].to_vec())?,
+                BatchMask::new(all.masks[r..].to_vec())?,
+            ))
+        }
+        UnlearnMask::Task => fixed(eval_mask.ok_or_else(|| {
+            anyhow::anyhow!("unlearn.mask: task needs the cell's evaluation mask")
+        })?),
+        UnlearnMask::Fixed(m) => fixed(m),
+    }
 }
 
 /// Run `method` on `ctx.student`. `on_step` is called after every step (progress bars).
@@ -95,28 +129,25 @@ pub fn run(
         method.name().as_str()
     );
     let s = job.spec;
-    let mut opt = AdamW::new(
-        vars.clone(),
-        OptimSpec {
-            lr: s.lr,
-            min_lr: s.min_lr,
-            warmup_steps: s.warmup_steps,
-            total_steps: s.steps,
-            weight_decay: s.weight_decay,
-            betas: s.betas,
-            eps: 1e-8,
-            grad_clip: s.grad_clip,
-        },
-    )?;
+    let plain: Vec<_> = vars
+        .iter()
+        .map(|(n, v, _)| (n.clone(), v.clone()))
+        .collect();
+    let mut opt = AdamW::new(vars.clone(), s.optim())?;
     let mut rng = crate::util::rng(&format!("unlearn-{}", method.name().as_str()), job.seed);
-    // A stream of its own, so that turning augmentation on leaves the batches and the method's
-    // randomness as they were.
+    // Streams of their own, so that turning augmentation on (or another family's mask draws)
+    // leaves the batches and the method's randomness as they were.
     let mut aug_rng = crate::util::rng("unlearn-augment", job.seed);
+    let mut mask_rng = crate::util::rng("unlearn-masks", job.seed);
+    let mut prep_rng = crate::util::rng("unlearn-prepare", job.seed);
     let mut rs = Sampler::new(job.retain.len());
     let mut fs = Sampler::new(job.forget.len());
-    let grid = ctx.student.config().grid();
     let mut log = UnlearnLog {
-        trained_params: vars.iter().map(|(_, v)| v.elem_count()).sum(),
+        trained_params: vars.iter().map(|(_, v, _)| v.elem_count()).sum(),
+        masks: match (s.mask, job.eval_mask) {
+            (UnlearnMask::Task, Some(m)) => format!("task: {m}"),
+            (m, _) => m.describe(),
+        },
         ..Default::default()
     };
     for step in 0..s.steps {
@@ -129,17 +160,22 @@ pub fn run(
                 r.pixels = a.apply(&r.pixels, &mut aug_rng)?;
                 f.pixels = a.apply(&f.pixels, &mut aug_rng)?;
             }
-            let rm = job
-                .mask
-                .batch(grid, &mask_keys(&r.ids, job.seed, Some(step)))?;
-            let fm = job
-                .mask
-                .batch(grid, &mask_keys(&f.ids, job.seed, Some(step)))?;
+            let (rm, fm) = step_masks(
+                ctx.student,
+                s.mask,
+                job.eval_mask,
+                &mask_keys(&r.ids, job.seed, Some(step)),
+                &mask_keys(&f.ids, job.seed, Some(step)),
+                &mut mask_rng,
+            )?;
+            let noise_stats = match s.noise_stats {
+                NoiseStats::Batch => scalar_stats(&[&r.pixels, &f.pixels])?,
+                NoiseStats::Forget => scalar_stats(&[&f.pixels])?,
+            };
             let batch = StepBatch {
-                retain: &r.pixels,
-                retain_mask: &rm,
-                forget: &f.pixels,
-                forget_mask: &fm,
+                retain: ctx.student.prepare(&r.pixels, &rm, &mut prep_rng)?,
+                forget: ctx.student.prepare(&f.pixels, &fm, &mut prep_rng)?,
+                noise_stats,
             };
             let loss = method.loss(ctx, &batch, &mut rng)?;
             let scaled = if s.grad_accum > 1 {
@@ -150,7 +186,7 @@ pub fn run(
             let g = scaled.backward()?;
             match acc.as_mut() {
                 None => acc = Some(g),
-                Some(a) => accumulate(a, &g, &vars)?,
+                Some(a) => accumulate(a, &g, &plain)?,
             }
             last = Some(loss);
         }

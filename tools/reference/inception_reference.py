@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Reference features and metrics of the FID Inception-v3 (pytorch-fid 0.3.0 structure, torch-fidelity
 0.4.0, clean-fid resize) with formula weights instead of the downloaded TF-ported ones, plus the
-"paper" Inception Score (inception-score-pytorch style, torchvision's ImageNet Inception-v3 structure with
-the same formula) and a pure-Python model of numpy's legacy RandomState(seed).permutation (self-checked
+torchvision ImageNet Inception-v3 structure with the same formula (the paper's Inception Score network;
+its score is made by paper_is_reference.py) and a pure-Python model of numpy's legacy RandomState(seed).permutation (self-checked
 against numpy; torch-fidelity's IS shuffle uses it).
 
 Writes tests/fixtures/inception/. Deterministic, CPU only, no downloads (the weight download
 function of pytorch-fid is replaced by the formula; torch-fidelity gets the same weights from a
 temporary file outside the repository).
 
-Usage: /work/venv/bin/python tools/reference/inception_reference.py [--data DIR] [--out DIR]
+Usage: python tools/reference/inception_reference.py [--data DIR] [--out DIR]
 """
 import argparse
 import glob
@@ -641,56 +641,8 @@ def main():
     values["paper_state_dict_keys"] = {
         "n_entries": len(psd), "differ_from_fid_structure": paper_only,
         "only_in_fid_structure": sorted(set(sd) - set(psd)), "only_in_paper": sorted(set(psd) - set(sd))}
-    up = torch.nn.Upsample(size=(299, 299), mode="bilinear")  # align_corners=None -> False
-
-    def paper_logits(imgs):
-        x = torch.stack([TF.normalize(TF.to_tensor(im), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for im in imgs])
-        with torch.no_grad():
-            return pmodel(up(x))
-
-    logits_ab = torch.cat([paper_logits(imgs_a), paper_logits(imgs_b)])  # A: one batch of 40, B: one of 40
-    assert logits_ab.shape == (80, 1000) and logits_ab.dtype == torch.float32
-    pnamed = [(f"{nm} ({type(mod).__name__})", mod) for nm, mod in pmodel.named_children()
-              if nm not in ("dropout", "fc")]
-    values["signal_per_layer_paper"] = layer_signal(pnamed, lambda: [paper_logits(imgs[:8]) for imgs in (imgs_a, imgs_b)])
-    print_signal("per-layer signal, paper Inception, 8 A + 8 B images:", values["signal_per_layer_paper"])
-
-    def paper_is(preds, splits):
-        # inception-score-pytorch: preds is float64 (np.zeros((N, 1000)) filled with float32 softmax rows);
-        # contiguous splits of N // splits rows; scipy.stats.entropy(pyx, py) normalises both and returns
-        # sum pyx * log(pyx / py); split score exp(mean); mean and population std over splits.
-        n = preds.shape[0]
-        split_scores = []
-        for k in range(splits):
-            part = preds[k * (n // splits):(k + 1) * (n // splits), :]
-            py = np.mean(part, axis=0)
-            split_scores.append(np.exp(np.mean([scipy.stats.entropy(part[i, :], py) for i in range(part.shape[0])])))
-        return float(np.mean(split_scores)), float(np.std(split_scores)), [float(x) for x in split_scores]
-
-    preds = np.zeros((80, 1000))
-    preds[:, :] = torch.softmax(logits_ab, dim=1).numpy()  # float32 softmax, stored into float64
-    m, sdv, sc = paper_is(preds, 10)
-    values["paper_is_mean"], values["paper_is_std"], values["paper_is_split_scores"] = m, sdv, sc
-    m64, sd64, sc64 = paper_is(torch.softmax(logits_ab.double(), dim=1).numpy(), 10)
-    values["paper_is_float64_softmax"] = [m64, sd64]
-    values["paper_is_float64_softmax_split_scores"] = sc64
-    values["paper_is_splits1"] = paper_is(preds, 1)[0]
-    print(f"  paper IS {m!r} +- {sdv!r} (float64 softmax: {m64!r} +- {sd64!r}); splits=1: {values['paper_is_splits1']!r}")
-    values["paper_is_procedure"] = (
-        f"inception-score-pytorch (sbarratt) inception_score(imgs, resize=True, splits=10) with torchvision "
-        f"{torchvision.__version__}'s Inception3 structure: torchvision.models.inception_v3(weights=None, "
-        "aux_logits=False, transform_input=False, init_weights=False) (1000 classes, standard torchvision blocks "
-        "InceptionA..E, not the FID blocks), every state_dict tensor replaced by the formula (strict load), eval "
-        "mode. Input: each image PIL RGB -> torchvision to_tensor (uint8/255, float32 [0,1]) -> "
-        "Normalize((0.5,0.5,0.5),(0.5,0.5,0.5)) i.e. (x-0.5)/0.5 -> set A as one batch of 40, set B as one batch "
-        "of 40 -> nn.Upsample(size=(299,299), mode='bilinear') (align_corners=False, no antialias) -> model "
-        "(no transform_input) -> logits WITH fc bias = paper_logits_AB [80,1000] (A then B). p(y|x) = "
-        "softmax(logits, dim=1) in float32, stored into a float64 array; splits: k = 0..9, rows "
-        "[k*(N//10), (k+1)*(N//10)) (contiguous, no shuffle); py = mean of the split's rows (float64); per row "
-        "scipy.stats.entropy(p, py) = sum p/sum(p) * log((p/sum(p)) / (py/sum(py))) (terms with p = 0 are 0); "
-        "split score = exp(mean over rows); paper_is_mean / paper_is_std = np.mean / np.std (population, ddof=0) "
-        "of the 10 split scores. paper_is_float64_softmax: the same with softmax computed in float64 from the "
-        "stored float32 logits (what a port computing in float64 should match). paper_is_splits1: splits=1.")
+    # The paper's Inception Score itself (its official preprocessing and splits) is made by
+    # paper_is_reference.py.
     w = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1
     fname = w.url.rsplit("/", 1)[1]
     values["paper_weights_url"] = {
@@ -707,7 +659,6 @@ def main():
                                 "init_weights=False, num_classes=1000. With weights=None Inception3's own "
                                 "default transform_input=False applies; we pass False explicitly.",
     }
-    paper_file = {"paper_logits_AB": logits_ab.contiguous()}
 
     # ---- numpy legacy RandomState (torch-fidelity's IS shuffle) -----------------------------
     values.update(numpy_randomstate_checks())
@@ -716,7 +667,6 @@ def main():
     case = {k: v.detach().to(torch.float32).clone().contiguous() for k, v in case.items()}
     save_file(case, os.path.join(out, "case.safetensors"), metadata={"format": "pt"})
     save_file(clean_file, os.path.join(out, "clean_resize.safetensors"), metadata={"format": "pt"})
-    save_file(paper_file, os.path.join(out, "paper_is.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out, "values.json"), "w") as f:
         json.dump(values, f, indent=1)
         f.write("\n")

@@ -114,7 +114,7 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
 
 /// Every tensor of a safetensors file or a torch file (`.bin`, `.pth`; zip or legacy layout), as
 /// f32 (integer tensors such as `num_batches_tracked` are kept as they are).
-pub fn load_tensors(path: &Path, device: &Device) -> Result<super::Weights> {
+pub fn load_tensors(path: &Path, device: &Device) -> Result<super::Tensors> {
     let raw = read_tensors(path, device)?;
     raw.into_iter()
         .map(|(k, v)| {

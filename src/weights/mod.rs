@@ -1,7 +1,18 @@
-//! Weight files that live at a URL rather than on the hub (the FID Inception weights, torchvision's
-//! Inception): downloaded once into the hub cache folder, resumed if interrupted, verified against
-//! the SHA-256 prefix in their name (as `torch.hub` checks them), then used offline. `--weights`
-//! takes a local file instead.
+//! Reading weights, for model families and metric networks alike (a leaf module: no model or
+//! metric code in here).
+//!
+//! - [`checkpoint`]: hub ids and checkpoint folders resolved to local files; safetensors and
+//!   torch pickles (zip or [`torch_legacy`] layout) read without executing pickle code.
+//! - This file: weight files that live at a URL rather than on the hub (the FID Inception
+//!   weights, torchvision's Inception): downloaded once into the hub cache folder, resumed if
+//!   interrupted, verified against the SHA-256 prefix in their name (as `torch.hub` checks them),
+//!   then used offline. `--weights` takes a local file instead.
+
+pub mod checkpoint;
+pub mod torch_legacy;
+
+/// Named tensors, sorted by name (the form every reader here returns).
+pub type Tensors = std::collections::BTreeMap<String, candle_core::Tensor>;
 
 use crate::error::user;
 use crate::hub::HubConfig;

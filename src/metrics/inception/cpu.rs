@@ -1,11 +1,13 @@
-//! The CPU path of [`super::inception::InceptionV3`]: activations in NHWC (channels last), each
-//! convolution as im2col with contiguous channel copies plus one `gemm` call that writes the
-//! output already in NHWC with bias and ReLU fused, pools as channel-contiguous loops.
+//! The CPU backend of the staged InceptionV3 ([`super::net`]): activations in NHWC (channels
+//! last), each convolution as im2col with contiguous channel copies plus one `gemm` call that
+//! writes the output already in NHWC with bias and ReLU fused, pools as channel-contiguous loops.
 //!
 //! candle's CPU conv2d builds its im2col tiles with strided single-element writes and scatters
 //! the result back to NCHW; on InceptionV3 that took 62% of the time. Same maths, same weights
 //! (BatchNorm folded), checked against the reference features in tests/inception_parity.rs.
 
+use super::net::{Backend, Folded};
+use anyhow::Result;
 use rayon::prelude::*;
 
 /// An activation map, `[b, h, w, c]` row-major.
@@ -63,34 +65,9 @@ impl CpuConv {
         }
     }
 
-    /// Concatenate 1 × 1 convolutions of the same input along their outputs.
-    pub fn concat(parts: &[CpuConv]) -> (Self, Vec<usize>) {
-        let ci = parts[0].ci;
-        let co: usize = parts.iter().map(|p| p.co).sum();
-        let mut w = vec![0f32; ci * co];
-        let mut off = 0;
-        for p in parts {
-            for i in 0..ci {
-                w[i * co + off..i * co + off + p.co]
-                    .copy_from_slice(&p.w[i * p.co..(i + 1) * p.co]);
-            }
-            off += p.co;
-        }
-        let b = parts.iter().flat_map(|p| p.b.iter().copied()).collect();
-        let splits = parts.iter().map(|p| p.co).collect();
-        (
-            Self {
-                w,
-                b,
-                kh: 1,
-                kw: 1,
-                ci,
-                co,
-                stride: 1,
-                pad: (0, 0),
-            },
-            splits,
-        )
+    /// From a folded convolution of the staged description.
+    pub fn from_folded(f: &Folded) -> Self {
+        Self::new(&f.w, f.b.clone(), f.dims, f.stride, f.pad)
     }
 
     pub fn forward(&self, x: &Act) -> Act {
@@ -329,4 +306,40 @@ pub fn global_avg(x: &Act) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The channels-last CPU kernels as a backend of the staged description.
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    type Act = Act;
+    type Conv = CpuConv;
+    fn conv(&self, c: &CpuConv, x: &Act) -> Result<Act> {
+        Ok(c.forward(x))
+    }
+    fn fused(&self, c: &CpuConv, splits: &[usize], x: &Act) -> Result<Vec<Act>> {
+        Ok(split_channels(&c.forward(x), splits))
+    }
+    fn cat(&self, parts: &[&Act]) -> Result<Act> {
+        Ok(concat_channels(parts))
+    }
+    fn pool_same(&self, x: &Act, max: bool, count_pad: bool) -> Result<Act> {
+        Ok(pool_3x3_same(x, max, count_pad))
+    }
+    fn max_pool_s2(&self, x: &Act) -> Result<Act> {
+        Ok(max_pool_3x3(x, 2))
+    }
+}
+
+/// `[B, C, H, W]` values → a channels-last activation.
+pub fn from_nchw(nchw: &[f32], b: usize, c: usize, h: usize, w: usize) -> Act {
+    let mut data = vec![0f32; nchw.len()];
+    for i in 0..b {
+        for ch in 0..c {
+            for p in 0..h * w {
+                data[(i * h * w + p) * c + ch] = nchw[(i * c + ch) * h * w + p];
+            }
+        }
+    }
+    Act { data, b, h, w, c }
 }

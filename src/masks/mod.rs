@@ -1,14 +1,24 @@
 //! Masks: which patches of an image the model may not see, and which pixels it must fill in.
 //!
-//! Every mask is aligned to the model's patch grid (G × G patches of P × P pixels), so the same mask
-//! drives the model's input (visible patches) and the evaluation (pixels pasted from the prediction).
+//! A mask is drawn on the family's mask grid (G × G cells of P × P pixels: MAE patches, MAGE
+//! tokens; a pixel grid for diffusion), so the same mask drives the model's input (visible cells)
+//! and the evaluation (pixels pasted from the prediction).
 //!
 //! | spec           | meaning                                                                       |
 //! |----------------|-------------------------------------------------------------------------------|
-//! | `center:K`     | the central K × K patches are hidden (inpainting; the paper's K = 8 of 16)     |
-//! | `outpaint:R`   | all four borders are hidden; the hidden share of the side is R/16 (R = 1..15)  |
-//! | `random_box:K` | a K × K patch box at a random position, fixed per image by the cell's seed     |
-//! | `random:R`     | R % of the patches, chosen uniformly at random per image (MAE-style)           |
+//! | `center:K`     | the central K × K cells are hidden (inpainting; the paper's K = 8 of 16)       |
+//! | `outpaint:R`   | all four borders hidden, each R/32 of the side (8·R px at 256 px; R = 1..15)   |
+//! | `random_box:K` | a K × K cell box at a random position, fixed per image by the cell's seed      |
+//! | `random:R`     | R % of the cells, chosen uniformly at random per image (MAE-style)             |
+//!
+//! Outpainting is pixel-exact, as the official evaluation draws it: the pasted hole is the border
+//! of round(S·R/32) pixels; the model hides every cell that holds a hidden pixel (ceil(G·R/32)
+//! cells per border), so it never sees a pixel it must predict. Where a cell is wider than the
+//! remaining border, the model predicts a little more than is pasted.
+
+pub mod composite;
+
+pub use composite::Composite;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -35,7 +45,7 @@ pub enum MaskSpec {
 }
 
 pub const MASK_CHOICES: &str =
-    "center:K (K×K central patches), outpaint:R (borders, R/16 of the side, R = 1..15), random_box:K, random:PERCENT";
+    "center:K (K×K central cells), outpaint:R (each border R/32 of the side, R = 1..15), random_box:K, random:PERCENT";
 
 impl FromStr for MaskSpec {
     type Err = String;
@@ -97,11 +107,14 @@ impl<'de> Deserialize<'de> for MaskSpec {
     }
 }
 
-/// One image's mask on a G × G patch grid; `hidden[row * G + col]`.
+/// One image's mask on a G × G grid; `hidden[row * G + col]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchMask {
     pub grid: usize,
     pub hidden: Vec<bool>,
+    /// A pixel-exact hole finer than the grid: every border `num/den` of the side. `None`: the
+    /// hole is exactly the hidden cells.
+    pub border: Option<(usize, usize)>,
 }
 
 impl PatchMask {
@@ -126,8 +139,36 @@ impl PatchMask {
                 hidden[r * grid + c] = true;
             }
         }
-        Self { grid, hidden }
+        Self {
+            grid,
+            hidden,
+            border: None,
+        }
     }
+    /// Whether pixel (y, x) of an image of `size` pixels is in the hole.
+    pub fn pixel_hidden(&self, size: usize, y: usize, x: usize) -> bool {
+        match self.border {
+            Some((num, den)) => {
+                let w = border_px(size, num, den);
+                y < w || x < w || y >= size - w || x >= size - w
+            }
+            None => {
+                let p = size / self.grid;
+                self.hidden[(y / p) * self.grid + x / p]
+            }
+        }
+    }
+}
+
+/// Width in pixels of a border that is `num/den` of a side of `size` pixels (rounded).
+pub fn border_px(size: usize, num: usize, den: usize) -> usize {
+    (size * num + den / 2) / den
+}
+
+/// Cells per border on a grid of `grid` cells that cover a `num/den` border: every cell holding a
+/// hidden pixel is hidden.
+pub fn border_cells(grid: usize, num: usize, den: usize) -> usize {
+    (grid * num).div_ceil(den)
 }
 
 impl MaskSpec {
@@ -158,18 +199,18 @@ impl MaskSpec {
                 Ok(PatchMask::from_box(grid, s, s, k, k))
             }
             MaskSpec::Outpaint { r } => {
-                let hidden_side = ((grid * r) as f64 / 16.0).round() as usize;
-                let vis = grid.saturating_sub(hidden_side);
-                if vis == 0 || hidden_side == 0 {
+                let per_side = border_cells(grid, r, 32);
+                if 2 * per_side >= grid {
                     return Err(format!(
-                        "mask `{self}` on a {grid}×{grid} grid hides {hidden_side} of {grid} patches per side"
+                        "mask `{self}` hides {per_side} of {grid} cells on each border of a {grid}×{grid} grid, leaving nothing visible; use a smaller R or a finer grid"
                     ));
                 }
-                let s = (grid - vis) / 2;
-                let inner = PatchMask::from_box(grid, s, s, vis, vis);
+                let vis = grid - 2 * per_side;
+                let inner = PatchMask::from_box(grid, per_side, per_side, vis, vis);
                 Ok(PatchMask {
                     grid,
                     hidden: inner.hidden.iter().map(|h| !h).collect(),
+                    border: Some((r, 32)),
                 })
             }
             MaskSpec::Random { percent } => {
@@ -184,7 +225,11 @@ impl MaskSpec {
                 for &(_, i) in &order[..hidden_n] {
                     hidden[i] = true;
                 }
-                Ok(PatchMask { grid, hidden })
+                Ok(PatchMask {
+                    grid,
+                    hidden,
+                    border: None,
+                })
             }
             MaskSpec::RandomBox { k } => {
                 if k >= grid {
@@ -291,19 +336,18 @@ impl BatchMask {
             device,
         )?)
     }
-    /// 1 where hidden, `[B, 1, H, W]` f32 for images of `size` pixels.
+    /// 1 where the pixel is in the hole, `[B, 1, H, W]` f32 for images of `size` pixels.
     pub fn pixel_mask(&self, size: usize, device: &Device) -> Result<Tensor> {
         let g = self.grid();
         anyhow::ensure!(
             size % g == 0,
             "image size {size} is not a multiple of the grid {g}"
         );
-        let p = size / g;
         let mut v = vec![0f32; self.len() * size * size];
         for (b, m) in self.masks.iter().enumerate() {
             for y in 0..size {
                 for x in 0..size {
-                    if m.hidden[(y / p) * g + x / p] {
+                    if m.pixel_hidden(size, y, x) {
                         v[b * size * size + y * size + x] = 1.0;
                     }
                 }
@@ -409,6 +453,34 @@ mod tests {
     fn grid_checks_reject_masks_that_hide_everything() {
         assert!(MaskSpec::Center { k: 8 }.check_grid(8).is_err());
         assert!(MaskSpec::Center { k: 4 }.check_grid(8).is_ok());
-        assert!(MaskSpec::Outpaint { r: 1 }.check_grid(4).is_err());
+        assert!(MaskSpec::Outpaint { r: 8 }.check_grid(4).is_ok());
+        assert!(MaskSpec::Outpaint { r: 9 }.check_grid(4).is_err());
+    }
+
+    #[test]
+    fn outpaint_is_pixel_exact_and_the_cells_cover_it() {
+        // 32 px, 4 px cells: r = 1 hides a 1 px border, the model hides one cell per border.
+        let m = MaskSpec::Outpaint { r: 1 }.render(8, 0).unwrap();
+        assert_eq!(m.num_hidden(), 64 - 36);
+        let b = BatchMask::new(vec![m.clone()]).unwrap();
+        let pm = b.pixel_mask(32, &Device::Cpu).unwrap();
+        let hidden: f32 = pm.sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(hidden as usize, 32 * 32 - 30 * 30);
+        // The paper's 256 px: each border 8·r px; every hidden pixel lies in a hidden cell.
+        for r in 1..=13 {
+            let m = MaskSpec::Outpaint { r }.render(16, 0).unwrap();
+            assert_eq!(border_px(256, r, 32), 8 * r);
+            for y in 0..256 {
+                for x in 0..256 {
+                    if m.pixel_hidden(256, y, x) {
+                        assert!(m.hidden[(y / 16) * 16 + x / 16], "r={r} ({y},{x})");
+                    }
+                }
+            }
+        }
+        // 224 px (MAE-base), 16 px patches: 7·r px per border, ceil(14·r/32) patches.
+        let m = MaskSpec::Outpaint { r: 8 }.render(14, 0).unwrap();
+        assert_eq!(border_px(224, 8, 32), 56);
+        assert_eq!(m.num_hidden(), 196 - 36);
     }
 }

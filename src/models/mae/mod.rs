@@ -6,186 +6,28 @@
 //! Masking is given explicitly (a [`BatchMask`]): visible patches are kept in ascending patch order,
 //! which is what transformers produces for `noise = idx / N` on visible and `1 + idx / N` on hidden
 //! patches, so hidden states compare one to one.
+//!
+//! `config.rs`: the architecture; `weights.rs`: names, shapes, checkpoints, initialisation.
 
-use super::{FamilyConfig, I2IModel, Params, Role, Weights};
-use crate::config::locate::Seg;
+mod config;
+mod weights;
+
+pub use config::{MaeConfig, CONFIG_FIELDS};
+pub use weights::{
+    check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint,
+    load_checkpoint_weights,
+};
+
+use super::{
+    Embedding, FamilyConfig, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights,
+};
 use crate::masks::{BatchMask, PatchMask};
-use crate::nn::{init, Activation, LayerNorm, Linear, Mode, SelfAttention};
+use crate::nn::{Activation, LayerNorm, Linear, Mode, SelfAttention};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarBuilder;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-
-/// transformers' `ViTMAEConfig` (field names and defaults), plus the image normalisation of its
-/// `preprocessor_config.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MaeConfig {
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub hidden_act: String,
-    pub layer_norm_eps: f64,
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub num_channels: usize,
-    pub qkv_bias: bool,
-    pub decoder_num_attention_heads: usize,
-    pub decoder_hidden_size: usize,
-    pub decoder_num_hidden_layers: usize,
-    pub decoder_intermediate_size: usize,
-    pub mask_ratio: f64,
-    pub norm_pix_loss: bool,
-    /// Per-channel normalisation of the input (`ViTImageProcessor`'s image_mean / image_std).
-    pub image_mean: [f64; 3],
-    pub image_std: [f64; 3],
-}
-
-impl Default for MaeConfig {
-    fn default() -> Self {
-        Self {
-            hidden_size: 768,
-            num_hidden_layers: 12,
-            num_attention_heads: 12,
-            intermediate_size: 3072,
-            hidden_act: "gelu".into(),
-            layer_norm_eps: 1e-12,
-            image_size: 224,
-            patch_size: 16,
-            num_channels: 3,
-            qkv_bias: true,
-            decoder_num_attention_heads: 16,
-            decoder_hidden_size: 512,
-            decoder_num_hidden_layers: 8,
-            decoder_intermediate_size: 2048,
-            mask_ratio: 0.75,
-            norm_pix_loss: false,
-            image_mean: [0.485, 0.456, 0.406],
-            image_std: [0.229, 0.224, 0.225],
-        }
-    }
-}
-
-/// Fields accepted in the experiment file's `config:` for `family: mae`.
-pub const CONFIG_FIELDS: &[&str] = &[
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "layer_norm_eps",
-    "image_size",
-    "patch_size",
-    "num_channels",
-    "qkv_bias",
-    "decoder_num_attention_heads",
-    "decoder_hidden_size",
-    "decoder_num_hidden_layers",
-    "decoder_intermediate_size",
-    "mask_ratio",
-    "norm_pix_loss",
-    "image_mean",
-    "image_std",
-];
-
-impl MaeConfig {
-    /// Parse the YAML `config:` strictly (unknown keys are errors; a `config.json` read through
-    /// [`MaeConfig::from_json`] may carry extra fields).
-    pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
-        if v.is_null() {
-            return Ok(Self::default()).and_then(|c| c.check().map(|_| c));
-        }
-        let obj = v.as_object().ok_or_else(|| {
-            (
-                vec![Seg::Key("config")],
-                "must be a mapping of config.json fields".to_string(),
-            )
-        })?;
-        for k in obj.keys() {
-            if !CONFIG_FIELDS.contains(&k.as_str()) {
-                let key: &'static str = Box::leak(k.clone().into_boxed_str());
-                return Err((
-                    vec![Seg::Key("config"), Seg::Key(key)],
-                    format!(
-                        "unknown MAE config field `{k}`; valid: {}",
-                        CONFIG_FIELDS.join(", ")
-                    ),
-                ));
-            }
-        }
-        let cfg: Self = serde_json::from_value(v.clone())
-            .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
-        cfg.check()?;
-        Ok(cfg)
-    }
-
-    /// Read an upstream `config.json`.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text).context("parsing MAE config.json")?;
-        cfg.check().map_err(|(_, m)| anyhow::anyhow!(m))?;
-        Ok(cfg)
-    }
-
-    fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {
-        let e = |k: &'static str, m: String| Err((vec![Seg::Key("config"), Seg::Key(k)], m));
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return e(
-                "patch_size",
-                format!(
-                    "image_size {} must be a multiple of patch_size {}",
-                    self.image_size, self.patch_size
-                ),
-            );
-        }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return e(
-                "num_attention_heads",
-                format!(
-                    "hidden_size {} must be divisible by num_attention_heads {}",
-                    self.hidden_size, self.num_attention_heads
-                ),
-            );
-        }
-        if self.decoder_num_attention_heads == 0
-            || self.decoder_hidden_size % self.decoder_num_attention_heads != 0
-        {
-            return e(
-                "decoder_num_attention_heads",
-                format!(
-                    "decoder_hidden_size {} must be divisible by decoder_num_attention_heads {}",
-                    self.decoder_hidden_size, self.decoder_num_attention_heads
-                ),
-            );
-        }
-        if self.hidden_size % 4 != 0 || self.decoder_hidden_size % 4 != 0 {
-            return e(
-                "hidden_size",
-                "hidden sizes must be multiples of 4 (sin-cos position embeddings)".into(),
-            );
-        }
-        if let Err(m) = Activation::from_hf(&self.hidden_act) {
-            return e("hidden_act", m.to_string());
-        }
-        if self.num_channels != 3 {
-            return e("num_channels", "only RGB (3 channels) is supported".into());
-        }
-        Ok(())
-    }
-
-    pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
-    }
-    pub fn num_patches(&self) -> usize {
-        self.grid() * self.grid()
-    }
-    fn patch_dim(&self) -> usize {
-        self.patch_size * self.patch_size * self.num_channels
-    }
-}
 
 /// One pre-norm ViT layer (`ViTMAELayer`): attention, then MLP, each with a residual.
 struct Layer {
@@ -536,31 +378,39 @@ impl Mae {
         Ok(x.broadcast_mul(&self.std)?.broadcast_add(&self.mean)?)
     }
 
-    /// Random MAE masks: each image hides `round_down(N · ratio)` patches chosen uniformly.
-    pub fn random_masks(
-        &self,
-        batch: usize,
-        ratio: f64,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<BatchMask> {
+    /// MAE's random masking (transformers' `random_masking`): each image keeps
+    /// `int(N · (1 − mask_ratio))` patches, chosen uniformly; the choice is a function of the
+    /// image's key, so it does not depend on the batch it is in.
+    pub fn random_masks(&self, keys: &[u64]) -> Result<BatchMask> {
         let n = self.cfg.num_patches();
-        let keep = ((n as f64) * (1.0 - ratio)) as usize;
+        let keep = ((n as f64) * (1.0 - self.cfg.mask_ratio)) as usize;
         let keep = keep.clamp(1, n - 1);
-        let masks = (0..batch)
-            .map(|_| {
-                let mut idx: Vec<usize> = (0..n).collect();
-                idx.shuffle(rng);
+        let masks = keys
+            .iter()
+            .map(|&key| {
+                let mut order: Vec<(u64, usize)> = (0..n)
+                    .map(|i| (crate::util::mix(&[key, 0x6d61_6521, i as u64]), i))
+                    .collect();
+                order.sort_unstable();
                 let mut hidden = vec![true; n];
-                for &i in &idx[..keep] {
+                for &(_, i) in &order[..keep] {
                     hidden[i] = false;
                 }
                 PatchMask {
                     grid: self.cfg.grid(),
                     hidden,
+                    border: None,
                 }
             })
             .collect();
         BatchMask::new(masks)
+    }
+
+    /// The prediction as pixels (see [`Mae::logits_to_pixels`]).
+    fn predict_pixels(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+        let input = ModelInput::plain(pixels, mask);
+        let logits = self.output(&input, Mode::Infer)?;
+        self.logits_to_pixels(&logits, Some(pixels))
     }
 }
 
@@ -568,196 +418,59 @@ impl I2IModel for Mae {
     fn config(&self) -> &FamilyConfig {
         &self.family_cfg
     }
-    fn image_size(&self) -> usize {
-        self.cfg.image_size
+    fn training_masks(&self, keys: &[u64], _rng: &mut ChaCha8Rng) -> Result<BatchMask> {
+        self.random_masks(keys)
     }
-    fn encode(&self, pixels: &Tensor, mask: &BatchMask, mode: Mode) -> Result<Tensor> {
-        Ok(self.encode_detailed(pixels, mask, mode)?.1)
+    /// The final LayerNorm's output over the class token and the visible patches.
+    fn encode(&self, input: &ModelInput, mode: Mode) -> Result<Embedding> {
+        Ok(Embedding::one(
+            self.encode_detailed(&input.pixels, &input.mask, mode)?.1,
+        ))
     }
-    fn decode(&self, embedding: &Tensor, mask: &BatchMask, mode: Mode) -> Result<Tensor> {
-        let logits = self.decode_logits(embedding, mask, mode)?;
-        anyhow::ensure!(
-            !self.cfg.norm_pix_loss,
-            "this MAE predicts per-patch standardised pixels (norm_pix_loss); use inpaint_with_reference"
-        );
-        self.logits_to_pixels(&logits, None)
+    /// Decoder logits `[B, N, p·p·C]`: every patch's prediction in normalised pixel space.
+    fn output(&self, input: &ModelInput, mode: Mode) -> Result<Tensor> {
+        let emb = self.encode_detailed(&input.pixels, &input.mask, mode)?.1;
+        self.decode_logits(&emb, &input.mask, mode)
     }
-    fn reconstruction_loss(
+    /// MSE on the hidden patches (transformers' `forward_loss`).
+    fn training_loss(&self, input: &ModelInput, target: &Tensor, mode: Mode) -> Result<Tensor> {
+        let logits = self.output(input, mode)?;
+        self.patch_loss(&logits, target, &input.mask)
+    }
+    /// One decoder pass; with `norm_pix_loss`, hidden patches are un-standardised with the
+    /// statistics of the input's own patches, as transformers' examples do (a visualisation
+    /// convention, not blind inpainting).
+    fn generate(
         &self,
         pixels: &Tensor,
         mask: &BatchMask,
-        target: &Tensor,
-        mode: Mode,
+        _rngs: &mut [ChaCha8Rng],
+        opts: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
-        let emb = self.encode(pixels, mask, mode)?;
-        let logits = self.decode_logits(&emb, mask, mode)?;
-        self.patch_loss(&logits, target, mask)
+        let pred = self.predict_pixels(pixels, mask)?;
+        on_step(1, 1);
+        crate::masks::composite::composite(
+            pixels,
+            &pred,
+            mask,
+            self.family_cfg.hole_fill(),
+            opts.composite,
+        )
     }
-    fn pretrain_loss(
-        &self,
-        pixels: &Tensor,
-        mask_ratio: f64,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Tensor> {
-        let mask = self.random_masks(pixels.dim(0)?, mask_ratio, rng)?;
-        self.reconstruction_loss(pixels, &mask, pixels, Mode::Train)
-    }
-    /// With `norm_pix_loss`, hidden patches are un-standardised with the statistics of the input's
-    /// own patches, as transformers' examples do (the hidden patches' true statistics are used:
-    /// a visualisation convention, not blind inpainting).
     fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
-        let emb = self.encode(pixels, mask, Mode::Infer)?;
-        let logits = self.decode_logits(&emb, mask, Mode::Infer)?;
-        self.logits_to_pixels(&logits, Some(pixels))
+        self.predict_pixels(pixels, mask)
+    }
+    /// As the MAE recipe (timm's `add_weight_decay` with MAE's skip list): matrices decay;
+    /// biases, norms, the class and mask tokens and the position embeddings do not.
+    fn decays(&self, name: &str, var: &Var) -> bool {
+        var.rank() >= 2
+            && !name.ends_with("cls_token")
+            && !name.ends_with("mask_token")
+            && !name.ends_with("position_embeddings")
+            && !name.ends_with("decoder_pos_embed")
     }
     fn params(&self) -> &Params {
         &self.params
     }
-}
-
-/// An MAE checkpoint: its config (with the preprocessor's normalisation) and checked weights.
-pub fn load_checkpoint(
-    ck: &super::checkpoint::Checkpoint,
-    device: &Device,
-) -> Result<(MaeConfig, Weights)> {
-    let text = std::fs::read_to_string(&ck.config)
-        .with_context(|| format!("reading {}", ck.config.display()))?;
-    let mut cfg = MaeConfig::from_json(&text)
-        .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
-    if let Some((mean, std)) = super::checkpoint::normalisation(ck.preprocessor.as_deref())? {
-        cfg.image_mean = mean;
-        cfg.image_std = std;
-    }
-    let mut weights = super::checkpoint::load_tensors(&ck.weights, device)?;
-    check_names(&cfg, &weights)
-        .with_context(|| format!("checkpoint {} ({})", ck.origin, ck.weights.display()))?;
-    // Keep only what the model uses (checkpoints may carry extra buffers).
-    let wanted: std::collections::HashSet<String> =
-        expected_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
-    weights.retain(|k, _| wanted.contains(k));
-    Ok((cfg, weights))
-}
-
-/// Every expected tensor name with its shape, in transformers' naming.
-pub fn expected_shapes(cfg: &MaeConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, hd, n, p, c) = (
-        cfg.hidden_size,
-        cfg.decoder_hidden_size,
-        cfg.num_patches(),
-        cfg.patch_size,
-        cfg.num_channels,
-    );
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        ("vit.embeddings.cls_token".into(), vec![1, 1, h]),
-        (
-            "vit.embeddings.position_embeddings".into(),
-            vec![1, n + 1, h],
-        ),
-        (
-            "vit.embeddings.patch_embeddings.projection.weight".into(),
-            vec![h, c, p, p],
-        ),
-        (
-            "vit.embeddings.patch_embeddings.projection.bias".into(),
-            vec![h],
-        ),
-        ("vit.layernorm.weight".into(), vec![h]),
-        ("vit.layernorm.bias".into(), vec![h]),
-        ("decoder.mask_token".into(), vec![1, 1, hd]),
-        ("decoder.decoder_pos_embed".into(), vec![1, n + 1, hd]),
-        ("decoder.decoder_embed.weight".into(), vec![hd, h]),
-        ("decoder.decoder_embed.bias".into(), vec![hd]),
-        ("decoder.decoder_norm.weight".into(), vec![hd]),
-        ("decoder.decoder_norm.bias".into(), vec![hd]),
-        ("decoder.decoder_pred.weight".into(), vec![p * p * c, hd]),
-        ("decoder.decoder_pred.bias".into(), vec![p * p * c]),
-    ];
-    let layer = |prefix: String, d: usize, inter: usize, v: &mut Vec<(String, Vec<usize>)>| {
-        for (name, shape) in [
-            ("attention.attention.query.weight", vec![d, d]),
-            ("attention.attention.key.weight", vec![d, d]),
-            ("attention.attention.value.weight", vec![d, d]),
-            ("attention.output.dense.weight", vec![d, d]),
-            ("attention.output.dense.bias", vec![d]),
-            ("intermediate.dense.weight", vec![inter, d]),
-            ("intermediate.dense.bias", vec![inter]),
-            ("output.dense.weight", vec![d, inter]),
-            ("output.dense.bias", vec![d]),
-            ("layernorm_before.weight", vec![d]),
-            ("layernorm_before.bias", vec![d]),
-            ("layernorm_after.weight", vec![d]),
-            ("layernorm_after.bias", vec![d]),
-        ] {
-            v.push((format!("{prefix}.{name}"), shape));
-        }
-        if cfg.qkv_bias {
-            for q in ["query", "key", "value"] {
-                v.push((format!("{prefix}.attention.attention.{q}.bias"), vec![d]));
-            }
-        }
-    };
-    for i in 0..cfg.num_hidden_layers {
-        layer(
-            format!("vit.encoder.layer.{i}"),
-            h,
-            cfg.intermediate_size,
-            &mut v,
-        );
-    }
-    for i in 0..cfg.decoder_num_hidden_layers {
-        layer(
-            format!("decoder.decoder_layers.{i}"),
-            hd,
-            cfg.decoder_intermediate_size,
-            &mut v,
-        );
-    }
-    v.sort();
-    v
-}
-
-/// Check that `weights` has every tensor with the right shape; name the first problem.
-pub fn check_names(cfg: &MaeConfig, weights: &Weights) -> Result<()> {
-    for (name, shape) in expected_shapes(cfg) {
-        match weights.get(&name) {
-            None => {
-                anyhow::bail!("MAE weights: missing tensor `{name}` (expected shape {shape:?})")
-            }
-            Some(t) if t.dims() != shape.as_slice() => anyhow::bail!(
-                "MAE weights: tensor `{name}` has shape {:?}, the config needs {shape:?}",
-                t.dims()
-            ),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Fresh weights, as the original MAE initialises them: xavier-uniform linears and patch
-/// projection, zero biases, unit LayerNorms, N(0, 0.02) class and mask tokens, fixed sin-cos
-/// position embeddings.
-pub fn init_weights(cfg: &MaeConfig, seed: u64, device: &Device) -> Result<Weights> {
-    let mut rng = crate::util::rng("mae-init", seed);
-    let mut w = Weights::new();
-    for (name, shape) in expected_shapes(cfg) {
-        let t = if name.ends_with("position_embeddings") {
-            init::sincos_2d(cfg.hidden_size, cfg.grid(), true, device)?
-        } else if name.ends_with("decoder_pos_embed") {
-            init::sincos_2d(cfg.decoder_hidden_size, cfg.grid(), true, device)?
-        } else if name.ends_with("cls_token") || name.ends_with("mask_token") {
-            init::normal(&mut rng, &shape, 0.02, device)?
-        } else if name.contains("layernorm") || name.contains("_norm") {
-            if name.ends_with("weight") {
-                Tensor::ones(shape.as_slice(), DType::F32, device)?
-            } else {
-                Tensor::zeros(shape.as_slice(), DType::F32, device)?
-            }
-        } else if name.ends_with("bias") {
-            Tensor::zeros(shape.as_slice(), DType::F32, device)?
-        } else {
-            init::xavier_uniform(&mut rng, &shape, device)?
-        };
-        w.insert(name, t);
-    }
-    Ok(w)
 }

@@ -1,0 +1,173 @@
+//! MAE weights: the expected names and shapes (transformers' naming), checkpoint loading and
+//! checking, and fresh initialisation.
+
+use super::MaeConfig;
+use crate::models::Weights;
+use crate::nn::init;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// The architecture of an MAE checkpoint: its `config.json` with the preprocessor's
+/// normalisation.
+pub fn checkpoint_config(ck: &crate::weights::checkpoint::Checkpoint) -> Result<MaeConfig> {
+    let text = std::fs::read_to_string(&ck.config)
+        .with_context(|| format!("reading {}", ck.config.display()))?;
+    let mut cfg = MaeConfig::from_json(&text)
+        .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
+    if let Some((mean, std)) =
+        crate::weights::checkpoint::normalisation(ck.preprocessor.as_deref())?
+    {
+        cfg.image_mean = mean;
+        cfg.image_std = std;
+    }
+    Ok(cfg)
+}
+
+/// The weights of an MAE checkpoint, checked against `cfg` (extra buffers dropped).
+pub fn load_checkpoint_weights(
+    cfg: &MaeConfig,
+    ck: &crate::weights::checkpoint::Checkpoint,
+    device: &Device,
+) -> Result<Weights> {
+    let mut weights = crate::weights::checkpoint::load_tensors(&ck.weights, device)?;
+    check_names(cfg, &weights)
+        .with_context(|| format!("checkpoint {} ({})", ck.origin, ck.weights.display()))?;
+    let wanted: std::collections::HashSet<String> =
+        expected_shapes(cfg).into_iter().map(|(n, _)| n).collect();
+    weights.retain(|k, _| wanted.contains(k));
+    Ok(weights)
+}
+
+/// An MAE checkpoint: its config (with the preprocessor's normalisation) and checked weights.
+pub fn load_checkpoint(
+    ck: &crate::weights::checkpoint::Checkpoint,
+    device: &Device,
+) -> Result<(MaeConfig, Weights)> {
+    let cfg = checkpoint_config(ck)?;
+    let weights = load_checkpoint_weights(&cfg, ck, device)?;
+    Ok((cfg, weights))
+}
+
+/// Every expected tensor name with its shape, in transformers' naming.
+pub fn expected_shapes(cfg: &MaeConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, n, p, c) = (
+        cfg.hidden_size,
+        cfg.decoder_hidden_size,
+        cfg.num_patches(),
+        cfg.patch_size,
+        cfg.num_channels,
+    );
+    let mut v: Vec<(String, Vec<usize>)> = vec![
+        ("vit.embeddings.cls_token".into(), vec![1, 1, h]),
+        (
+            "vit.embeddings.position_embeddings".into(),
+            vec![1, n + 1, h],
+        ),
+        (
+            "vit.embeddings.patch_embeddings.projection.weight".into(),
+            vec![h, c, p, p],
+        ),
+        (
+            "vit.embeddings.patch_embeddings.projection.bias".into(),
+            vec![h],
+        ),
+        ("vit.layernorm.weight".into(), vec![h]),
+        ("vit.layernorm.bias".into(), vec![h]),
+        ("decoder.mask_token".into(), vec![1, 1, hd]),
+        ("decoder.decoder_pos_embed".into(), vec![1, n + 1, hd]),
+        ("decoder.decoder_embed.weight".into(), vec![hd, h]),
+        ("decoder.decoder_embed.bias".into(), vec![hd]),
+        ("decoder.decoder_norm.weight".into(), vec![hd]),
+        ("decoder.decoder_norm.bias".into(), vec![hd]),
+        ("decoder.decoder_pred.weight".into(), vec![p * p * c, hd]),
+        ("decoder.decoder_pred.bias".into(), vec![p * p * c]),
+    ];
+    let layer = |prefix: String, d: usize, inter: usize, v: &mut Vec<(String, Vec<usize>)>| {
+        for (name, shape) in [
+            ("attention.attention.query.weight", vec![d, d]),
+            ("attention.attention.key.weight", vec![d, d]),
+            ("attention.attention.value.weight", vec![d, d]),
+            ("attention.output.dense.weight", vec![d, d]),
+            ("attention.output.dense.bias", vec![d]),
+            ("intermediate.dense.weight", vec![inter, d]),
+            ("intermediate.dense.bias", vec![inter]),
+            ("output.dense.weight", vec![d, inter]),
+            ("output.dense.bias", vec![d]),
+            ("layernorm_before.weight", vec![d]),
+            ("layernorm_before.bias", vec![d]),
+            ("layernorm_after.weight", vec![d]),
+            ("layernorm_after.bias", vec![d]),
+        ] {
+            v.push((format!("{prefix}.{name}"), shape));
+        }
+        if cfg.qkv_bias {
+            for q in ["query", "key", "value"] {
+                v.push((format!("{prefix}.attention.attention.{q}.bias"), vec![d]));
+            }
+        }
+    };
+    for i in 0..cfg.num_hidden_layers {
+        layer(
+            format!("vit.encoder.layer.{i}"),
+            h,
+            cfg.intermediate_size,
+            &mut v,
+        );
+    }
+    for i in 0..cfg.decoder_num_hidden_layers {
+        layer(
+            format!("decoder.decoder_layers.{i}"),
+            hd,
+            cfg.decoder_intermediate_size,
+            &mut v,
+        );
+    }
+    v.sort();
+    v
+}
+
+/// Check that `weights` has every tensor with the right shape; name the first problem.
+pub fn check_names(cfg: &MaeConfig, weights: &Weights) -> Result<()> {
+    for (name, shape) in expected_shapes(cfg) {
+        match weights.get(&name) {
+            None => {
+                anyhow::bail!("MAE weights: missing tensor `{name}` (expected shape {shape:?})")
+            }
+            Some(t) if t.dims() != shape.as_slice() => anyhow::bail!(
+                "MAE weights: tensor `{name}` has shape {:?}, the config needs {shape:?}",
+                t.dims()
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Fresh weights, as the original MAE initialises them: xavier-uniform linears and patch
+/// projection, zero biases, unit LayerNorms, N(0, 0.02) class and mask tokens, fixed sin-cos
+/// position embeddings.
+pub fn init_weights(cfg: &MaeConfig, seed: u64, device: &Device) -> Result<Weights> {
+    let mut rng = crate::util::rng("mae-init", seed);
+    let mut w = Weights::new();
+    for (name, shape) in expected_shapes(cfg) {
+        let t = if name.ends_with("position_embeddings") {
+            init::sincos_2d(cfg.hidden_size, cfg.grid(), true, device)?
+        } else if name.ends_with("decoder_pos_embed") {
+            init::sincos_2d(cfg.decoder_hidden_size, cfg.grid(), true, device)?
+        } else if name.ends_with("cls_token") || name.ends_with("mask_token") {
+            init::normal(&mut rng, &shape, 0.02, device)?
+        } else if name.contains("layernorm") || name.contains("_norm") {
+            if name.ends_with("weight") {
+                Tensor::ones(shape.as_slice(), DType::F32, device)?
+            } else {
+                Tensor::zeros(shape.as_slice(), DType::F32, device)?
+            }
+        } else if name.ends_with("bias") {
+            Tensor::zeros(shape.as_slice(), DType::F32, device)?
+        } else {
+            init::xavier_uniform(&mut rng, &shape, device)?
+        };
+        w.insert(name, t);
+    }
+    Ok(w)
+}

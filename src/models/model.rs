@@ -1,0 +1,239 @@
+//! The family-neutral model interface: what unlearning methods, the trainers and the evaluation
+//! need from an image-to-image family, and nothing family-shaped.
+//!
+//! - A batch is prepared once per step ([`I2IModel::prepare`]): images, masks, and whatever
+//!   randomness the family's forward pass draws (a diffusion timestep and its noise; MAGE's token
+//!   drop). Student and teacher then see the same [`ModelInput`].
+//! - The encoder's output is an [`Embedding`]: one tensor (MAE, MAGE) or a list (Palette's 13
+//!   feature maps); the paper's loss sums the MSEs of its tensors.
+//! - Generation is the family's own ([`I2IModel::generate`]): one pass for MAE, MaskGIT
+//!   iterations for MAGE, ancestral sampling for diffusion; randomness comes from one seeded
+//!   stream per image, so outputs do not depend on the batch size.
+//! - Training masks, the mask grid, weight decay and the training loss are the family's.
+
+use super::FamilyConfig;
+use crate::masks::{BatchMask, Composite};
+use crate::nn::Mode;
+use anyhow::Result;
+use candle_core::{Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+/// Which part of the model a parameter belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Encoder,
+    Decoder,
+    /// Buffers stored with the weights but never trained (fixed position embeddings).
+    Frozen,
+}
+
+/// Named parameters, sorted by name (candle's VarMap order is a HashMap's).
+pub type Weights = crate::weights::Tensors;
+
+/// A model's trainable variables, by name and role.
+#[derive(Clone, Default)]
+pub struct Params {
+    pub vars: Vec<(String, Var, Role)>,
+}
+
+impl Params {
+    pub fn with_roles(&self, roles: &[Role]) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .filter(|(_, _, r)| roles.contains(r))
+            .map(|(n, v, _)| (n.clone(), v.clone()))
+            .collect()
+    }
+    /// Current values, detached.
+    pub fn weights(&self) -> Weights {
+        self.vars
+            .iter()
+            .map(|(n, v, _)| (n.clone(), v.as_detached_tensor()))
+            .collect()
+    }
+}
+
+/// One batch as a family's network sees it in a training step.
+#[derive(Clone, Debug)]
+pub struct ModelInput {
+    /// `[B, 3, S, S]` in [0, 1].
+    pub pixels: Tensor,
+    pub mask: BatchMask,
+    /// Randomness the family draws once per batch and shares between student and teacher
+    /// (diffusion: noise levels and noise); empty for families without any.
+    pub cond: Vec<Tensor>,
+}
+
+impl ModelInput {
+    pub fn plain(pixels: &Tensor, mask: &BatchMask) -> Self {
+        Self {
+            pixels: pixels.clone(),
+            mask: mask.clone(),
+            cond: vec![],
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.mask.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.mask.is_empty()
+    }
+}
+
+/// An encoder embedding: the tensors the paper's loss compares.
+#[derive(Clone, Debug)]
+pub struct Embedding(pub Vec<Tensor>);
+
+impl Embedding {
+    pub fn one(t: Tensor) -> Self {
+        Self(vec![t])
+    }
+    /// Σ over tensors of the mean squared difference (the paper's ‖·‖², summed over Palette's
+    /// maps as the official code does).
+    pub fn mse(&self, other: &Embedding) -> Result<Tensor> {
+        anyhow::ensure!(
+            self.0.len() == other.0.len() && !self.0.is_empty(),
+            "embeddings with {} and {} tensors cannot be compared",
+            self.0.len(),
+            other.0.len()
+        );
+        let mut total: Option<Tensor> = None;
+        for (a, b) in self.0.iter().zip(&other.0) {
+            let m = crate::nn::mse(a, b)?;
+            total = Some(match total {
+                None => m,
+                Some(t) => (t + m)?,
+            });
+        }
+        Ok(total.expect("non-empty"))
+    }
+    /// Per-sample squared error, mean over each tensor's non-batch elements, summed over
+    /// tensors: `[B]`.
+    pub fn per_sample_mse(&self, other: &Embedding) -> Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        for (a, b) in self.0.iter().zip(&other.0) {
+            let d = (a - b)?.sqr()?.flatten_from(1)?.mean(1)?;
+            total = Some(match total {
+                None => d,
+                Some(t) => (t + d)?,
+            });
+        }
+        total.ok_or_else(|| anyhow::anyhow!("empty embedding"))
+    }
+    /// The rows `idx` of every tensor.
+    pub fn select(&self, idx: &Tensor) -> Result<Embedding> {
+        Ok(Embedding(
+            self.0
+                .iter()
+                .map(|t| t.contiguous()?.index_select(idx, 0))
+                .collect::<candle_core::Result<_>>()?,
+        ))
+    }
+    /// Concatenate two embeddings along the batch.
+    pub fn cat(a: &Embedding, b: &Embedding) -> Result<Embedding> {
+        Ok(Embedding(
+            a.0.iter()
+                .zip(&b.0)
+                .map(|(x, y)| Tensor::cat(&[x, y], 0))
+                .collect::<candle_core::Result<_>>()?,
+        ))
+    }
+    pub fn detach(&self) -> Embedding {
+        Embedding(self.0.iter().map(|t| t.detach()).collect())
+    }
+}
+
+/// How to generate (`generate:` in the experiment file).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerateOptions {
+    /// Sampling steps where the family has steps (`None`: the family's default; ignored by
+    /// one-pass families such as MAE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// `paste` (default) or `blur` (the official VQ-GAN evaluation's compositing).
+    pub composite: Composite,
+}
+
+impl GenerateOptions {
+    /// For protocol strings.
+    pub fn describe(&self, size: usize) -> String {
+        let mut s = format!("generation: {}", self.composite.describe(size));
+        if let Some(n) = self.steps {
+            s.push_str(&format!(", {n} sampling steps"));
+        }
+        s
+    }
+}
+
+/// The operations unlearning, training and evaluation need from a family.
+pub trait I2IModel {
+    fn config(&self) -> &FamilyConfig;
+    /// Image side in pixels.
+    fn image_size(&self) -> usize {
+        self.config().image_size()
+    }
+    /// Cells per side of the grid masks are drawn on (patches, tokens, or pixels).
+    fn mask_grid(&self) -> usize {
+        self.config().mask_grid()
+    }
+    /// The family's random training masks for a batch: one key per image (its stable id mixed
+    /// with the seed and step), `rng` for draws shared by the batch (e.g. a masking ratio).
+    fn training_masks(&self, keys: &[u64], rng: &mut ChaCha8Rng) -> Result<BatchMask>;
+    /// A batch with the family's per-step randomness drawn from `rng`.
+    fn prepare(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<ModelInput> {
+        Ok(ModelInput::plain(pixels, mask))
+    }
+    /// The input whose teacher embedding is the forget target of "ours": the same masks and
+    /// per-step randomness, with the images replaced by `noise` (`[B, 3, S, S]`).
+    fn noise_input(&self, input: &ModelInput, noise: &Tensor) -> Result<ModelInput> {
+        Ok(ModelInput {
+            pixels: noise.clone(),
+            mask: input.mask.clone(),
+            cond: input.cond.clone(),
+        })
+    }
+    /// The encoder's embedding `E(T(x))`.
+    fn encode(&self, input: &ModelInput, mode: Mode) -> Result<Embedding>;
+    /// The network's one-pass output (MAE: the decoder's per-patch pixel prediction; MAGE: the
+    /// logits; diffusion: the noise prediction) — the level Retain Label compares.
+    fn output(&self, input: &ModelInput, mode: Mode) -> Result<Tensor>;
+    /// The family's training loss, the hidden region of `input` predicted toward `target`'s
+    /// (`[B, 3, S, S]` in [0, 1]).
+    fn training_loss(&self, input: &ModelInput, target: &Tensor, mode: Mode) -> Result<Tensor>;
+    /// The training loss toward a random target (Noisy Label's forget term): by default toward
+    /// the noise image `noise`; MAGE overrides with random tokens.
+    fn random_target_loss(
+        &self,
+        input: &ModelInput,
+        noise: &Tensor,
+        _rng: &mut ChaCha8Rng,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        self.training_loss(input, noise, mode)
+    }
+    /// Inpaint / outpaint `pixels` (`[B, 3, S, S]` in [0, 1]) under `mask`: the family's whole
+    /// generation, composited into the known pixels, clamped to [0, 1]. `rngs` has one stream per
+    /// image; `on_step` is called after every sampling step.
+    fn generate(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        rngs: &mut [ChaCha8Rng],
+        opts: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor>;
+    /// The raw prediction `[B, 3, S, S]` of a single pass (not composited), for inspection.
+    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor>;
+    /// Whether a parameter gets weight decay (the family's own rule, as its official recipe).
+    fn decays(&self, name: &str, var: &Var) -> bool;
+    /// Parameters (empty for a frozen model).
+    fn params(&self) -> &Params;
+}

@@ -1,0 +1,95 @@
+//! `i2i-unlearn fetch`: everything a grid would download, into the caches.
+
+use crate::config::Experiment;
+use crate::data::split::Splits;
+use crate::metrics::ExtractorRef;
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+/// `i2i-unlearn fetch`: download everything `run` would read from the network (dataset shards,
+/// checkpoints, extractor weights) into the caches, so that a later run works offline
+/// (HF_HUB_OFFLINE=1). Each item is reported through `p`; returns how many items were resolved.
+pub fn fetch(exp: &Experiment, p: &crate::progress::Progress) -> Result<usize> {
+    let mut items = 0;
+    let mut hub_cell: Option<crate::hub::Hub> = None;
+    fn hub(cell: &mut Option<crate::hub::Hub>) -> Result<&crate::hub::Hub> {
+        if cell.is_none() {
+            *cell = Some(crate::hub::Hub::from_env()?);
+        }
+        Ok(cell.as_ref().expect("hub"))
+    }
+    let mut pretrained = false;
+    for m in &exp.models {
+        if m.weights.is_some() {
+            let (_, ck) = m.resolve_config(Some(hub(&mut hub_cell)?))?;
+            if let Some(ck) = ck {
+                p.note(&format!(
+                    "model `{}`: checkpoint {} → {}",
+                    m.name,
+                    ck.origin,
+                    ck.weights.display()
+                ));
+            }
+        } else {
+            pretrained = true;
+            p.note(&format!(
+                "model `{}`: pre-trained by `run` (nothing to download)",
+                m.name
+            ));
+        }
+        items += 1;
+    }
+    for d in &exp.datasets {
+        let t = Instant::now();
+        let (source, needs) = Splits::fetch(d, pretrained)
+            .with_context(|| format!("fetching dataset `{}`", d.name))?;
+        if d.effective_source().is_present() {
+            p.note(&format!(
+                "dataset `{}`: {source}: on this machine, nothing to download",
+                d.name
+            ));
+        } else {
+            p.note(&format!(
+                "dataset `{}`: {source}: {needs} (class, split) draws available offline ({:.1} s)",
+                d.name,
+                t.elapsed().as_secs_f64()
+            ));
+        }
+        items += 1;
+    }
+    let wanted = exp.metrics.extractors();
+    for (r, file, local) in [
+        (
+            ExtractorRef::InceptionV3,
+            crate::weights::FID_INCEPTION,
+            exp.metrics.inception.weights.as_deref(),
+        ),
+        (
+            ExtractorRef::InceptionPaper,
+            crate::weights::TORCHVISION_INCEPTION,
+            exp.metrics.inception.paper_weights.as_deref(),
+        ),
+    ] {
+        if wanted.contains(&r) {
+            let path = crate::weights::resolve(&file, local, &crate::hub::HubConfig::from_env())?;
+            p.note(&format!("extractor {r:?}: {}", path.display()));
+            items += 1;
+        }
+    }
+    if wanted.contains(&ExtractorRef::Clip) {
+        let ck = crate::weights::checkpoint::resolve(
+            &exp.metrics.clip_model,
+            Some(hub(&mut hub_cell)?),
+        )?;
+        p.note(&format!(
+            "extractor clip: {} → {}",
+            ck.origin,
+            ck.weights.display()
+        ));
+        items += 1;
+    }
+    if wanted.contains(&ExtractorRef::Domain) {
+        p.note("extractor domain: trained by `run` (nothing to download)");
+    }
+    Ok(items)
+}

@@ -1,0 +1,268 @@
+//! What the cells of one (dataset, model) pair share: the data splits, the original model
+//! (pre-trained here and cached, or loaded through the family registry), the extractors and the
+//! ground truth's features.
+
+use super::{out_dir_of, Phases, RunOptions};
+use crate::config::grid;
+use crate::config::Experiment;
+use crate::data::split::Splits;
+use crate::data::ImageSet;
+use crate::metrics::domain::DomainCnn;
+use crate::metrics::{self, Extracted, Extractor, ExtractorRef};
+use crate::models::{self, FamilyConfig, Weights};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Everything shared by the cells of one (dataset, model) pair.
+pub struct Group {
+    pub splits: Splits,
+    pub family: FamilyConfig,
+    pub original: Weights,
+    pub original_sha: String,
+    /// The extractors the metrics use, each loaded (or trained) once.
+    pub extractors: BTreeMap<ExtractorRef, Box<dyn Extractor>>,
+    /// Ground-truth features per set and extractor.
+    pub truth: BTreeMap<&'static str, BTreeMap<ExtractorRef, Extracted>>,
+}
+
+impl Group {
+    /// The extractors in use, by name.
+    pub fn extractors(&self) -> metrics::Extractors<'_> {
+        self.extractors
+            .iter()
+            .map(|(r, e)| (*r, &**e as &dyn Extractor))
+            .collect()
+    }
+}
+
+/// An Inception extractor of `variant` with its pinned weights (or the configured file).
+fn inception(
+    exp: &Experiment,
+    variant: crate::metrics::inception::Variant,
+    dev: &candle_core::Device,
+) -> Result<crate::metrics::inception::InceptionExtractor> {
+    use crate::metrics::inception::Variant;
+    let spec = &exp.metrics.inception;
+    let (file, local, mode, dims) = match variant {
+        Variant::Fid => (
+            crate::weights::FID_INCEPTION,
+            spec.weights.as_deref(),
+            spec.mode,
+            spec.dims,
+        ),
+        Variant::ImageNet => (
+            crate::weights::TORCHVISION_INCEPTION,
+            spec.paper_weights.as_deref(),
+            crate::metrics::preprocess::ResizeMode::PaperIs,
+            2048,
+        ),
+    };
+    let path = crate::weights::resolve(&file, local, &crate::hub::HubConfig::from_env())?;
+    crate::metrics::inception::InceptionExtractor::load(&path, variant, mode, dims, dev)
+}
+
+pub fn prepare_group(
+    exp: &Experiment,
+    di: usize,
+    mi: usize,
+    (family, checkpoint): &(FamilyConfig, Option<crate::weights::checkpoint::Checkpoint>),
+    opts: &RunOptions,
+    phases: &mut Phases,
+) -> Result<Group> {
+    let d = &exp.datasets[di];
+    let m = &exp.models[mi];
+    let p = &opts.progress;
+    let dev = &opts.device;
+    let family = family.clone();
+    let size = family.image_size();
+
+    let t = Instant::now();
+    let splits =
+        Splits::build(d, size, dev).with_context(|| format!("loading dataset `{}`", d.name))?;
+    crate::util::write_atomic(
+        &out_dir_of(opts, exp).join(format!("data-{}.json", d.name)),
+        &serde_json::to_vec_pretty(&splits.manifest)?,
+    )?;
+    for n in &splits.manifest.notes {
+        p.note(&format!("dataset `{}`: {n}", d.name));
+    }
+    for w in splits.manifest.warnings() {
+        p.note(&format!("dataset `{}`: {w}", d.name));
+    }
+    p.note(&format!(
+        "dataset `{}`: {}; {} forget, {} retain, {} proxy classes; {} + {} training and {} + {} evaluation images (forget + retain)",
+        d.name,
+        splits.manifest.source,
+        splits.forget.len(),
+        splits.retain.len(),
+        splits.proxy.len(),
+        splits.forget_train.len(),
+        splits.retain_train.len(),
+        splits.forget_eval.len(),
+        splits.retain_eval.len()
+    ));
+    phases.data += t.elapsed().as_secs_f64();
+
+    // The original model: pre-trained here, cached by the content hash of everything it depends on.
+    let t = Instant::now();
+    let key = crate::util::content_hash(&serde_json::json!({
+        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
+        "per_class": d.pretrain_per_class.unwrap_or(d.train_per_class), "sample_seed": d.sample_seed,
+        "family": m.family, "config": family, "pretrain": m.pretrain,
+    }))[..16]
+        .to_string();
+    let cached = crate::pretrain::cache_path(&opts.cache_dir, &key);
+    let path = checkpoint
+        .as_ref()
+        .map(|c| c.weights.clone())
+        .unwrap_or(cached.clone());
+    let original = if let Some(ck) = checkpoint {
+        let w = models::load_checkpoint(&family, ck, dev)?;
+        p.note(&format!(
+            "original model `{}`: checkpoint {} ({})",
+            m.name,
+            ck.origin,
+            ck.weights.display()
+        ));
+        w
+    } else {
+        let path = &cached;
+        match crate::pretrain::load_cached(path, dev)? {
+            Some(w) => {
+                p.note(&format!(
+                    "original model `{}`: cached pre-training {}",
+                    m.name,
+                    path.display()
+                ));
+                w
+            }
+            None => {
+                let data = Splits::pretrain_set(d, size, dev)?;
+                let bar = p.bar(
+                    m.pretrain.steps as u64,
+                    &format!("pre-train {} on {}", m.name, d.name),
+                );
+                let (w, loss) =
+                    crate::pretrain::pretrain(&family, &m.pretrain, &data, dev, |_, l| {
+                        bar.inc(1);
+                        bar.set_message(format!("loss {l:.4}"));
+                    })?;
+                bar.finish_and_clear();
+                models::save_weights(&w, path)?;
+                p.note(&format!(
+                "original model `{}`: pre-trained {} steps on {} images in {:.0} s (final loss {loss:.4}) → {}",
+                m.name,
+                m.pretrain.steps,
+                data.len(),
+                t.elapsed().as_secs_f64(),
+                path.display()
+            ));
+                w
+            }
+        }
+    };
+    let original_sha = crate::util::sha256_file(&path)?;
+    phases.pretrain += t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let wanted = exp.metrics.extractors();
+    let mut extractors: BTreeMap<ExtractorRef, Box<dyn Extractor>> = BTreeMap::new();
+    for r in wanted {
+        let ex: Box<dyn Extractor> = match r {
+            ExtractorRef::Domain => Box::new(domain_extractor(exp, d, &splits, size, opts)?),
+            ExtractorRef::InceptionV3 => Box::new(inception(
+                exp,
+                crate::metrics::inception::Variant::Fid,
+                dev,
+            )?),
+            ExtractorRef::InceptionPaper => Box::new(inception(
+                exp,
+                crate::metrics::inception::Variant::ImageNet,
+                dev,
+            )?),
+            ExtractorRef::Clip => Box::new(crate::metrics::clip::ClipExtractor::load(
+                &exp.metrics.clip_model,
+                dev,
+            )?),
+        };
+        if r != ExtractorRef::Domain {
+            p.note(&format!("extractor: {}", ex.protocol()));
+        }
+        extractors.insert(r, ex);
+    }
+    let mut truth = BTreeMap::new();
+    for (name, set) in [
+        ("forget", &splits.forget_eval),
+        ("retain", &splits.retain_eval),
+    ] {
+        let mut per = BTreeMap::new();
+        for (r, ex) in &extractors {
+            per.insert(
+                *r,
+                metrics::extract(&**ex, &set.pixels, exp.metrics.batch_size, false)?,
+            );
+        }
+        truth.insert(name, per);
+    }
+    phases.extractor += t.elapsed().as_secs_f64();
+    Ok(Group {
+        splits,
+        family,
+        original,
+        original_sha,
+        extractors,
+        truth,
+    })
+}
+
+/// The domain extractor, trained on the evaluation classes and cached by content hash.
+fn domain_extractor(
+    exp: &Experiment,
+    d: &crate::data::DatasetSpec,
+    splits: &Splits,
+    size: usize,
+    opts: &RunOptions,
+) -> Result<DomainCnn> {
+    let (p, dev) = (&opts.progress, &opts.device);
+    let spec = &exp.metrics.domain;
+    let ekey = crate::util::content_hash(&serde_json::json!({
+        "what": "domain-extractor", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
+        "classes": splits.eval_classes(), "per_class": d.train_per_class, "sample_seed": d.sample_seed,
+        "size": size, "spec": spec,
+    }))[..16]
+        .to_string();
+    let epath = opts
+        .cache_dir
+        .join("extractors")
+        .join(format!("domain-{ekey}.safetensors"));
+    let mut extractor = if epath.exists() {
+        DomainCnn::from_weights(models::load_weights(&epath, dev)?, size)?
+    } else {
+        let train = splits.relabel(&ImageSet::concat(&[
+            &splits.forget_train,
+            &splits.retain_train,
+        ])?)?;
+        let bar = p.bar(
+            spec.steps as u64,
+            &format!("train domain extractor on {}", d.name),
+        );
+        let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, bar.bar())?;
+        bar.finish_and_clear();
+        models::save_weights(ex.weights(), &epath)?;
+        ex
+    };
+    let heldout = splits.relabel(&ImageSet::concat(&[
+        &splits.forget_eval,
+        &splits.retain_eval,
+    ])?)?;
+    let acc = extractor.accuracy(&heldout, exp.metrics.batch_size)?;
+    extractor.val_accuracy = Some(acc);
+    p.note(&format!(
+        "domain extractor: {:.1}% top-1 on the {} held-out evaluation images ({})",
+        acc * 100.0,
+        heldout.len(),
+        extractor.protocol()
+    ));
+    Ok(extractor)
+}

@@ -1,0 +1,115 @@
+//! The unlearning trainer's settings (`unlearn:` in the experiment file), shared by every method
+//! that trains.
+
+use crate::masks::MaskSpec;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The masks images are seen through while unlearning (`unlearn.mask`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UnlearnMask {
+    /// The family's own random training masks (MAE: random patches at `mask_ratio`), as the
+    /// official code unlearns. One unlearned model is then evaluated under every mask of `masks:`.
+    #[default]
+    Family,
+    /// The cell's evaluation mask (an ablation: one unlearning per evaluation mask).
+    Task,
+    /// One explicit mask for every unlearning step.
+    Fixed(MaskSpec),
+}
+
+impl UnlearnMask {
+    pub fn describe(&self) -> String {
+        match self {
+            UnlearnMask::Family => "family".into(),
+            UnlearnMask::Task => "task".into(),
+            UnlearnMask::Fixed(m) => m.to_string(),
+        }
+    }
+}
+
+impl Serialize for UnlearnMask {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.describe())
+    }
+}
+
+impl<'de> Deserialize<'de> for UnlearnMask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "family" => Ok(UnlearnMask::Family),
+            "task" => Ok(UnlearnMask::Task),
+            other => other.parse::<MaskSpec>().map(UnlearnMask::Fixed).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{other}` is not an unlearning mask: use `family` (the family's training masks, the default), `task` (the evaluation mask) or a mask spec ({e})"
+                ))
+            }),
+        }
+    }
+}
+
+/// Which pixels the noise image's mean and standard deviation are taken over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseStats {
+    /// The whole step batch, retain and forget images together (the official code).
+    #[default]
+    Batch,
+    /// The forget images only.
+    Forget,
+}
+
+/// The unlearning trainer's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnlearnSpec {
+    pub steps: usize,
+    /// Retain (or proxy) images per step.
+    pub retain_batch: usize,
+    /// Forget images per step.
+    pub forget_batch: usize,
+    /// Gradient accumulation: each step averages this many micro-batches.
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    /// Clip the global gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+    /// The masks of the unlearning steps: `family` (default), `task`, or a mask spec.
+    pub mask: UnlearnMask,
+    /// Where the noise image's statistics come from: `batch` (default) or `forget`.
+    pub noise_stats: NoiseStats,
+    /// RandomResizedCrop + horizontal flip of every training batch (the paper's MAE recipe);
+    /// off when absent. `augment: {}` takes the paper's values (scale 0.2–1, ratio 3/4–4/3, flip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<crate::data::augment::AugmentSpec>,
+}
+
+impl Default for UnlearnSpec {
+    fn default() -> Self {
+        Self {
+            steps: 300,
+            retain_batch: 32,
+            forget_batch: 32,
+            grad_accum: 1,
+            lr: 1e-3,
+            min_lr: 0.0,
+            warmup_steps: 30,
+            weight_decay: 0.05,
+            betas: [0.9, 0.95],
+            grad_clip: 3.0,
+            mask: UnlearnMask::Family,
+            noise_stats: NoiseStats::Batch,
+            augment: None,
+        }
+    }
+}
+
+impl UnlearnSpec {
+    /// The evaluation mask an unlearning run depends on: only with `mask: task`.
+    pub fn depends_on_eval_mask(&self) -> bool {
+        self.mask == UnlearnMask::Task
+    }
+}
