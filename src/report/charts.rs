@@ -362,21 +362,74 @@ fn draw_versus(
     let root = BitMapBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (plot, legend) = root.split_horizontally(800);
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(
-            format!("{} vs {what} — {title}", metric_title(metric)),
-            ("sans-serif", 18),
-        )
+    let caption = format!("{} vs {what} — {title}", metric_title(metric));
+    let mut builder = ChartBuilder::on(&plot);
+    builder
+        .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((xmin - xpad)..(xmax + xpad), (lo - pad)..(hi + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(metric_title(metric))
-        .label_style(("sans-serif", 14))
-        .draw()?;
+        .y_label_area_size(60);
+    let x_range = (xmin - xpad)..(xmax + xpad);
+    // Values spanning more than a decade and a half (one method's FID exploding) get a log axis,
+    // so the other lines stay readable.
+    let entries = if lo > 0.0 && hi / lo > 30.0 {
+        let mut chart =
+            builder.build_cartesian_2d(x_range, ((lo * 0.8)..(hi * 1.25)).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(format!("{} (log scale)", metric_title(metric)))
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        draw_lines(&mut chart, lines)?
+    } else {
+        let mut chart = builder.build_cartesian_2d(x_range, (lo - pad)..(hi + pad))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(metric_title(metric))
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        draw_lines(&mut chart, lines)?
+    };
+    for (i, (name, color, retain)) in entries.iter().enumerate() {
+        let y = 60 + i as i32 * 22;
+        if *retain {
+            legend.draw(&PathElement::new(
+                vec![(10, y), (40, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&Circle::new((25, y), 4, color.filled()))?;
+        } else {
+            legend.draw(&PathElement::new(
+                vec![(10, y), (18, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&PathElement::new(
+                vec![(32, y), (40, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&TriangleMarker::new((25, y), 5, color.filled()))?;
+        }
+        legend.draw(&Text::new(
+            name.clone(),
+            (48, y - 8),
+            ("sans-serif", 14).into_font(),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// One line per (method, set): D_R solid with circles, D_F dashed with triangles, the Original in
+/// black; returns the legend entries (name, colour, is D_R).
+fn draw_lines<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    lines: BTreeMap<(usize, String, String), Vec<(f64, f64)>>,
+) -> Result<Vec<(String, RGBColor, bool)>, Dyn>
+where
+    DB::ErrorType: 'static,
+{
     let labels: Vec<String> = {
         let mut v: Vec<String> = lines.keys().map(|(_, l, _)| l.clone()).collect();
         v.dedup();
@@ -412,33 +465,7 @@ fn draw_versus(
             )?;
         }
     }
-    for (i, (name, color, retain)) in entries.iter().enumerate() {
-        let y = 60 + i as i32 * 22;
-        if *retain {
-            legend.draw(&PathElement::new(
-                vec![(10, y), (40, y)],
-                color.stroke_width(2),
-            ))?;
-            legend.draw(&Circle::new((25, y), 4, color.filled()))?;
-        } else {
-            legend.draw(&PathElement::new(
-                vec![(10, y), (18, y)],
-                color.stroke_width(2),
-            ))?;
-            legend.draw(&PathElement::new(
-                vec![(32, y), (40, y)],
-                color.stroke_width(2),
-            ))?;
-            legend.draw(&TriangleMarker::new((25, y), 5, color.filled()))?;
-        }
-        legend.draw(&Text::new(
-            name.clone(),
-            (48, y - 8),
-            ("sans-serif", 14).into_font(),
-        ))?;
-    }
-    root.present()?;
-    Ok(())
+    Ok(entries)
 }
 
 /// The paper's Figure 4: per table, one panel per method with a joint t-SNE (perplexity 20, seed
