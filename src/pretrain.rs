@@ -4,7 +4,7 @@
 use crate::data::ImageSet;
 use crate::models::{self, FamilyConfig, PretrainSpec, Role, Weights};
 use crate::nn::Mode;
-use crate::train::{AdamW, OptimSpec, Sampler};
+use crate::train::{AdamW, Sampler};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -35,19 +35,7 @@ pub fn pretrain(
             (n, v, d)
         })
         .collect();
-    let mut opt = AdamW::new(
-        vars,
-        OptimSpec {
-            lr: spec.lr,
-            min_lr: spec.min_lr,
-            warmup_steps: spec.warmup_steps,
-            total_steps: spec.steps,
-            weight_decay: spec.weight_decay,
-            betas: spec.betas,
-            eps: 1e-8,
-            grad_clip: spec.grad_clip,
-        },
-    )?;
+    let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
     let mut rng = crate::util::rng("pretrain", spec.seed);
     let mut sampler = Sampler::new(data.len());
     let mut last = f64::NAN;

@@ -10,7 +10,97 @@ use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-/// Optimiser settings.
+/// Declares a settings struct (`pretrain:`, `unlearn:`, `metrics.domain:`) with the optimiser
+/// fields every trainer shares, written once here, and `optim()` / `validate_optim()` for them.
+/// The fields stay flat in the YAML (serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`, which gives the one-line unknown-field errors).
+macro_rules! with_optimiser {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            /// Peak learning rate, reached after the warm-up.
+            pub lr: f64,
+            /// Learning rate at the end of the half-cosine decay.
+            pub min_lr: f64,
+            /// Steps of linear warm-up.
+            pub warmup_steps: usize,
+            /// AdamW weight decay, on the variables the model decides.
+            pub weight_decay: f64,
+            /// AdamW β1 and β2.
+            pub betas: [f64; 2],
+            /// Clip the global gradient norm to this value (0 = off).
+            pub grad_clip: f64,
+        }
+
+        impl $name {
+            /// The optimiser of a run of `total_steps` steps.
+            pub fn optim(&self, total_steps: usize) -> $crate::train::OptimSpec {
+                $crate::train::OptimSpec {
+                    lr: self.lr,
+                    min_lr: self.min_lr,
+                    warmup_steps: self.warmup_steps,
+                    total_steps,
+                    weight_decay: self.weight_decay,
+                    betas: self.betas,
+                    eps: 1e-8,
+                    grad_clip: self.grad_clip,
+                }
+            }
+
+            /// Check the optimiser fields: `(field, message)` for the first bad one.
+            pub fn validate_optim(&self) -> std::result::Result<(), (&'static str, String)> {
+                $crate::train::validate_optim(
+                    self.lr,
+                    self.min_lr,
+                    self.weight_decay,
+                    self.betas,
+                    self.grad_clip,
+                )
+            }
+        }
+    };
+}
+pub(crate) use with_optimiser;
+
+/// The checks of [`with_optimiser`]'s fields.
+pub fn validate_optim(
+    lr: f64,
+    min_lr: f64,
+    weight_decay: f64,
+    betas: [f64; 2],
+    grad_clip: f64,
+) -> std::result::Result<(), (&'static str, String)> {
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(("lr", format!("must be a positive number, got {lr}")));
+    }
+    if !(min_lr >= 0.0 && min_lr <= lr) {
+        return Err(("min_lr", format!("must be in [0, lr], got {min_lr}")));
+    }
+    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+        return Err((
+            "weight_decay",
+            format!("must be a number ≥ 0, got {weight_decay}"),
+        ));
+    }
+    if !betas.iter().all(|b| (0.0..1.0).contains(b)) {
+        return Err(("betas", format!("each must be in [0, 1), got {betas:?}")));
+    }
+    if !(grad_clip >= 0.0 && grad_clip.is_finite()) {
+        return Err((
+            "grad_clip",
+            format!("must be a number ≥ 0 (0 = off), got {grad_clip}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Optimiser settings of one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimSpec {
     pub lr: f64,

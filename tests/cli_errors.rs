@@ -99,6 +99,33 @@ fn semantic_errors_point_at_the_culprit() {
         "unlearn: {augment: {crop_scale: [0.6, 0.2]}, steps: 4,",
     );
     check_error(&y, &["unlearn.augment.crop_scale", "0 < low ≤ high ≤ 1"]);
+    // The optimiser fields every trainer shares are checked the same way everywhere.
+    let y = tiny_yaml("t", "").replace(
+        "unlearn: {steps: 4,",
+        "unlearn: {betas: [1.0, 0.9], steps: 4,",
+    );
+    check_error(&y, &["unlearn.betas", "[0, 1)"]);
+    let y = tiny_yaml("t", "").replace(
+        "pretrain: {steps: 15,",
+        "pretrain: {grad_clip: -1, steps: 15,",
+    );
+    check_error(&y, &["models[0].pretrain.grad_clip", "≥ 0"]);
+    let y = tiny_yaml("t", "").replace(
+        "domain: {steps: 15,",
+        "domain: {weight_decay: .nan, steps: 15,",
+    );
+    check_error(&y, &["metrics.domain.weight_decay", "≥ 0"]);
+    // Unlearning masks: a name, or a mask that fits the grid.
+    let y = tiny_yaml("t", "").replace(
+        "unlearn: {steps: 4,",
+        "unlearn: {mask: everything, steps: 4,",
+    );
+    check_error(&y, &["not an unlearning mask", "family"]);
+    let y = tiny_yaml("t", "").replace(
+        "unlearn: {steps: 4,",
+        "unlearn: {mask: 'center:4', steps: 4,",
+    );
+    check_error(&y, &["unlearn.mask", "must be below the grid size 4"]);
 }
 
 #[test]

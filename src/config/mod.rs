@@ -170,9 +170,7 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
     if u.grad_accum == 0 {
         return Err(at(&p("grad_accum"), "must be at least 1"));
     }
-    if !(u.lr > 0.0 && u.lr.is_finite()) {
-        return Err(at(&p("lr"), "must be a positive number"));
-    }
+    u.validate_optim().map_err(|(k, msg)| at(&p(k), msg))?;
     if let Some(a) = &u.augment {
         a.validate()
             .map_err(|(k, msg)| at(&[Key("unlearn"), Key("augment"), Key(k)], msg))?;

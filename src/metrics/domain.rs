@@ -12,23 +12,24 @@
 
 use super::Extractor;
 use crate::data::ImageSet;
-use crate::train::{AdamW, OptimSpec};
+use crate::train::AdamW;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+crate::train::with_optimiser! {
 /// `metrics.domain` in the experiment file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DomainSpec {
     pub steps: usize,
     pub batch_size: usize,
-    pub lr: f64,
     /// Channels of the three convolutions; the last is the feature dimension.
     pub widths: [usize; 3],
     pub seed: u64,
+}
 }
 
 impl Default for DomainSpec {
@@ -36,9 +37,14 @@ impl Default for DomainSpec {
         Self {
             steps: 300,
             batch_size: 64,
-            lr: 3e-3,
             widths: [32, 64, 64],
             seed: 0,
+            lr: 3e-3,
+            min_lr: 3e-5,
+            warmup_steps: 15,
+            weight_decay: 1e-4,
+            betas: [0.9, 0.999],
+            grad_clip: 5.0,
         }
     }
 }
@@ -51,7 +57,7 @@ impl DomainSpec {
         if self.widths.contains(&0) {
             return Err(("widths", "every width must be at least 1".into()));
         }
-        Ok(())
+        self.validate_optim()
     }
 }
 
@@ -132,16 +138,7 @@ impl DomainCnn {
             vars.iter()
                 .map(|(n, v)| (n.clone(), v.clone(), v.rank() >= 2))
                 .collect(),
-            OptimSpec {
-                lr: spec.lr,
-                min_lr: spec.lr * 0.01,
-                warmup_steps: spec.steps / 20,
-                total_steps: spec.steps,
-                weight_decay: 1e-4,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                grad_clip: 5.0,
-            },
+            spec.optim(spec.steps),
         )?;
         let labels = Tensor::from_vec(
             train.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),

@@ -43,18 +43,13 @@ pub struct ModelSpec {
     pub pretrain: PretrainSpec,
 }
 
+crate::train::with_optimiser! {
 /// Pre-training of the original model on all classes of the dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainSpec {
     pub steps: usize,
     pub batch_size: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub betas: [f64; 2],
-    pub grad_clip: f64,
     /// Share of batches masked with `task_masks` instead of the family's random training masks,
     /// so the original model has practised an evaluation task (0 = the family's plain
     /// pre-training).
@@ -63,6 +58,7 @@ pub struct PretrainSpec {
     /// changing the evaluation masks keeps the original model).
     pub task_masks: Vec<crate::masks::MaskSpec>,
     pub seed: u64,
+}
 }
 
 impl Default for PretrainSpec {
@@ -91,9 +87,7 @@ impl PretrainSpec {
         if self.batch_size == 0 {
             return Err(("batch_size", "must be at least 1".into()));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(("lr", "must be a positive number".into()));
-        }
+        self.validate_optim()?;
         if !(0.0..=1.0).contains(&self.task_mask_share) {
             return Err(("task_mask_share", "must be in [0, 1]".into()));
         }

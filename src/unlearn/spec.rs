@@ -59,6 +59,7 @@ pub enum NoiseStats {
     Forget,
 }
 
+crate::train::with_optimiser! {
 /// The unlearning trainer's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,13 +71,6 @@ pub struct UnlearnSpec {
     pub forget_batch: usize,
     /// Gradient accumulation: each step averages this many micro-batches.
     pub grad_accum: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub betas: [f64; 2],
-    /// Clip the global gradient norm to this value (0 = off).
-    pub grad_clip: f64,
     /// The masks of the unlearning steps: `family` (default), `task`, or a mask spec.
     pub mask: UnlearnMask,
     /// Where the noise image's statistics come from: `batch` (default) or `forget`.
@@ -85,6 +79,7 @@ pub struct UnlearnSpec {
     /// off when absent. `augment: {}` takes the paper's values (scale 0.2–1, ratio 3/4–4/3, flip).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<crate::data::augment::AugmentSpec>,
+}
 }
 
 impl Default for UnlearnSpec {

@@ -9,7 +9,7 @@ use super::{
 use crate::data::ImageSet;
 use crate::masks::{BatchMask, MaskSpec};
 use crate::models::{I2IModel, Role};
-use crate::train::{accumulate, AdamW, OptimSpec, Sampler, TrainVar};
+use crate::train::{accumulate, AdamW, Sampler, TrainVar};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -39,22 +39,6 @@ pub struct UnlearnJob<'a> {
     /// The evaluation mask, used when `spec.mask` is `task`.
     pub eval_mask: Option<MaskSpec>,
     pub seed: u64,
-}
-
-impl UnlearnSpec {
-    /// The optimiser settings of a run.
-    pub fn optim(&self) -> OptimSpec {
-        OptimSpec {
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            total_steps: self.steps,
-            weight_decay: self.weight_decay,
-            betas: self.betas,
-            eps: 1e-8,
-            grad_clip: self.grad_clip,
-        }
-    }
 }
 
 /// The parameters a scope trains, with the family's weight-decay decision.
@@ -133,7 +117,7 @@ pub fn run(
         .iter()
         .map(|(n, v, _)| (n.clone(), v.clone()))
         .collect();
-    let mut opt = AdamW::new(vars.clone(), s.optim())?;
+    let mut opt = AdamW::new(vars.clone(), s.optim(s.steps))?;
     let mut rng = crate::util::rng(&format!("unlearn-{}", method.name().as_str()), job.seed);
     // Streams of their own, so that turning augmentation on (or another family's mask draws)
     // leaves the batches and the method's randomness as they were.
