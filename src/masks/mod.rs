@@ -145,6 +145,25 @@ impl PatchMask {
             border: None,
         }
     }
+    /// `hidden` of the G × G cells, a uniform random subset fixed by `key` (and `salt`, which
+    /// keeps the draws of different mask kinds apart): cells ranked by a per-(image, cell) hash.
+    pub fn random(grid: usize, hidden: usize, key: u64, salt: u64) -> Self {
+        let n = grid * grid;
+        let mut order: Vec<(u64, usize)> = (0..n)
+            .map(|i| (crate::util::mix(&[key, salt, i as u64]), i))
+            .collect();
+        order.sort_unstable();
+        let mut mask = vec![false; n];
+        for &(_, i) in &order[..hidden.min(n)] {
+            mask[i] = true;
+        }
+        Self {
+            grid,
+            hidden: mask,
+            border: None,
+        }
+    }
+
     /// Whether pixel (y, x) of an image of `size` pixels is in the hole.
     pub fn pixel_hidden(&self, size: usize, y: usize, x: usize) -> bool {
         match self.border {
@@ -216,20 +235,7 @@ impl MaskSpec {
             MaskSpec::Random { percent } => {
                 let n = grid * grid;
                 let hidden_n = (n * percent / 100).clamp(1, n - 1);
-                // Rank patches by a per-(image, patch) hash: a uniform random subset, fixed per key.
-                let mut order: Vec<(u64, usize)> = (0..n)
-                    .map(|i| (crate::util::mix(&[key, 0x7261_6e64, i as u64]), i))
-                    .collect();
-                order.sort_unstable();
-                let mut hidden = vec![false; n];
-                for &(_, i) in &order[..hidden_n] {
-                    hidden[i] = true;
-                }
-                Ok(PatchMask {
-                    grid,
-                    hidden,
-                    border: None,
-                })
+                Ok(PatchMask::random(grid, hidden_n, key, 0x7261_6e64))
             }
             MaskSpec::RandomBox { k } => {
                 if k >= grid {

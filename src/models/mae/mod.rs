@@ -385,22 +385,13 @@ impl Mae {
         let n = self.cfg.num_patches();
         let keep = ((n as f64) * (1.0 - self.cfg.mask_ratio)) as usize;
         let keep = keep.clamp(1, n - 1);
+        // The kept patches are the complement of a uniform random hidden subset.
         let masks = keys
             .iter()
             .map(|&key| {
-                let mut order: Vec<(u64, usize)> = (0..n)
-                    .map(|i| (crate::util::mix(&[key, 0x6d61_6521, i as u64]), i))
-                    .collect();
-                order.sort_unstable();
-                let mut hidden = vec![true; n];
-                for &(_, i) in &order[..keep] {
-                    hidden[i] = false;
-                }
-                PatchMask {
-                    grid: self.cfg.grid(),
-                    hidden,
-                    border: None,
-                }
+                let mut m = PatchMask::random(self.cfg.grid(), keep, key, 0x6d61_6521);
+                m.hidden.iter_mut().for_each(|h| *h = !*h);
+                m
             })
             .collect();
         BatchMask::new(masks)
