@@ -4,6 +4,9 @@
 //!
 //!   cargo run --release --example mae_bench -- --size base --batch 8 --iters 3 --what forward
 //!   cargo run --release --example mae_bench -- --size large --batch 4 --iters 1 --what unlearn
+//!
+//! `--device cuda` (a `--features cuda` build) times the same on the first GPU; the GPU's memory
+//! is then read by tools/gpu/check.sh with nvidia-smi (peak_rss_mib is the host's).
 
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
@@ -55,7 +58,11 @@ fn main() -> anyhow::Result<()> {
         cfg.num_attention_heads = 16;
         cfg.intermediate_size = 4096;
     }
-    let dev = Device::Cpu;
+    let dev = match arg("--device", "cpu").as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => anyhow::bail!("--device cpu|cuda, got {other}"),
+    };
     let fc = FamilyConfig::Mae(cfg.clone());
     let w = models::init_weights(&fc, 0, &dev)?;
     let teacher = models::build(&fc, &w, false, &dev)?;
@@ -66,10 +73,12 @@ fn main() -> anyhow::Result<()> {
     let (secs, per) = match what.as_str() {
         "forward" => {
             teacher.predict(&x, &m)?; // warm-up
+            dev.synchronize()?;
             let t = Instant::now();
             for _ in 0..iters {
                 teacher.predict(&x, &m)?;
             }
+            dev.synchronize()?;
             (t.elapsed().as_secs_f64() / iters as f64, batch)
         }
         "unlearn" => {

@@ -273,6 +273,19 @@ side to 224, centre crop, OpenAI normalisation); JPEGs decode exactly as Pillow 
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
     },
+    /// Checks of the installation on a device (tools/gpu/check.sh runs them on CUDA).
+    #[command(long_about = "\
+Checks of the installation itself, for a new device or build:
+  grads               one step of every unlearning method on a tiny MAE: every trained parameter \
+gets a finite non-zero gradient and moves, every other parameter stays bit-identical (candle has \
+ops whose backward is missing on some backends). Prints one JSON object per method; exit code 1 \
+if any check fails.
+  inception-weights   write InceptionV3 weights from the test formula (no download; not a trained \
+network), for running `fid` / `is` with --weights on a machine without network.")]
+    Selfcheck {
+        #[command(subcommand)]
+        what: SelfcheckCommand,
+    },
     /// Rebuild runs.parquet, runs.csv, table.md, table.tex and charts from stored cells.
     #[command(long_about = "\
 Rebuild the report from the cell records of one or more results folders (for example the \
@@ -285,6 +298,23 @@ a cell found in several folders counts once. Output goes to the first folder unl
         /// Where to write the report (default: the first folder).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SelfcheckCommand {
+    /// Gradients and frozen parameters of one step of every method.
+    Grads {
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Write formula InceptionV3 weights (safetensors).
+    InceptionWeights {
+        #[arg(long, value_name = "FILE.safetensors")]
+        out: PathBuf,
+        /// `fid` (pytorch-fid's structure, 1008 classes) or `imagenet` (torchvision's, 1000).
+        #[arg(long, default_value = "fid")]
+        variant: String,
     },
 }
 
@@ -518,6 +548,41 @@ pub fn main_with(cli: Cli) -> Result<()> {
             )?;
             Ok(())
         }
+        Command::Selfcheck { what } => match what {
+            SelfcheckCommand::Grads { device: d } => {
+                let reports = crate::selfcheck::grads(&device(d)?)?;
+                let mut ok = true;
+                for r in &reports {
+                    ok &= r.ok();
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                if ok {
+                    progress.note(&format!(
+                        "selfcheck grads on {d:?}: all {} methods ok",
+                        reports.len()
+                    ));
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "selfcheck grads on {d:?}: some parameters got no gradient or moved when frozen (see the JSON lines)"
+                    ))
+                }
+            }
+            SelfcheckCommand::InceptionWeights { out, variant } => {
+                use crate::metrics::inception::Variant;
+                let v = match variant.as_str() {
+                    "fid" => Variant::Fid,
+                    "imagenet" => Variant::ImageNet,
+                    other => return Err(user(format!("--variant {other}: use fid or imagenet"))),
+                };
+                crate::metrics::inception::formula::write_weights(v, &out)?;
+                progress.note(&format!(
+                    "wrote formula {variant} InceptionV3 weights → {}",
+                    out.display()
+                ));
+                Ok(())
+            }
+        },
         Command::Embed {
             model,
             images,

@@ -23,6 +23,7 @@ pub mod pretrain;
 pub mod progress;
 pub mod report;
 pub mod resample;
+pub mod selfcheck;
 pub mod store;
 pub mod train;
 pub mod unlearn;

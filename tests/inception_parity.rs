@@ -9,16 +9,18 @@
 //! within 1e-3 relative of the Python tools; Fréchet distance of the same .npz within 1e-6.
 
 mod common;
-#[path = "common/inception_formula.rs"]
-mod inception_formula;
 use candle_core::{Device, Tensor};
+use i2i_unlearn::metrics::inception::formula::formula_tensor;
 use i2i_unlearn::metrics::inception::{state_dict_shapes, InceptionExtractor, Variant};
 use i2i_unlearn::metrics::preprocess::ResizeMode;
 use i2i_unlearn::metrics::{fid, is, kid, np_random::RandomState};
 use i2i_unlearn::resample::bicubic_pil;
-use inception_formula::{formula_tensor, state_dict};
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+fn state_dict(v: Variant) -> HashMap<String, Tensor> {
+    i2i_unlearn::metrics::inception::formula::state_dict(v).unwrap()
+}
 
 fn fixture(f: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -5,8 +5,6 @@
 mod common;
 #[path = "common/hub_server.rs"]
 mod hub_server;
-#[path = "common/inception_formula.rs"]
-mod inception_formula;
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +32,11 @@ fn fid_is_kid_commands() {
     };
     let d = tempfile::tempdir().unwrap();
     let w = d.path().join("w.safetensors");
-    inception_formula::write_weights(&w);
+    i2i_unlearn::metrics::inception::formula::write_weights(
+        i2i_unlearn::metrics::inception::Variant::Fid,
+        &w,
+    )
+    .unwrap();
     let a: Vec<String> = (0..12)
         .map(|i| format!("tiny-imagenet-200/val/images/val_{i}.JPEG"))
         .collect();
@@ -162,7 +164,10 @@ fn fid_is_kid_commands() {
         );
     }
     // A weights file missing a tensor is named.
-    let mut sd = inception_formula::state_dict(i2i_unlearn::metrics::inception::Variant::Fid);
+    let mut sd = i2i_unlearn::metrics::inception::formula::state_dict(
+        i2i_unlearn::metrics::inception::Variant::Fid,
+    )
+    .unwrap();
     sd.remove("Mixed_6c.branch7x7dbl_3.bn.running_var");
     let bad = d.path().join("bad.safetensors");
     candle_core::safetensors::save(&sd, &bad).unwrap();

@@ -11,6 +11,7 @@
 
 mod candle;
 mod cpu;
+pub mod formula;
 mod net;
 
 use anyhow::{Context, Result};

@@ -1,10 +1,12 @@
-//! The fixture weights of tests/fixtures/inception (see its README): every tensor of the
-//! InceptionV3 state dict from a formula of (name, index) that Python and Rust both compute.
-#![allow(dead_code)]
+//! Formula weights for InceptionV3: every tensor of the state dict from a formula of (name, index)
+//! that Python (tools/reference/inception_reference.py) and Rust both compute, so parity fixtures
+//! and device checks need no 100 MB download. Not a trained network: features from these weights
+//! check the maths, they are no FID of anything.
 
+use super::{state_dict_shapes, Variant};
+use crate::util::{fnv1a64, splitmix64};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
-use i2i_unlearn::metrics::inception::{state_dict_shapes, Variant};
-use i2i_unlearn::util::{fnv1a64, splitmix64};
 use std::collections::HashMap;
 
 /// The fixture README's formula, in f64 then cast to f32.
@@ -33,24 +35,27 @@ pub fn formula_tensor(name: &str, shape: &[usize]) -> Vec<f32> {
             } else if name == "fc.bias" {
                 0.1 * v
             } else {
-                panic!("unexpected tensor {name}")
+                // Not a tensor of the state dict: small values, never reached by its names.
+                0.01 * v
             };
             x as f32
         })
         .collect()
 }
 
-pub fn state_dict(variant: Variant) -> HashMap<String, Tensor> {
+/// The whole state dict of `variant` from the formula.
+pub fn state_dict(variant: Variant) -> Result<HashMap<String, Tensor>> {
     state_dict_shapes(variant)
         .into_iter()
         .map(|(n, s)| {
-            let t = Tensor::from_vec(formula_tensor(&n, &s), s.as_slice(), &Device::Cpu).unwrap();
-            (n, t)
+            let t = Tensor::from_vec(formula_tensor(&n, &s), s.as_slice(), &Device::Cpu)?;
+            Ok((n, t))
         })
         .collect()
 }
 
-/// The FID state dict written as safetensors (a `--weights` file for the commands).
-pub fn write_weights(path: &std::path::Path) {
-    candle_core::safetensors::save(&state_dict(Variant::Fid), path).unwrap();
+/// The state dict written as safetensors (a `--weights` file for the metric commands).
+pub fn write_weights(variant: Variant, path: &std::path::Path) -> Result<()> {
+    let sd = state_dict(variant)?;
+    crate::util::write_atomic_with(path, |tmp| Ok(candle_core::safetensors::save(&sd, tmp)?))
 }
