@@ -24,15 +24,20 @@ pub struct InpaintArgs<'a> {
 }
 
 /// Load a model of `family` from a hub id or a local checkpoint folder, through the registry.
+/// Returns the model, the SHA-256 of its weights file and the key layout it was found in.
 pub fn load_model(
     family: FamilyName,
     spec: &str,
     device: &Device,
-) -> Result<(Box<dyn I2IModel>, String)> {
+) -> Result<(Box<dyn I2IModel>, String, String)> {
     let hub = crate::hub::Hub::from_env()?;
-    let (cfg, weights, ck) = models::load_pretrained(family, spec, Some(&hub), device)?;
-    let sha = crate::util::sha256_file(&ck.weights)?;
-    Ok((models::build(&cfg, &weights, false, device)?, sha))
+    let p = models::load_pretrained(family, spec, Some(&hub), device)?;
+    let sha = crate::util::sha256_file(&p.checkpoint.weights)?;
+    Ok((
+        models::build(&p.config, &p.weights, false, device)?,
+        sha,
+        p.layout,
+    ))
 }
 
 pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
@@ -49,16 +54,17 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             a.images.display()
         )));
     }
-    let (model, sha) = load_model(a.family, a.model, &a.device)?;
+    let (model, sha, layout) = load_model(a.family, a.model, &a.device)?;
     let size = model.image_size();
     let grid = model.mask_grid();
     a.mask.check_grid(grid).map_err(crate::error::user)?;
     p.note(&format!(
-        "{}: {} images, {size} px, mask {} on a {grid}×{grid} grid, weights sha256 {}",
+        "{}: {} images, {size} px, mask {} on a {grid}×{grid} grid, weights sha256 {} ({layout}), {}",
         a.model,
         files.len(),
         a.mask,
-        &sha[..12]
+        &sha[..12],
+        a.generate.describe(size)
     ));
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bar = p.bar(files.len() as u64, "inpaint");

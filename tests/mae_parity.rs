@@ -203,3 +203,26 @@ fn full_size_vit_mae_large_checkpoint_loads() {
     .unwrap();
     assert_eq!(y.dims(), &[1, 3, 224, 224]);
 }
+
+/// A checkpoint written by the `save_pretrained` of the current transformers (5.x names the
+/// decoder's blocks `decoder.decoder_encoder.layer.N`) loads, says so, and gives the same weights
+/// and outputs as the hub-layout copy of the same model (tools/reference/mae_reference.py).
+#[test]
+fn transformers_5_layout_loads_like_the_hub_layout() {
+    let dev = Device::Cpu;
+    let tf5 = checkpoint::resolve(fixture("tiny_tf5").to_str().unwrap(), None).unwrap();
+    let hub = checkpoint::resolve(fixture("tiny").to_str().unwrap(), None).unwrap();
+    let cfg = mae::checkpoint_config(&tf5).unwrap();
+    let (w5, layout5) = mae::load_checkpoint_weights(&cfg, &tf5, &dev).unwrap();
+    let (w4, layout4) = mae::load_checkpoint_weights(&cfg, &hub, &dev).unwrap();
+    assert_eq!(layout5, mae::TF5_LAYOUT);
+    assert_eq!(layout4, mae::HUB_LAYOUT);
+    assert_eq!(w5.keys().collect::<Vec<_>>(), w4.keys().collect::<Vec<_>>());
+    for (k, t) in &w4 {
+        assert_eq!(
+            i2i_unlearn::util::max_abs_diff(t, &w5[k]).unwrap(),
+            0.0,
+            "{k}"
+        );
+    }
+}

@@ -180,28 +180,45 @@ pub fn checkpoint_config(family: FamilyName, ck: &checkpoint::Checkpoint) -> Res
     })
 }
 
+/// A checkpoint of `family` named by a hub id or a folder, loaded through the registry.
+pub struct Pretrained {
+    pub config: FamilyConfig,
+    pub weights: Weights,
+    pub checkpoint: checkpoint::Checkpoint,
+    /// The key layout the weights were found in.
+    pub layout: String,
+}
+
 /// A checkpoint of `family` named by a hub id or a folder: its architecture, checked weights,
-/// and where it came from.
+/// where it came from and its layout.
 pub fn load_pretrained(
     family: FamilyName,
     spec: &str,
     hub: Option<&crate::hub::Hub>,
     device: &Device,
-) -> Result<(FamilyConfig, Weights, checkpoint::Checkpoint)> {
+) -> Result<Pretrained> {
     let ck = checkpoint::resolve(spec, hub)?;
-    let cfg = checkpoint_config(family, &ck)?;
-    let w = load_checkpoint(&cfg, &ck, device)?;
-    Ok((cfg, w, ck))
+    let config = checkpoint_config(family, &ck)?;
+    let (weights, layout) = load_checkpoint(&config, &ck, device)?;
+    Ok(Pretrained {
+        config,
+        weights,
+        checkpoint: ck,
+        layout,
+    })
 }
 
-/// The weights of a resolved checkpoint, checked against the family's names and shapes.
+/// The weights of a resolved checkpoint, checked against the family's names and shapes, and a
+/// note on the layout they were found in (for the run's log).
 pub fn load_checkpoint(
     cfg: &FamilyConfig,
     ck: &checkpoint::Checkpoint,
     device: &Device,
-) -> Result<Weights> {
+) -> Result<(Weights, String)> {
     match cfg {
-        FamilyConfig::Mae(c) => mae::load_checkpoint_weights(c, ck, device),
+        FamilyConfig::Mae(c) => {
+            mae::load_checkpoint_weights(c, ck, device).map(|(w, l)| (w, l.to_string()))
+        }
     }
 }
 

@@ -118,9 +118,9 @@ pub fn prepare_group(
         .map(|c| c.weights.clone())
         .unwrap_or(cached.clone());
     let original = if let Some(ck) = checkpoint {
-        let w = models::load_checkpoint(&family, ck, dev)?;
+        let (w, layout) = models::load_checkpoint(&family, ck, dev)?;
         p.note(&format!(
-            "original model `{}`: checkpoint {} ({})",
+            "original model `{}`: checkpoint {} ({}, {layout})",
             m.name,
             ck.origin,
             ck.weights.display()

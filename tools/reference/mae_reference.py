@@ -9,6 +9,7 @@ Usage: /work/venv/bin/python tools/reference/mae_reference.py [--data DIR] [--ou
 import argparse
 import json
 import os
+import shutil
 import re
 
 import numpy as np
@@ -181,6 +182,13 @@ def run_case(name, cfg_kwargs, data_dir, out_root):
     model.eval()
 
     model.save_pretrained(out, safe_serialization=True)
+    if name == "tiny":
+        # Keep what this transformers' save_pretrained writes (5.x: the decoder's blocks as
+        # decoder.decoder_encoder.layer.N.*): the loader must read both layouts.
+        tf5 = os.path.join(out_root, "mae", "tiny_tf5")
+        os.makedirs(tf5, exist_ok=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copyfile(os.path.join(out, f), os.path.join(tf5, f))
     # Rewrite model.safetensors in the hub (transformers 4.x) key layout.
     sd = {hub_name(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     assert len(sd) == len(model.state_dict())

@@ -15,7 +15,7 @@ mod weights;
 pub use config::{MaeConfig, CONFIG_FIELDS};
 pub use weights::{
     check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint,
-    load_checkpoint_weights,
+    load_checkpoint_weights, normalise_layout, HUB_LAYOUT, TF5_LAYOUT,
 };
 
 use super::{

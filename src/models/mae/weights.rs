@@ -23,19 +23,47 @@ pub fn checkpoint_config(ck: &crate::weights::checkpoint::Checkpoint) -> Result<
     Ok(cfg)
 }
 
-/// The weights of an MAE checkpoint, checked against `cfg` (extra buffers dropped).
+/// The two key layouts of ViTMAE checkpoints: the hub's (transformers 4, and the 2022 checkpoints
+/// `facebook/vit-mae-*`: the decoder's blocks as `decoder.decoder_layers.N.*`) and what the
+/// `save_pretrained` of transformers 5 writes (`decoder.decoder_encoder.layer.N.*`).
+pub const HUB_LAYOUT: &str = "hub layout (decoder.decoder_layers.N)";
+pub const TF5_LAYOUT: &str =
+    "transformers 5 layout (decoder.decoder_encoder.layer.N), read as the hub layout";
+
+/// Rename a transformers 5 checkpoint's decoder blocks to the hub layout; says which was found.
+pub fn normalise_layout(weights: &mut Weights) -> &'static str {
+    const NEW: &str = "decoder.decoder_encoder.layer.";
+    const OLD: &str = "decoder.decoder_layers.";
+    if !weights.keys().any(|k| k.starts_with(NEW)) {
+        return HUB_LAYOUT;
+    }
+    let renamed: Vec<(String, String)> = weights
+        .keys()
+        .filter(|k| k.starts_with(NEW))
+        .map(|k| (k.clone(), format!("{OLD}{}", &k[NEW.len()..])))
+        .collect();
+    for (from, to) in renamed {
+        let t = weights.remove(&from).expect("listed key");
+        weights.insert(to, t);
+    }
+    TF5_LAYOUT
+}
+
+/// The weights of an MAE checkpoint in either layout, checked against `cfg` (extra buffers
+/// dropped), and which layout it had.
 pub fn load_checkpoint_weights(
     cfg: &MaeConfig,
     ck: &crate::weights::checkpoint::Checkpoint,
     device: &Device,
-) -> Result<Weights> {
+) -> Result<(Weights, &'static str)> {
     let mut weights = crate::weights::checkpoint::load_tensors(&ck.weights, device)?;
+    let layout = normalise_layout(&mut weights);
     check_names(cfg, &weights)
         .with_context(|| format!("checkpoint {} ({})", ck.origin, ck.weights.display()))?;
     let wanted: std::collections::HashSet<String> =
         expected_shapes(cfg).into_iter().map(|(n, _)| n).collect();
     weights.retain(|k, _| wanted.contains(k));
-    Ok(weights)
+    Ok((weights, layout))
 }
 
 /// An MAE checkpoint: its config (with the preprocessor's normalisation) and checked weights.
@@ -44,7 +72,7 @@ pub fn load_checkpoint(
     device: &Device,
 ) -> Result<(MaeConfig, Weights)> {
     let cfg = checkpoint_config(ck)?;
-    let weights = load_checkpoint_weights(&cfg, ck, device)?;
+    let (weights, _) = load_checkpoint_weights(&cfg, ck, device)?;
     Ok((cfg, weights))
 }
 
