@@ -10,6 +10,13 @@ use std::process::ExitCode;
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 fn main() -> ExitCode {
+    // A closed pipe (`i2i-unlearn check EXP | head`) ends the process quietly, as it ends `ls`,
+    // instead of a panic in println!: restore SIGPIPE's default action, which Rust sets to ignore.
+    #[cfg(unix)]
+    // SAFETY: changes a signal disposition at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     i2i_unlearn::tune_allocator();
     // candle's element-wise thread pool spin-waits; next to rayon's matmul threads on a small
     // machine it costs more than it gains, and we parallelise over cells instead. Respect an

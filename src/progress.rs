@@ -1,5 +1,7 @@
 //! Progress reporting: indicatif bars on a terminal, plain one-line notes everywhere (so logs of
-//! batch jobs still say what happened and how long it took).
+//! batch jobs still say what happened and how long it took). Off a terminal (Slurm logs, CI), a
+//! bar prints one progress line at a bounded rate instead — every 15 s by default,
+//! `I2I_PROGRESS_SECS` to change it — with the phase, step/total, rate and ETA.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -22,21 +24,72 @@ pub struct Progress {
 }
 
 /// A bar for one phase.
-pub struct Bar(ProgressBar);
+pub struct Bar(ProgressBar, Option<LogLines>);
+
+/// The progress lines of a bar off a terminal.
+struct LogLines {
+    title: String,
+    every: std::time::Duration,
+    start: std::time::Instant,
+    last: std::sync::Mutex<(std::time::Instant, String)>,
+}
+
+impl LogLines {
+    fn tick(&self, pos: u64, len: u64) {
+        let mut last = self.last.lock().expect("progress lock");
+        let now = std::time::Instant::now();
+        if now.duration_since(last.0) < self.every && pos < len {
+            return;
+        }
+        if pos >= len && now.duration_since(self.start) < self.every {
+            return; // short phases: the phase's own note says it is done
+        }
+        last.0 = now;
+        let secs = now.duration_since(self.start).as_secs_f64().max(1e-9);
+        let rate = pos as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", (len.saturating_sub(pos)) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let msg = if last.1.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", last.1)
+        };
+        eprintln!(
+            "{}: {pos}/{len} ({rate:.2}/s, {secs:.0} s elapsed, ETA {eta}){msg}",
+            self.title
+        );
+    }
+}
 
 impl Bar {
     pub fn inc(&self, n: u64) {
-        self.0.inc(n)
+        self.0.inc(n);
+        if let Some(l) = &self.1 {
+            l.tick(self.0.position(), self.0.length().unwrap_or(0));
+        }
     }
     pub fn set_message(&self, m: String) {
+        if let Some(l) = &self.1 {
+            l.last.lock().expect("progress lock").1 = m.clone();
+        }
         self.0.set_message(m)
     }
     pub fn finish_and_clear(&self) {
         self.0.finish_and_clear()
     }
-    pub fn bar(&self) -> &ProgressBar {
-        &self.0
-    }
+}
+
+/// Seconds between two progress lines off a terminal (`I2I_PROGRESS_SECS`, default 15).
+fn log_every() -> std::time::Duration {
+    let s = std::env::var("I2I_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(15.0);
+    std::time::Duration::from_secs_f64(s)
 }
 
 impl Progress {
@@ -75,7 +128,16 @@ impl Progress {
             .progress_chars("=> "),
         );
         b.set_prefix(title.to_string());
-        Bar(b)
+        let lines = (!self.tty && !self.quiet).then(|| {
+            let now = std::time::Instant::now();
+            LogLines {
+                title: title.to_string(),
+                every: log_every(),
+                start: now,
+                last: std::sync::Mutex::new((now, String::new())),
+            }
+        });
+        Bar(b, lines)
     }
 
     /// One line of log, printed above any bars.

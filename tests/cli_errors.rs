@@ -183,3 +183,39 @@ fn check_lists_cells_without_running() {
     assert!(out.contains("8 cells"), "{out}");
     assert!(!d.path().join("results").exists());
 }
+
+/// Off a terminal, long phases print a progress line at a bounded rate (here: every step), and a
+/// closed stdout pipe ends the process without a panic.
+#[test]
+fn batch_logs_get_progress_lines_and_a_closed_pipe_is_quiet() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "t.yaml", &tiny_yaml("t", ""));
+    let o = std::process::Command::new(bin())
+        .args(["run", p.to_str().unwrap()])
+        .current_dir(d.path())
+        .env("I2I_UNLEARN_CACHE", d.path().join("cache"))
+        .env("RAYON_NUM_THREADS", "1")
+        .env("I2I_PROGRESS_SECS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("pre-train mae on tex: 15/15 (") && l.contains("/s, ")),
+        "{err}"
+    );
+    assert!(err.contains("ETA"), "{err}");
+    // `check` lists many lines; the reader closes the pipe after the first.
+    let mut child = std::process::Command::new(bin())
+        .args(["check", p.to_str().unwrap()])
+        .current_dir(d.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

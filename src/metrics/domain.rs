@@ -107,7 +107,7 @@ impl DomainCnn {
         train: &ImageSet,
         classes: usize,
         image_size: usize,
-        progress: &indicatif::ProgressBar,
+        progress: &crate::progress::Bar,
     ) -> Result<Self> {
         let dev = train.pixels.device().clone();
         let mut rng = crate::util::rng("domain-cnn", spec.seed);
@@ -147,7 +147,6 @@ impl DomainCnn {
         )?;
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut pos = order.len();
-        progress.set_length(spec.steps as u64);
         for _ in 0..spec.steps {
             let mut idx = Vec::with_capacity(spec.batch_size);
             while idx.len() < spec.batch_size.min(train.len()) {

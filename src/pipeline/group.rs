@@ -247,7 +247,7 @@ fn domain_extractor(
             spec.steps as u64,
             &format!("train domain extractor on {}", d.name),
         );
-        let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, bar.bar())?;
+        let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, &bar)?;
         bar.finish_and_clear();
         models::save_weights(ex.weights(), &epath)?;
         ex
