@@ -126,9 +126,19 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
         std::process::id(),
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+    // The permissions a plain File::create gets here (0666 less the umask): some writers (the
+    // safetensors crate) create 0600 files, which breaks caches shared by a group.
+    let perms = std::fs::File::create(&tmp)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .ok();
+    std::fs::remove_file(&tmp).ok();
     if let Err(e) = write(&tmp) {
         std::fs::remove_file(&tmp).ok();
         return Err(e);
+    }
+    if let Some(p) = perms {
+        std::fs::set_permissions(&tmp, p).ok();
     }
     if let Ok(f) = std::fs::File::open(&tmp) {
         f.sync_all().ok();
@@ -154,6 +164,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files written through the atomic helper get the umask's permissions even when the writer
+    /// creates them private (as the safetensors crate does), so a group can share a cache.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_respect_the_umask() {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        let target = d.path().join("out.bin");
+        write_atomic_with(&target, |tmp| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(tmp)?;
+            Ok(())
+        })
+        .unwrap();
+        let got = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn splitmix_matches_reference_values() {

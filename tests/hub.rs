@@ -71,6 +71,19 @@ fn download_cache_reuse_and_offline() {
     let cache = d.path().join("hub");
     let h = hub(&server, &cache, false, None);
     let ck = checkpoint::resolve("test/mae-tiny", Some(&h)).unwrap();
+    // Downloads get the umask's permissions (a cache shared by a group must be readable by it).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = d.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        for f in [&ck.weights, &ck.config] {
+            let real = std::fs::canonicalize(f).unwrap();
+            let got = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, want, "{}", real.display());
+        }
+    }
     // Python's cache layout.
     let repo_dir = cache.join("models--test--mae-tiny");
     assert_eq!(
