@@ -219,3 +219,49 @@ fn batch_logs_get_progress_lines_and_a_closed_pipe_is_quiet() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A relative data folder in an experiment file is relative to the file, not to the working
+/// directory: the same file checks the same from anywhere, and a missing folder is named.
+#[test]
+fn relative_paths_are_relative_to_the_experiment_file() {
+    let d = tempfile::tempdir().unwrap();
+    let sub = d.path().join("exps");
+    std::fs::create_dir_all(sub.join("data/train/a")).unwrap();
+    std::fs::create_dir_all(sub.join("data/train/b")).unwrap();
+    for (c, v) in [("a", 10u8), ("b", 200u8)] {
+        for i in 0..3 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([v, i * 40, 7]))
+                .save(sub.join(format!("data/train/{c}/{i}.png")))
+                .unwrap();
+        }
+    }
+    let y = tiny_yaml("rel", "")
+        .replace(
+            "source: {kind: embedded, classes: 6, size: 16, seed: 1}",
+            "source: {kind: image_folder, root: data, train: {dir: train}, val: {dir: train}}",
+        )
+        .replace("forget_classes: [0]", "forget_classes: [a]")
+        .replace("retain_classes: [1, 2, 3]", "retain_classes: [b]")
+        .replace("proxy_classes: [4, 5]", "proxy_classes: []")
+        .replace(
+            "methods: [original, ours, {name: ours, retain: proxy}, max_loss]",
+            "methods: [original, ours]",
+        );
+    let p = write(&sub, "rel.yaml", &y);
+    // From the file's folder's parent and from elsewhere: valid both times.
+    for cwd in [d.path().to_path_buf(), std::env::temp_dir()] {
+        let o = run(&["check", p.to_str().unwrap()], &cwd, d.path());
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "from {}: {}",
+            cwd.display(),
+            stderr(&o)
+        );
+    }
+    let y = y.replace("root: data,", "root: nowhere,");
+    let p = write(&sub, "bad.yaml", &y);
+    let o = run(&["check", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("exps/nowhere"), "{}", stderr(&o));
+}

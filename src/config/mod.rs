@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 pub struct Experiment {
     /// Short name; results go to `results/<name>` unless `output` says otherwise.
     pub name: String,
-    /// Output folder (relative paths are relative to the working directory).
+    /// Output folder (a relative path is relative to the experiment file's folder; without it,
+    /// `results/<name>` in the working directory).
     #[serde(default)]
     pub output: Option<PathBuf>,
     /// Seeds of the unlearning runs (data order, noise, random masks); one cell per seed.
@@ -66,18 +67,45 @@ pub fn load(path: &Path) -> Result<Experiment> {
             path.display()
         ))
     })?;
-    parse(&text, &path.display().to_string())
+    let base = path.parent().unwrap_or_else(|| Path::new(""));
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    parse_in(&text, &path.display().to_string(), Some(base))
 }
 
-/// Parse and validate experiment text; `origin` names it in errors.
+/// Parse and validate experiment text; `origin` names it in errors. Relative paths stay relative
+/// to the working directory (see [`parse_in`]).
 pub fn parse(text: &str, origin: &str) -> Result<Experiment> {
-    let exp: Experiment = serde_yaml::from_str(text).map_err(|e| {
+    parse_in(text, origin, None)
+}
+
+/// As [`parse`], with relative paths in the file (local data folders, local class lists,
+/// `output`) made relative to `base`, the experiment file's folder: the same file then means the
+/// same data from any working directory.
+pub fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<Experiment> {
+    let mut exp: Experiment = serde_yaml::from_str(text).map_err(|e| {
         let msg = strip_location(&e.to_string());
         match e.location() {
             Some(l) => crate::error::user(format!("{origin}:{}:{}: {msg}", l.line(), l.column())),
             None => crate::error::user(format!("{origin}: {msg}")),
         }
     })?;
+    if let Some(base) = base {
+        for d in &mut exp.datasets {
+            d.source.resolve_relative(base);
+            if let Some(l) = d.local.as_mut() {
+                l.resolve_relative(base);
+            }
+        }
+        if let Some(o) = exp.output.as_mut() {
+            if o.is_relative() {
+                *o = base.join(&*o);
+            }
+        }
+    }
     validate(&exp).map_err(|(path, msg)| {
         let (line, col) = locate::locate(text, &path).unwrap_or((1, 1));
         let path_s = locate::path_string(&path);
@@ -282,6 +310,15 @@ fn validate_dataset(
     // Classes can be checked now when the source is on this machine; hub sources are checked
     // when the run resolves them, before anything is written.
     let src = d.effective_source();
+    if let (false, Some(folder)) = (src.is_present(), src.local_path()) {
+        return Err(at(
+            &path("source"),
+            format!(
+                "image folder {} does not exist (relative paths are relative to the experiment file's folder)",
+                folder.display()
+            ),
+        ));
+    }
     if src.is_present() {
         let source = crate::data::open_source(src).map_err(|e| {
             let key = if d.local.as_ref().is_some_and(|l| l.is_present()) {

@@ -43,7 +43,7 @@ pub struct FolderSplit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FolderConfig {
-    /// The dataset's folder (relative paths are relative to the working directory).
+    /// The dataset's folder (a relative path is relative to the experiment file's folder).
     pub root: PathBuf,
     /// A class-list file relative to `root` (first field of each line: the class identifier, in
     /// label order). Without it: the sorted classes found in the train split.

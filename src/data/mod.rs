@@ -121,6 +121,47 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// Make the source's relative local paths relative to `base` (the experiment file's folder):
+    /// an image folder's root, a local class list (`./…`, `../…`).
+    pub fn resolve_relative(&mut self, base: &std::path::Path) {
+        // Canonical where it exists, so that the same file gives the same cell ids from any
+        // working directory.
+        fn join(base: &std::path::Path, p: &std::path::Path) -> std::path::PathBuf {
+            let j = base.join(p);
+            std::fs::canonicalize(&j).unwrap_or(j)
+        }
+        fn local(s: &mut String, base: &std::path::Path) {
+            if s.starts_with("./") || s.starts_with("../") {
+                *s = join(base, std::path::Path::new(s.as_str()))
+                    .display()
+                    .to_string();
+            }
+        }
+        match self {
+            SourceSpec::Embedded(_) => {}
+            SourceSpec::ImageFolder(c) => {
+                if c.root.is_relative() {
+                    c.root = join(base, &c.root);
+                }
+            }
+            #[cfg(feature = "report")]
+            SourceSpec::HubParquet(c) => {
+                if let Some(f) = c.classes_file.as_mut() {
+                    local(f, base);
+                }
+            }
+            SourceSpec::HubTar(c) => local(&mut c.classes_file, base),
+        }
+    }
+
+    /// Where a local source reads from, for messages.
+    pub fn local_path(&self) -> Option<&std::path::Path> {
+        match self {
+            SourceSpec::ImageFolder(c) => Some(&c.root),
+            _ => None,
+        }
+    }
+
     /// Whether the source is on this machine (a local source whose folder exists, or embedded).
     pub fn is_present(&self) -> bool {
         match self {

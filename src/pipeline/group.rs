@@ -78,6 +78,18 @@ pub fn prepare_group(
     let size = family.image_size();
 
     let t = Instant::now();
+    if let Some(path) = d
+        .local
+        .as_ref()
+        .filter(|l| !l.is_present())
+        .and_then(|l| l.local_path())
+    {
+        p.note(&format!(
+            "dataset `{}`: the local copy {} is not there; reading `source:` instead",
+            d.name,
+            path.display()
+        ));
+    }
     let splits =
         Splits::build(d, size, dev).with_context(|| format!("loading dataset `{}`", d.name))?;
     crate::util::write_atomic(
