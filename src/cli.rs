@@ -527,7 +527,12 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 ResizeMode::TorchFidelity
             };
             let a = ex.args(default, 2048)?;
-            crate::metrics::commands::inception_score(&path, paper, splits.max(1), &a, &progress)?;
+            if splits == 0 {
+                return Err(user(
+                    "--splits 0: the Inception Score needs at least 1 split",
+                ));
+            }
+            crate::metrics::commands::inception_score(&path, paper, splits, &a, &progress)?;
             Ok(())
         }
         Command::Kid {

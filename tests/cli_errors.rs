@@ -265,3 +265,74 @@ fn relative_paths_are_relative_to_the_experiment_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("exps/nowhere"), "{}", stderr(&o));
 }
+
+/// Inputs that used to crash deep inside a kernel, or be accepted silently, are one-line errors
+/// of `check` naming the field (a test for each class of issue 15's "sizes of zero").
+#[test]
+fn bad_sizes_names_and_duplicates_are_rejected_up_front() {
+    let cases: [(&str, &str, &[&str]); 9] = [
+        (
+            "hidden_size: 16,",
+            "hidden_size: 0,",
+            &["models[0].config.hidden_size", "at least 1"],
+        ),
+        (
+            "image_size: 16,",
+            "image_size: 0,",
+            &["models[0].config.image_size", "at least 1"],
+        ),
+        (
+            "num_hidden_layers: 1,",
+            "num_hidden_layers: 1, layer_norm_eps: -1,",
+            &["layer_norm_eps", "positive"],
+        ),
+        (
+            "name: tex",
+            "name: ../evil",
+            &["datasets[0].name", "file names"],
+        ),
+        (
+            "name: mae",
+            "name: .hidden",
+            &["models[0].name", "file names"],
+        ),
+        (
+            "seeds: [0, 1]",
+            "seeds: [0, 1, 0]",
+            &["seeds[2]", "listed twice"],
+        ),
+        (
+            "forget_classes: [0]",
+            "forget_classes: [0, 0]",
+            &["forget_classes[1]", "listed twice"],
+        ),
+        (
+            "is_splits: 2",
+            "is_splits: 7",
+            &["eval_per_class", "fewer than metrics.is_splits = 7"],
+        ),
+        (
+            "retain_classes: [1, 2, 3]",
+            "retain_classes: [1, 2, 1]",
+            &["retain_classes[2]", "listed twice"],
+        ),
+    ];
+    for (from, to, want) in cases {
+        let y = tiny_yaml("t", "").replacen(from, to, 1);
+        assert_ne!(y, tiny_yaml("t", ""), "{from} not found in the tiny grid");
+        check_error(&y, want);
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "bad-name.yaml", &tiny_yaml("..", ""));
+    let o = run(&["check", p.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("file names"), "{}", stderr(&o));
+    // `is --splits 0` is an error, not a number.
+    let o = run(
+        &["is", d.path().to_str().unwrap(), "--splits", "0"],
+        d.path(),
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--splits 0"), "{}", stderr(&o));
+}

@@ -131,17 +131,49 @@ fn at(path: &[locate::Seg], msg: impl Into<String>) -> Invalid {
 
 use locate::Seg::{Idx, Key};
 
-fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
-    if exp.name.trim().is_empty()
-        || !exp
-            .name
+/// Whether a name can become part of a file name: letters, digits, '-', '_', '.', not starting
+/// with '.' (so never `..`, a hidden file or a path).
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(at(
-            &[Key("name")],
-            "use letters, digits, '-', '_' or '.' only",
-        ));
+}
+
+const NAME_RULE: &str =
+    "use letters, digits, '-', '_' or '.' only, not starting with '.' (names become file names)";
+
+fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
+    if !is_safe_name(&exp.name) {
+        return Err(at(&[Key("name")], NAME_RULE));
+    }
+    for (key, names) in [
+        (
+            "datasets",
+            exp.datasets
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "models",
+            exp.models.iter().map(|m| m.name.as_str()).collect(),
+        ),
+    ] {
+        for (i, n) in names.iter().enumerate() {
+            if !is_safe_name(n) {
+                return Err(at(&[Key(key), Idx(i), Key("name")], NAME_RULE));
+            }
+        }
+    }
+    for (i, s) in exp.seeds.iter().enumerate() {
+        if exp.seeds[..i].contains(s) {
+            return Err(at(
+                &[Key("seeds"), Idx(i)],
+                format!("seed {s} is listed twice (its cells would be computed twice)"),
+            ));
+        }
     }
     for (key, empty) in [
         ("datasets", exp.datasets.is_empty()),
@@ -306,6 +338,19 @@ fn validate_dataset(
             &path("eval_per_class"),
             "must be at least 2 (FID needs a covariance)",
         ));
+    }
+    // The Inception Score splits each set; with explicit class lists the sizes are known now.
+    if exp.metrics.is.is_some() && !d.forget_classes.is_empty() && !d.retain_classes.is_empty() {
+        let smallest = d.eval_per_class * d.forget_classes.len().min(d.retain_classes.len());
+        if smallest < exp.metrics.is_splits {
+            return Err(at(
+                &path("eval_per_class"),
+                format!(
+                    "the smallest evaluation set has {smallest} images, fewer than metrics.is_splits = {} (one image per split at least)",
+                    exp.metrics.is_splits
+                ),
+            ));
+        }
     }
     // Classes can be checked now when the source is on this machine; hub sources are checked
     // when the run resolves them, before anything is written.

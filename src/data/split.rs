@@ -109,6 +109,17 @@ pub fn resolve_classes(
         _ => pick(&spec.proxy_classes, None, "proxy_classes", &mut notes)?,
     };
     proxy.retain(|c| !forget.contains(c) && !retain.contains(c));
+    // A class listed twice would be drawn and weighted twice.
+    for (key, list) in [("forget_classes", &forget), ("retain_classes", &retain)] {
+        for (j, c) in list.iter().enumerate() {
+            if list[..j].contains(c) {
+                return Err((
+                    vec![Key(key), Idx(j)],
+                    format!("class `{}` is listed twice", classes[*c]),
+                ));
+            }
+        }
+    }
     if forget.is_empty() {
         return Err((
             vec![Key("forget_classes")],

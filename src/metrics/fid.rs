@@ -205,20 +205,86 @@ impl Stats {
             mu.dims(),
             sigma.dims()
         );
-        Ok(Self {
+        let stats = Self {
             mu: mu.to_dtype(DType::F64)?.to_vec1::<f64>()?,
             sigma: sigma
                 .to_dtype(DType::F64)?
                 .flatten_all()?
                 .to_vec1::<f64>()?,
             n: 0,
-        })
+        };
+        stats
+            .check()
+            .map_err(|m| crate::error::user(format!("{}: {m}", path.display())))?;
+        Ok(stats)
+    }
+
+    /// Statistics a Fréchet distance can use: finite, the covariance symmetric with a
+    /// non-negative diagonal.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let d = self.dim();
+        if let Some(i) = self.mu.iter().position(|v| !v.is_finite()) {
+            return Err(format!("`mu`[{i}] is {}", self.mu[i]));
+        }
+        if let Some(i) = self.sigma.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "`sigma`[{}, {}] is {}",
+                i / d,
+                i % d,
+                self.sigma[i]
+            ));
+        }
+        let scale = self
+            .sigma
+            .iter()
+            .fold(0f64, |m, v| m.max(v.abs()))
+            .max(1e-300);
+        for i in 0..d {
+            if self.sigma[i * d + i] < 0.0 {
+                return Err(format!(
+                    "`sigma` has a negative variance at [{i}, {i}]: not a covariance"
+                ));
+            }
+            for j in 0..i {
+                if (self.sigma[i * d + j] - self.sigma[j * d + i]).abs() > 1e-6 * scale {
+                    return Err(format!(
+                        "`sigma` is not symmetric ([{i}, {j}] ≠ [{j}, {i}]): not a covariance"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statistics_files_must_hold_a_covariance() {
+        let ok = Stats {
+            mu: vec![0.0, 1.0],
+            sigma: vec![1.0, 0.5, 0.5, 2.0],
+            n: 0,
+        };
+        assert!(ok.check().is_ok());
+        let nan = Stats {
+            mu: vec![f64::NAN, 1.0],
+            ..ok.clone()
+        };
+        assert!(nan.check().unwrap_err().contains("`mu`[0]"));
+        let asym = Stats {
+            sigma: vec![1.0, 0.5, -0.5, 2.0],
+            ..ok.clone()
+        };
+        assert!(asym.check().unwrap_err().contains("not symmetric"));
+        let neg = Stats {
+            sigma: vec![-1.0, 0.0, 0.0, 2.0],
+            ..ok
+        };
+        assert!(neg.check().unwrap_err().contains("negative variance"));
+    }
 
     fn lcg_rows(n: usize, d: usize, seed: u64, scale: f32, offset: f32) -> Vec<f32> {
         let mut s = seed;

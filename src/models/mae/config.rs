@@ -121,6 +121,39 @@ impl MaeConfig {
 
     fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {
         let e = |k: &'static str, m: String| Err((vec![Seg::Key("config"), Seg::Key(k)], m));
+        for (k, v) in [
+            ("image_size", self.image_size),
+            ("patch_size", self.patch_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("decoder_hidden_size", self.decoder_hidden_size),
+            ("decoder_num_hidden_layers", self.decoder_num_hidden_layers),
+            (
+                "decoder_num_attention_heads",
+                self.decoder_num_attention_heads,
+            ),
+            ("decoder_intermediate_size", self.decoder_intermediate_size),
+        ] {
+            if v == 0 {
+                return e(k, "must be at least 1".into());
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            return e(
+                "layer_norm_eps",
+                format!("must be a positive number, got {}", self.layer_norm_eps),
+            );
+        }
+        if self.image_std.iter().any(|s| !(*s > 0.0 && s.is_finite()))
+            || self.image_mean.iter().any(|m| !m.is_finite())
+        {
+            return e(
+                "image_std",
+                "image_mean must be finite and image_std positive".into(),
+            );
+        }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return e(
                 "patch_size",
