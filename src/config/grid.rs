@@ -171,6 +171,7 @@ models:
 methods: [original, ours, {name: ours, retain: proxy}]
 alphas: [0.1, 0.5]
 masks: [center:2]
+metrics: {is_splits: 2}
 "#;
 
     #[test]
