@@ -2,7 +2,7 @@
 //! that a re-run (or another experiment with the same data, architecture and settings) skips it.
 
 use crate::data::ImageSet;
-use crate::models::{self, FamilyConfig, PretrainSpec, Role, Weights};
+use crate::models::{self, FamilyConfig, PretrainSpec, Weights};
 use crate::nn::Mode;
 use crate::train::{AdamW, Sampler};
 use anyhow::{Context, Result};
@@ -26,15 +26,8 @@ pub fn pretrain(
 ) -> Result<(Weights, f64)> {
     let init = models::init_weights(cfg, spec.seed, device)?;
     let model = models::build(cfg, &init, true, device)?;
-    let vars = model
-        .params()
-        .with_roles(&[Role::Encoder, Role::Decoder])
-        .into_iter()
-        .map(|(n, v)| {
-            let d = model.decays(&n, &v);
-            (n, v, d)
-        })
-        .collect();
+    // Everything trains; the family decides weight decay, as for unlearning.
+    let vars = crate::unlearn::trainer::trainable(&*model, crate::unlearn::Scope::Full);
     let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
     let mut rng = crate::util::rng("pretrain", spec.seed);
     let mut sampler = Sampler::new(data.len());

@@ -112,7 +112,7 @@ impl Embedding {
     pub fn per_sample_mse(&self, other: &Embedding) -> Result<Tensor> {
         let mut total: Option<Tensor> = None;
         for (a, b) in self.0.iter().zip(&other.0) {
-            let d = (a - b)?.sqr()?.flatten_from(1)?.mean(1)?;
+            let d = crate::nn::per_sample_mse(a, b)?;
             total = Some(match total {
                 None => d,
                 Some(t) => (t + d)?,

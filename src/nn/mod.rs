@@ -209,6 +209,11 @@ pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok((a - b)?.sqr()?.mean_all()?)
 }
 
+/// Per-sample mean squared difference over all non-batch elements, `[B]`.
+pub fn per_sample_mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok((a - b)?.sqr()?.flatten_from(1)?.mean(1)?)
+}
+
 /// Apply a candle `Module` and convert the error type.
 pub fn apply<M: Module>(m: &M, x: &Tensor) -> Result<Tensor> {
     Ok(m.forward(x)?)

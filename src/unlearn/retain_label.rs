@@ -15,17 +15,12 @@
 //! [`I2IModel::output`]: crate::models::I2IModel::output
 
 use super::{cycle_index, mixed_order, Ctx, Loss, Method, MethodName, Scope, StepBatch};
-use crate::nn::{mse, Mode};
+use crate::nn::{mse, per_sample_mse, Mode};
 use anyhow::Result;
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
 pub struct RetainLabel;
-
-/// Per-sample mean squared difference `[B]`.
-fn per_sample(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok((a - b)?.sqr()?.flatten_from(1)?.mean(D::Minus1)?)
-}
 
 impl Method for RetainLabel {
     fn name(&self) -> MethodName {
@@ -49,8 +44,8 @@ impl Method for RetainLabel {
             let target_of: Vec<u32> = pos.iter().map(|&i| (i % r) as u32).collect();
             let idx = Tensor::from_vec(target_of, r, &dev)?;
             let w = 2.0 / n as f64;
-            let retain = (per_sample(&s_r, &t_r)?.sum_all()? * w)?;
-            let forget = (per_sample(&s_r, &t_r.index_select(&idx, 0)?)?.sum_all()? * w)?;
+            let retain = (per_sample_mse(&s_r, &t_r)?.sum_all()? * w)?;
+            let forget = (per_sample_mse(&s_r, &t_r.index_select(&idx, 0)?)?.sum_all()? * w)?;
             return Loss::sum(retain, forget, ctx.alpha);
         }
         let retain = mse(&s_r, &t_r)?;
