@@ -47,12 +47,15 @@ pub enum DeviceArg {
 pub enum FamilyArg {
     /// Masked autoencoder (transformers' ViTMAEForPreTraining).
     Mae,
+    /// MAGE over its VQ-GAN tokenizer: a folder with config.json, mage*.pth and vqgan*.ckpt.
+    Mage,
 }
 
 impl From<FamilyArg> for crate::models::FamilyName {
     fn from(f: FamilyArg) -> Self {
         match f {
             FamilyArg::Mae => crate::models::FamilyName::Mae,
+            FamilyArg::Mage => crate::models::FamilyName::Mage,
         }
     }
 }

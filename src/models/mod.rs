@@ -4,6 +4,7 @@
 //! [`load_checkpoint`] and [`build`], one arm per family each.
 
 pub mod mae;
+pub mod mage;
 pub mod model;
 
 pub use model::{Embedding, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
@@ -21,6 +22,8 @@ use std::path::Path;
 pub enum FamilyName {
     /// Masked autoencoder, transformers' `ViTMAEForPreTraining`.
     Mae,
+    /// MAGE over its VQ-GAN tokenizer (the paper's VQ-GAN family).
+    Mage,
 }
 
 /// A model entry of the experiment file.
@@ -106,6 +109,7 @@ impl PretrainSpec {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum FamilyConfig {
     Mae(mae::MaeConfig),
+    Mage(mage::MageConfig),
 }
 
 impl FamilyConfig {
@@ -113,12 +117,14 @@ impl FamilyConfig {
     pub fn mask_grid(&self) -> usize {
         match self {
             FamilyConfig::Mae(c) => c.grid(),
+            FamilyConfig::Mage(c) => c.grid(),
         }
     }
     /// The resolution the model takes.
     pub fn image_size(&self) -> usize {
         match self {
             FamilyConfig::Mae(c) => c.image_size,
+            FamilyConfig::Mage(c) => c.mage.img_size,
         }
     }
     /// The value (per channel, [0, 1]) the family's input holds in the hole; the blurred
@@ -126,11 +132,13 @@ impl FamilyConfig {
     pub fn hole_fill(&self) -> [f32; 3] {
         match self {
             FamilyConfig::Mae(c) => c.image_mean.map(|v| v as f32),
+            FamilyConfig::Mage(_) => mage::IMAGENET_MEAN.map(|v| v as f32),
         }
     }
     pub fn family(&self) -> FamilyName {
         match self {
             FamilyConfig::Mae(_) => FamilyName::Mae,
+            FamilyConfig::Mage(_) => FamilyName::Mage,
         }
     }
 }
@@ -152,6 +160,9 @@ impl ModelSpec {
             FamilyName::Mae => {
                 mae::MaeConfig::from_yaml_value(&self.config).map(|c| Some(FamilyConfig::Mae(c)))
             }
+            FamilyName::Mage => {
+                mage::MageConfig::from_yaml_value(&self.config).map(|c| Some(FamilyConfig::Mage(c)))
+            }
         }
     }
 
@@ -167,16 +178,34 @@ impl ModelSpec {
             return Ok((c, None));
         }
         let spec = self.weights.as_deref().expect("weights when no config");
-        let ck =
-            checkpoint::resolve(spec, hub).with_context(|| format!("model `{}`", self.name))?;
+        let ck = resolve_checkpoint(self.family, spec, hub)
+            .with_context(|| format!("model `{}`", self.name))?;
         Ok((checkpoint_config(self.family, &ck)?, Some(ck)))
     }
+}
+
+/// The file names of `family`'s checkpoints.
+pub fn checkpoint_layout(family: FamilyName) -> &'static checkpoint::Layout {
+    match family {
+        FamilyName::Mae => &checkpoint::HF_LAYOUT,
+        FamilyName::Mage => &mage::LAYOUT,
+    }
+}
+
+/// A checkpoint of `family` (a folder or a hub id) resolved to local files.
+pub fn resolve_checkpoint(
+    family: FamilyName,
+    spec: &str,
+    hub: Option<&crate::hub::Hub>,
+) -> Result<checkpoint::Checkpoint> {
+    checkpoint::resolve_layout(spec, hub, checkpoint_layout(family))
 }
 
 /// The architecture of a resolved checkpoint of `family`.
 pub fn checkpoint_config(family: FamilyName, ck: &checkpoint::Checkpoint) -> Result<FamilyConfig> {
     Ok(match family {
         FamilyName::Mae => FamilyConfig::Mae(mae::checkpoint_config(ck)?),
+        FamilyName::Mage => FamilyConfig::Mage(mage::checkpoint_config(ck)?),
     })
 }
 
@@ -197,7 +226,7 @@ pub fn load_pretrained(
     hub: Option<&crate::hub::Hub>,
     device: &Device,
 ) -> Result<Pretrained> {
-    let ck = checkpoint::resolve(spec, hub)?;
+    let ck = resolve_checkpoint(family, spec, hub)?;
     let config = checkpoint_config(family, &ck)?;
     let (weights, layout) = load_checkpoint(&config, &ck, device)?;
     Ok(Pretrained {
@@ -219,6 +248,7 @@ pub fn load_checkpoint(
         FamilyConfig::Mae(c) => {
             mae::load_checkpoint_weights(c, ck, device).map(|(w, l)| (w, l.to_string()))
         }
+        FamilyConfig::Mage(c) => mage::load_checkpoint_weights(c, ck, device),
     }
 }
 
@@ -226,6 +256,7 @@ pub fn load_checkpoint(
 pub fn init_weights(cfg: &FamilyConfig, seed: u64, device: &Device) -> Result<Weights> {
     match cfg {
         FamilyConfig::Mae(c) => mae::init_weights(c, seed, device),
+        FamilyConfig::Mage(c) => mage::init_weights(c, seed, device),
     }
 }
 
@@ -239,6 +270,12 @@ pub fn build(
 ) -> Result<Box<dyn I2IModel>> {
     match cfg {
         FamilyConfig::Mae(c) => Ok(Box::new(mae::Mae::new(
+            c.clone(),
+            weights,
+            trainable,
+            device,
+        )?)),
+        FamilyConfig::Mage(c) => Ok(Box::new(mage::Mage::new(
             c.clone(),
             weights,
             trainable,

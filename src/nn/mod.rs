@@ -5,6 +5,8 @@
 //! here therefore takes a [`Mode`]: `Train` composes the op from primitive tensor ops that
 //! backpropagate, `Infer` uses the fast fused kernels. Frozen teachers and evaluation use `Infer`.
 
+pub mod block;
+pub mod conv;
 pub mod fused;
 pub mod init;
 

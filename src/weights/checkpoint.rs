@@ -17,25 +17,72 @@ pub struct Checkpoint {
     pub config: PathBuf,
     pub weights: PathBuf,
     pub preprocessor: Option<PathBuf>,
+    /// A second weights file of composite models (MAGE's VQ tokenizer), if the layout has one
+    /// and it was found.
+    pub companion: Option<PathBuf>,
 }
+
+/// The file names a family's checkpoints use. A name may hold one `*` (any text) when it is
+/// looked up in a local folder; hub lookups use only the names without `*`.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// The weights file, first match wins.
+    pub weights: &'static [&'static str],
+    /// An optional second weights file.
+    pub companion: &'static [&'static str],
+}
+
+/// transformers' layout.
+pub const HF_LAYOUT: Layout = Layout {
+    weights: &WEIGHT_FILES,
+    companion: &[],
+};
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
+/// Whether file name `name` matches `pattern` (at most one `*`).
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((pre, post)) => {
+            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
+        }
+    }
+}
+
+/// The first file of `dir` matching one of `patterns` (patterns in order, names sorted).
+fn find_in(dir: &Path, patterns: &[&str]) -> Option<PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    patterns
+        .iter()
+        .find_map(|p| names.iter().find(|n| matches(p, n)))
+        .map(|n| dir.join(n))
+}
+
 /// Resolve `spec` (a local folder, else a hub id) to local files, downloading what is missing.
 pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
+    resolve_layout(spec, hub, &HF_LAYOUT)
+}
+
+/// [`resolve`] for a family whose checkpoints use `layout`'s file names.
+pub fn resolve_layout(spec: &str, hub: Option<&Hub>, layout: &Layout) -> Result<Checkpoint> {
     let dir = Path::new(spec);
     if dir.is_dir() {
         let config = dir.join("config.json");
-        let weights = WEIGHT_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file());
+        let weights = find_in(dir, layout.weights);
         return match (config.is_file(), weights) {
             (true, Some(weights)) => Ok(Checkpoint {
                 origin: dir.display().to_string(),
                 config,
                 weights,
                 preprocessor: Some(dir.join("preprocessor_config.json")).filter(|p| p.is_file()),
+                companion: find_in(dir, layout.companion),
             }),
             (c, w) => {
                 let mut missing = vec![];
@@ -43,7 +90,7 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
                     missing.push("config.json".to_string());
                 }
                 if w.is_none() {
-                    missing.push("model.safetensors (or pytorch_model.bin)".to_string());
+                    missing.push(layout.weights.join(" or "));
                 }
                 Err(user(format!(
                     "model folder {} lacks {}",
@@ -63,14 +110,14 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
     if hub.cfg.offline {
         // Name everything that is missing at once.
         let config = hub.cached(&repo, "config.json");
-        let weights = WEIGHT_FILES.iter().find_map(|f| hub.cached(&repo, f));
+        let weights = exact(layout.weights).find_map(|f| hub.cached(&repo, f));
         if config.is_none() || weights.is_none() {
             let mut missing = vec![];
             if config.is_none() {
                 missing.push("config.json");
             }
             if weights.is_none() {
-                missing.push("model.safetensors");
+                missing.push(exact(layout.weights).next().unwrap_or("weights"));
             }
             return Err(crate::hub::to_anyhow(hub.offline_error(&repo, &missing)));
         }
@@ -79,13 +126,14 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
             config: config.expect("checked"),
             weights: weights.expect("checked"),
             preprocessor: hub.cached(&repo, "preprocessor_config.json"),
+            companion: exact(layout.companion).find_map(|f| hub.cached(&repo, f)),
         });
     }
     let config = hub
         .file(&repo, "config.json")
         .map_err(crate::hub::to_anyhow)?;
     let mut weights = None;
-    for f in WEIGHT_FILES {
+    for f in exact(layout.weights) {
         match hub.optional_file(&repo, f) {
             Ok(Some(p)) => {
                 weights = Some(p);
@@ -98,18 +146,31 @@ pub fn resolve(spec: &str, hub: Option<&Hub>) -> Result<Checkpoint> {
     let weights = weights.ok_or_else(|| {
         crate::hub::to_anyhow(HubError::NotFound {
             repo: repo.to_string(),
-            file: "model.safetensors or pytorch_model.bin".into(),
+            file: exact(layout.weights).collect::<Vec<_>>().join(" or "),
         })
     })?;
     let preprocessor = hub
         .optional_file(&repo, "preprocessor_config.json")
         .map_err(crate::hub::to_anyhow)?;
+    let mut companion = None;
+    for f in exact(layout.companion) {
+        if let Some(p) = hub.optional_file(&repo, f).map_err(crate::hub::to_anyhow)? {
+            companion = Some(p);
+            break;
+        }
+    }
     Ok(Checkpoint {
         origin: repo.to_string(),
         config,
         weights,
         preprocessor,
+        companion,
     })
+}
+
+/// The names of a list without a `*` (what can be asked of the hub).
+fn exact<'a>(names: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+    names.iter().copied().filter(|n| !n.contains('*'))
 }
 
 /// Every tensor of a safetensors file or a torch file (`.bin`, `.pth`; zip or legacy layout), as
