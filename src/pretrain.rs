@@ -2,11 +2,12 @@
 //! that a re-run (or another experiment with the same data, architecture and settings) skips it.
 
 use crate::data::ImageSet;
-use crate::models::{self, FamilyConfig, PretrainSpec, Weights};
+use crate::models::mage::{MageConfig, VqGan, VQ_PREFIX};
+use crate::models::{self, FamilyConfig, PretrainSpec, TokenizerPretrain, Weights};
 use crate::nn::Mode;
 use crate::train::{AdamW, Sampler};
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor, Var};
 use std::path::{Path, PathBuf};
 
 /// Cache file of a pre-training run.
@@ -16,7 +17,16 @@ pub fn cache_path(cache_dir: &Path, key: &str) -> PathBuf {
         .join(format!("{key}.safetensors"))
 }
 
+/// Steps of a whole pre-training: the tokenizer's first (families with one), then the model's.
+pub fn total_steps(cfg: &FamilyConfig, spec: &PretrainSpec) -> usize {
+    match cfg {
+        FamilyConfig::Mage(_) => spec.tokenizer.steps + spec.steps,
+        _ => spec.steps,
+    }
+}
+
 /// Pre-train from a fresh initialisation; returns the final weights and the last loss.
+/// `on_step(step, loss)` counts over [`total_steps`].
 pub fn pretrain(
     cfg: &FamilyConfig,
     spec: &PretrainSpec,
@@ -24,7 +34,20 @@ pub fn pretrain(
     device: &Device,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(Weights, f64)> {
-    let init = models::init_weights(cfg, spec.seed, device)?;
+    let mut init = models::init_weights(cfg, spec.seed, device)?;
+    let mut offset = 0;
+    if let FamilyConfig::Mage(c) = cfg {
+        pretrain_tokenizer(
+            c,
+            &spec.tokenizer,
+            spec.seed,
+            data,
+            &mut init,
+            device,
+            &mut on_step,
+        )?;
+        offset = spec.tokenizer.steps;
+    }
     let model = models::build(cfg, &init, true, device)?;
     // Everything trains; the family decides weight decay, as for unlearning.
     let vars = crate::unlearn::trainer::trainable(&*model, crate::unlearn::Scope::Full);
@@ -53,9 +76,130 @@ pub fn pretrain(
             "pre-training loss is {last} at step {step}: lower pretrain.lr"
         );
         opt.step(&loss.backward()?)?;
-        on_step(step, last);
+        on_step(offset + step, last);
     }
-    Ok((model.params().weights(), last))
+    // Frozen parts (a tokenizer) are not among the trained parameters: keep them from `init`.
+    let mut out = init;
+    out.extend(model.params().weights());
+    Ok((out, last))
+}
+
+/// Train MAGE's VQ tokenizer (the `vqgan.*` tensors of `weights`, replaced in place): a plain
+/// VQ autoencoder — reconstruction MSE + codebook + commitment — standing in for the official
+/// adversarially trained VQ-GAN. The codebook starts on encoder outputs of the first batch, and
+/// entries unused for `restart_every` steps are re-seated on encoder outputs (so that a small
+/// codebook is used, not collapsed onto a few codes).
+fn pretrain_tokenizer(
+    cfg: &MageConfig,
+    spec: &TokenizerPretrain,
+    seed: u64,
+    data: &ImageSet,
+    weights: &mut Weights,
+    device: &Device,
+    on_step: &mut impl FnMut(usize, f64),
+) -> Result<()> {
+    anyhow::ensure!(
+        spec.crop % cfg.downsampling() == 0,
+        "pretrain.tokenizer.crop {} must be a multiple of the tokenizer's downsampling factor {}",
+        spec.crop,
+        cfg.downsampling()
+    );
+    let varmap = candle_nn::VarMap::new();
+    let mut vars = Vec::new();
+    {
+        let mut map = varmap.data().lock().expect("varmap lock");
+        for (name, t) in weights.iter() {
+            if let Some(short) = name.strip_prefix(VQ_PREFIX) {
+                let v = Var::from_tensor(t)?;
+                map.insert(short.to_string(), v.clone());
+                vars.push((short.to_string(), v, false));
+            }
+        }
+    }
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let vq = VqGan::new(vb, &cfg.vqgan)?;
+    let codebook = vars
+        .iter()
+        .find(|(n, _, _)| n == "quantize.embedding.weight")
+        .map(|(_, v, _)| v.clone())
+        .context("tokenizer without a codebook")?;
+    let n_codes = cfg.vqgan.n_embed;
+    let mut rng = crate::util::rng("pretrain-tokenizer", seed);
+    let mut sampler = Sampler::new(data.len());
+    let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
+    let mut used = vec![false; n_codes];
+    for step in 0..spec.steps {
+        let batch = data.select(&sampler.next(spec.batch_size, &mut rng))?;
+        let pixels = crop(&batch.pixels, spec.crop, &mut rng)?;
+        if step == 0 {
+            let z = vq.encoder.forward(&pixels)?;
+            codebook.set(&random_rows(&z, n_codes, &mut rng)?)?;
+        }
+        let l = vq.training_loss(&pixels)?;
+        let loss = l.total.to_scalar::<f32>()? as f64;
+        anyhow::ensure!(
+            loss.is_finite(),
+            "tokenizer pre-training loss is {loss} at step {step}: lower pretrain.tokenizer.lr"
+        );
+        for t in l.tokens.flatten_all()?.to_vec1::<u32>()? {
+            used[t as usize] = true;
+        }
+        opt.step(&l.total.backward()?)?;
+        if spec.restart_every > 0 && (step + 1) % spec.restart_every == 0 && step + 1 < spec.steps {
+            let dead: Vec<usize> = (0..n_codes).filter(|&i| !used[i]).collect();
+            if !dead.is_empty() {
+                let fresh = random_rows(&l.z.detach(), dead.len(), &mut rng)?;
+                let idx = Tensor::from_vec(
+                    dead.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                    dead.len(),
+                    device,
+                )?;
+                let cb = codebook.as_tensor().detach();
+                let updated = cb.index_add(&idx, &(fresh - cb.index_select(&idx, 0)?)?, 0)?;
+                codebook.set(&updated)?;
+            }
+            used.iter_mut().for_each(|u| *u = false);
+        }
+        on_step(step, loss);
+    }
+    for (name, v) in varmap.data().lock().expect("varmap lock").iter() {
+        weights.insert(format!("{VQ_PREFIX}{name}"), v.as_tensor().detach());
+    }
+    Ok(())
+}
+
+/// A random `side`² crop of a batch (one offset per batch); the batch itself when `side` is 0
+/// or not smaller than the images.
+fn crop(pixels: &Tensor, side: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Tensor> {
+    use rand::Rng;
+    let (_, _, h, w) = pixels.dims4()?;
+    if side == 0 || side >= h.min(w) {
+        return Ok(pixels.clone());
+    }
+    let y = rng.random_range(0..=h - side);
+    let x = rng.random_range(0..=w - side);
+    Ok(pixels
+        .narrow(2, y, side)?
+        .narrow(3, x, side)?
+        .contiguous()?)
+}
+
+/// `n` rows `[n, C]` drawn (with replacement when needed) from the vectors of `z` (`[B, C, h, w]`),
+/// with a little noise so that duplicates separate.
+fn random_rows(z: &Tensor, n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Tensor> {
+    use rand::Rng;
+    let (b, c, h, w) = z.dims4()?;
+    let flat = z
+        .permute((0, 2, 3, 1))?
+        .reshape((b * h * w, c))?
+        .contiguous()?;
+    let m = b * h * w;
+    let idx: Vec<u32> = (0..n).map(|_| rng.random_range(0..m) as u32).collect();
+    let rows = flat.index_select(&Tensor::from_vec(idx, n, z.device())?, 0)?;
+    let scale = rows.abs()?.mean_all()?.to_scalar::<f32>()? as f64 * 0.01;
+    let noise = crate::util::normal_vec(rng, n * c);
+    let noise = (Tensor::from_vec(noise, (n, c), z.device())? * scale)?;
+    Ok((rows + noise)?)
 }
 
 /// Load cached weights if present.

@@ -61,7 +61,51 @@ pub struct PretrainSpec {
     /// changing the evaluation masks keeps the original model).
     pub task_masks: Vec<crate::masks::MaskSpec>,
     pub seed: u64,
+    /// The tokenizer's own pre-training, first (families with a tokenizer: MAGE).
+    #[serde(skip_serializing_if = "TokenizerPretrain::is_default")]
+    pub tokenizer: TokenizerPretrain,
 }
+}
+
+crate::train::with_optimiser! {
+/// Pre-training of a family's tokenizer before the model itself (MAGE's VQ tokenizer; ignored by
+/// families without one): reconstruction MSE + codebook + commitment losses, the codebook
+/// started from encoder outputs and unused entries re-seated on encoder outputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerPretrain {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Every this many steps, codebook entries no image of those steps used are moved onto
+    /// random encoder outputs of the current batch (0 = never).
+    pub restart_every: usize,
+    /// Train on random square crops of this side (a multiple of the token size; 0 = whole
+    /// images): the tokenizer is convolutional, and crops cut the cost of a step.
+    pub crop: usize,
+}
+}
+
+impl Default for TokenizerPretrain {
+    fn default() -> Self {
+        Self {
+            steps: 400,
+            batch_size: 32,
+            restart_every: 50,
+            crop: 0,
+            lr: 2e-3,
+            min_lr: 1e-5,
+            warmup_steps: 20,
+            weight_decay: 0.0,
+            betas: [0.9, 0.99],
+            grad_clip: 1.0,
+        }
+    }
+}
+
+impl TokenizerPretrain {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 impl Default for PretrainSpec {
@@ -78,6 +122,7 @@ impl Default for PretrainSpec {
             task_mask_share: 0.0,
             task_masks: vec![],
             seed: 0,
+            tokenizer: TokenizerPretrain::default(),
         }
     }
 }
@@ -94,6 +139,15 @@ impl PretrainSpec {
         if !(0.0..=1.0).contains(&self.task_mask_share) {
             return Err(("task_mask_share", "must be in [0, 1]".into()));
         }
+        if self.tokenizer.steps == 0 || self.tokenizer.batch_size == 0 {
+            return Err((
+                "tokenizer",
+                "steps and batch_size must be at least 1".into(),
+            ));
+        }
+        self.tokenizer
+            .validate_optim()
+            .map_err(|(k, m)| ("tokenizer", format!("{k}: {m}")))?;
         if self.task_mask_share > 0.0 && self.task_masks.is_empty() {
             return Err((
                 "task_masks",

@@ -41,8 +41,13 @@ impl Conv2d {
         })
     }
 
+    /// im2col + GEMM for f32 on CPU (fast backward), candle's convolution elsewhere.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            super::im2col::conv2d(x, &self.weight, self.stride, self.padding)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
             None => y,

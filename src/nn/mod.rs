@@ -8,6 +8,7 @@
 pub mod block;
 pub mod conv;
 pub mod fused;
+pub mod im2col;
 pub mod init;
 
 use anyhow::Result;

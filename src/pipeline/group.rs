@@ -152,7 +152,7 @@ pub fn prepare_group(
             None => {
                 let data = Splits::pretrain_set(d, size, dev)?;
                 let bar = p.bar(
-                    m.pretrain.steps as u64,
+                    crate::pretrain::total_steps(&family, &m.pretrain) as u64,
                     &format!("pre-train {} on {}", m.name, d.name),
                 );
                 let (w, loss) =

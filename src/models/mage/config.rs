@@ -135,13 +135,6 @@ pub struct InpaintConfig {
     pub choice_temperature: f64,
     /// Argmax instead of sampling and no Gumbel noise (deterministic; for parity).
     pub greedy: bool,
-    /// Free-text fields of the fixtures' config (ignored).
-    #[serde(skip_serializing)]
-    pub mask_ratio: Option<f64>,
-    #[serde(skip_serializing)]
-    pub pixel_fill: Option<String>,
-    #[serde(skip_serializing)]
-    pub sampling: Option<String>,
 }
 
 impl Default for InpaintConfig {
@@ -151,9 +144,6 @@ impl Default for InpaintConfig {
             num_iter: 20,
             choice_temperature: 6.0,
             greedy: false,
-            mask_ratio: None,
-            pixel_fill: None,
-            sampling: None,
         }
     }
 }
@@ -173,6 +163,16 @@ impl Default for MageConfig {
             vqgan: VqConfig::default(),
             mage: TransformerConfig::default(),
             inpaint: InpaintConfig::default(),
+        }
+    }
+}
+
+/// Drop the keys of `v` that `known` (a serialised default) does not have, recursively.
+fn keep_known(v: &mut serde_json::Value, known: &serde_json::Value) {
+    if let (Some(o), Some(k)) = (v.as_object_mut(), known.as_object()) {
+        o.retain(|key, _| k.contains_key(key));
+        for (key, val) in o.iter_mut() {
+            keep_known(val, &k[key]);
         }
     }
 }
@@ -215,13 +215,13 @@ impl MageConfig {
         Ok(cfg)
     }
 
-    /// Read a `config.json` of this layout (extra top-level keys such as `source_images` are
-    /// ignored).
+    /// Read a `config.json` of this layout. Keys this config does not know (a reference
+    /// script's notes, `source_images`, …) are ignored at every level, as for upstream
+    /// `config.json` files; the experiment file's `config:` stays strict.
     pub fn from_json(text: &str) -> Result<Self> {
         let mut v: serde_json::Value = serde_json::from_str(text).context("parsing config.json")?;
-        if let Some(o) = v.as_object_mut() {
-            o.retain(|k, _| CONFIG_FIELDS.contains(&k.as_str()));
-        }
+        let known = serde_json::to_value(Self::default()).expect("serialisable");
+        keep_known(&mut v, &known);
         Self::from_yaml_value(&v)
             .map_err(|(p, m)| anyhow::anyhow!("{}: {m}", crate::locate::path_string(&p)))
     }

@@ -23,7 +23,7 @@ mod weights;
 pub use config::{DdConfig, InpaintConfig, MageConfig, TransformerConfig, VqConfig, IMAGENET_MEAN};
 pub use maskgit::MaskGit;
 pub use transformer::{keep_all, masked_cross_entropy, Tokens, Transformer};
-pub use vqgan::VqGan;
+pub use vqgan::{VqGan, VqLoss};
 pub use weights::{
     check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint_weights,
     read_container, LAYOUT, VQ_PREFIX,

@@ -274,17 +274,31 @@ impl VqGan {
 
     /// The taming VQ training loss (legacy form, as `VectorQuantizer2(legacy=True)` computes
     /// it): reconstruction MSE + `mean((sg(z_q) − z)²) + β · mean((z_q − sg(z))²)` with β = 0.25.
-    /// Returns (total, reconstruction, codebook-and-commitment).
-    pub fn training_loss(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn training_loss(&self, pixels: &Tensor) -> Result<VqLoss> {
         let z = self.encoder.forward(pixels)?;
         let q = self.quantise(&z)?;
-        let (b, c, h, w) = z.dims4()?;
-        let _ = (b, c, h, w);
         let zq_hard = self.lookup(&q.tokens)?;
         let commit = crate::nn::mse(&zq_hard.detach(), &z)?;
         let codebook = crate::nn::mse(&zq_hard, &z.detach())?;
         let vq = (commit + (codebook * 0.25)?)?;
         let rec = crate::nn::mse(&self.decoder.forward(&q.z_q)?, pixels)?;
-        Ok(((&rec + &vq)?, rec, vq))
+        Ok(VqLoss {
+            total: (&rec + &vq)?,
+            rec,
+            vq,
+            tokens: q.tokens,
+            z,
+        })
     }
+}
+
+/// One tokenizer training step's losses and what it quantised.
+pub struct VqLoss {
+    pub total: Tensor,
+    pub rec: Tensor,
+    pub vq: Tensor,
+    /// `[B, N]` token ids.
+    pub tokens: Tensor,
+    /// The encoder output `[B, C, h, w]`.
+    pub z: Tensor,
 }
