@@ -1,0 +1,165 @@
+//! MAGE on CPU: MaskGIT inpainting throughput (centre 128 px hole at 256 px, the official
+//! evaluation's 20 iterations with sampling) and one `ours` unlearning step, with the peak
+//! resident memory. Prints one JSON line. Used by tools/bench/mage_vs_official.py, which runs the
+//! official MAGE code the same way.
+//!
+//!   cargo run --release --example mage_bench -- --size base --what inpaint --batch 8 --iters 3
+//!   cargo run --release --example mage_bench -- --size base --what unlearn --batch 4 --iters 1
+//!
+//! `--size base`: the real sizes (VQ tokenizer ch 128, mults 1-1-2-2-4, 2 res blocks, 1024 codes;
+//! MAGE ViT-B: 768 wide, 12 blocks, decoder 8 blocks), random weights. `--size tiny`: the tiny
+//! config of the bench script (32 px). Unlearning: B images per step, half forget and half retain.
+
+#[global_allocator]
+static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
+
+use candle_core::{Device, Tensor};
+use i2i_unlearn::data::ImageSet;
+use i2i_unlearn::masks::MaskSpec;
+use i2i_unlearn::models::mage::MageConfig;
+use i2i_unlearn::models::{self, FamilyConfig, GenerateOptions};
+use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
+use std::time::Instant;
+
+fn arg(name: &str, default: &str) -> String {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() -> anyhow::Result<()> {
+    i2i_unlearn::tune_allocator();
+    let size = arg("--size", "base");
+    let batch: usize = arg("--batch", "8").parse()?;
+    let iters: usize = arg("--iters", "3").parse()?;
+    let what = arg("--what", "inpaint");
+    let cfg = if size == "tiny" {
+        let v = serde_json::json!({
+            "vqgan": {"embed_dim": 32, "n_embed": 64,
+                      "ddconfig": {"z_channels": 32, "resolution": 32, "ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1}},
+            "mage": {"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 2, "num_heads": 4,
+                     "decoder_embed_dim": 64, "decoder_depth": 2, "decoder_num_heads": 4}
+        });
+        MageConfig::from_yaml_value(&v).map_err(|(_, m)| anyhow::anyhow!(m))?
+    } else {
+        MageConfig::default()
+    };
+    let dev = match arg("--device", "cpu").as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => anyhow::bail!("--device cpu|cuda, got {other}"),
+    };
+    let s = cfg.mage.img_size;
+    let grid = cfg.grid();
+    let fc = FamilyConfig::Mage(cfg.clone());
+    let w = models::init_weights(&fc, 0, &dev)?;
+    let teacher = models::build(&fc, &w, false, &dev)?;
+    let x = Tensor::rand(0f32, 1.0, (batch, 3, s, s), &dev)?;
+    let keys: Vec<u64> = (0..batch as u64).collect();
+    let threads = candle_core::utils::get_num_threads();
+    let (secs, per) = match what.as_str() {
+        "inpaint" => {
+            // The official centre hole: half the side (128 px at 256), token mask grown by one.
+            let mask = MaskSpec::Center { k: grid / 2 }.batch(grid, &keys)?;
+            let run = || -> anyhow::Result<()> {
+                let mut rngs: Vec<_> = (0..batch as u64)
+                    .map(|i| i2i_unlearn::util::rng("bench", i))
+                    .collect();
+                teacher.generate(&x, &mask, &mut rngs, &GenerateOptions::default(), &mut |_, _| {})?;
+                Ok(())
+            };
+            run()?; // warm-up
+            dev.synchronize()?;
+            let t = Instant::now();
+            for _ in 0..iters {
+                run()?;
+            }
+            dev.synchronize()?;
+            (t.elapsed().as_secs_f64() / iters as f64, batch)
+        }
+        "unlearn" => {
+            let student = models::build(&fc, &w, true, &dev)?;
+            let half = (batch / 2).max(1);
+            // Distinct images for every step, so that MAGE's token cache (images seen in an
+            // earlier epoch) never hits: every step tokenizes its batch, as the official one.
+            let set = |n: usize, off: u64| -> anyhow::Result<ImageSet> {
+                let m = n * (iters + 1);
+                Ok(ImageSet {
+                    pixels: Tensor::rand(0f32, 1.0, (m, 3, s, s), &dev)?,
+                    labels: vec![0; m],
+                    ids: (0..m as u64).map(|i| i + off).collect(),
+                })
+            };
+            let (forget, retain) = (set(half, 0)?, set((batch - half).max(1), 1_000_000)?);
+            let method = unlearn::method(MethodName::Ours);
+            let ctx = Ctx {
+                student: &*student,
+                teacher: &*teacher,
+                alpha: 0.25,
+                noise: NoiseKind::Normal,
+                paper_compat: false,
+            };
+            // The family's training masks (ratio from the truncated normal, half the tokens
+            // dropped), as the official step; one run of iters + 1 steps, the first untimed.
+            let spec = UnlearnSpec {
+                steps: iters + 1,
+                retain_batch: (batch - half).max(1),
+                forget_batch: half,
+                warmup_steps: 0,
+                ..Default::default()
+            };
+            let job = trainer::UnlearnJob {
+                spec: &spec,
+                retain: &retain,
+                forget: &forget,
+                eval_mask: None,
+                seed: 0,
+            };
+            let mut marks = vec![];
+            trainer::run(&*method, &ctx, &job, |_, _| marks.push(Instant::now()))?;
+            let secs = marks[marks.len() - 1]
+                .duration_since(marks[0])
+                .as_secs_f64()
+                / iters as f64;
+            (secs, half + (batch - half).max(1))
+        }
+        other => anyhow::bail!("--what inpaint|unlearn, got {other}"),
+    };
+    println!(
+        "{{\"impl\": \"i2i-unlearn (candle)\", \"size\": \"{size}\", \"what\": \"{what}\", \"batch\": {batch}, \"threads\": {threads}, \"seconds_per_iter\": {secs:.4}, \"images_per_s\": {:.3}, \"peak_rss_mib\": {:.0}, \"cpu\": \"{}\"}}",
+        per as f64 / secs,
+        peak_rss_mib(),
+        cpu_model()
+    );
+    Ok(())
+}
