@@ -32,7 +32,7 @@ pub fn load_model(
 ) -> Result<(Box<dyn I2IModel>, String, String)> {
     let hub = crate::hub::Hub::from_env()?;
     let p = models::load_pretrained(family, spec, Some(&hub), device)?;
-    let sha = crate::util::sha256_file(&p.checkpoint.weights)?;
+    let sha = p.checkpoint.sha256()?;
     Ok((
         models::build(&p.config, &p.weights, false, device)?,
         sha,

@@ -174,7 +174,10 @@ pub fn prepare_group(
             }
         }
     };
-    let original_sha = crate::util::sha256_file(&path)?;
+    let original_sha = match checkpoint {
+        Some(ck) => ck.sha256()?,
+        None => crate::util::sha256_file(&path)?,
+    };
     phases.pretrain += t.elapsed().as_secs_f64();
 
     let t = Instant::now();

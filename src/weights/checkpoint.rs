@@ -22,6 +22,22 @@ pub struct Checkpoint {
     pub companion: Option<PathBuf>,
 }
 
+impl Checkpoint {
+    /// SHA-256 of the weights: of the weights file, or, with a companion file, of the two
+    /// files' hashes joined (`sha256(sha_weights + sha_companion)`), so one string pins both.
+    pub fn sha256(&self) -> Result<String> {
+        let main = crate::util::sha256_file(&self.weights)?;
+        match &self.companion {
+            None => Ok(main),
+            Some(c) => {
+                use sha2::Digest;
+                let joined = format!("{main}{}", crate::util::sha256_file(c)?);
+                Ok(crate::util::hex(&sha2::Sha256::digest(joined.as_bytes())))
+            }
+        }
+    }
+}
+
 /// The file names a family's checkpoints use. A name may hold one `*` (any text) when it is
 /// looked up in a local folder; hub lookups use only the names without `*`.
 #[derive(Clone, Copy, Debug)]

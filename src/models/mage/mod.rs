@@ -64,7 +64,13 @@ pub struct Mage {
     pub vq: VqGan,
     pub net: Transformer,
     params: Params,
+    /// Tokens of images seen before, by a hash of their pixels: the tokenizer is frozen, and
+    /// training revisits the same images every epoch (tokenizing dominates a small model's step).
+    token_cache: std::sync::Mutex<HashMap<u64, Vec<u32>>>,
 }
+
+/// Images cached at most (beyond it, tokens are computed every time).
+const TOKEN_CACHE_IMAGES: usize = 200_000;
 
 impl Mage {
     pub fn new(
@@ -74,6 +80,15 @@ impl Mage {
         device: &Device,
     ) -> Result<Self> {
         check_names(&cfg, weights)?;
+        // Frozen tensors (the tokenizer) stay plain tensors even in a trainable model: built
+        // from `Var`s, every tokenizer pass would record its graph and hold all its activations
+        // (and im2col buffers) until the pass ends.
+        let frozen: HashMap<String, Tensor> = weights
+            .iter()
+            .filter(|(k, _)| !trainable || role_of(k) == Role::Frozen)
+            .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?.to_device(device)?)))
+            .collect::<Result<_>>()?;
+        let fixed = VarBuilder::from_tensors(frozen, DType::F32, device);
         let (vb, params) = if trainable {
             let varmap = candle_nn::VarMap::new();
             let mut vars = Vec::new();
@@ -81,11 +96,12 @@ impl Mage {
                 let mut data = varmap.data().lock().expect("varmap lock");
                 for (name, t) in weights {
                     let role = role_of(name);
+                    if role == Role::Frozen {
+                        continue;
+                    }
                     let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?;
                     data.insert(name.clone(), var.clone());
-                    if role != Role::Frozen {
-                        vars.push((name.clone(), var, role));
-                    }
+                    vars.push((name.clone(), var, role));
                 }
             }
             (
@@ -93,21 +109,15 @@ impl Mage {
                 Params { vars },
             )
         } else {
-            let map: HashMap<String, Tensor> = weights
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?.to_device(device)?)))
-                .collect::<Result<_>>()?;
-            (
-                VarBuilder::from_tensors(map, DType::F32, device),
-                Params::default(),
-            )
+            (fixed.clone(), Params::default())
         };
         Ok(Self {
-            vq: VqGan::new(vb.pp("vqgan"), &cfg.vqgan)?,
+            vq: VqGan::new(fixed.pp("vqgan"), &cfg.vqgan)?,
             net: Transformer::new(vb, &cfg)?,
             family_cfg: FamilyConfig::Mage(cfg.clone()),
             cfg,
             params,
+            token_cache: Default::default(),
         })
     }
 
@@ -120,45 +130,48 @@ impl Mage {
         Ok(self.vq.encode(&pixels.detach())?.tokens)
     }
 
-    /// The token mask of an evaluation mask: the hole grown by `token_margin` tokens per side
-    /// exactly as the official script grows its pixel boxes (`[⌊start/p⌋ − m, ⌊end/p⌋ + m)` per
-    /// box, clipped to the grid).
-    pub fn token_mask(&self, mask: &PatchMask) -> Vec<bool> {
-        let g = self.cfg.grid();
-        let p = self.cfg.mage.patch_size;
-        let size = self.cfg.mage.img_size;
-        let m = self.cfg.inpaint.token_margin as isize;
-        let mut out = vec![false; g * g];
-        let mut mark = |top: usize, bottom: usize, left: usize, right: usize| {
-            let r0 = ((top / p) as isize - m).max(0) as usize;
-            let r1 = (((bottom / p) as isize + m).max(0) as usize).min(g);
-            let c0 = ((left / p) as isize - m).max(0) as usize;
-            let c1 = (((right / p) as isize + m).max(0) as usize).min(g);
-            for r in r0..r1 {
-                for c in c0..c1 {
-                    out[r * g + c] = true;
+    /// [`Mage::tokenize`] through the cache of images seen before (for training batches that
+    /// come back every epoch; fresh noise images just miss).
+    pub fn tokenize_cached(&self, pixels: &Tensor) -> Result<Tensor> {
+        let b = pixels.dim(0)?;
+        let n = self.cfg.num_tokens();
+        let flat = pixels.flatten_from(1)?.to_vec2::<f32>()?;
+        let keys: Vec<u64> = flat
+            .iter()
+            .map(|row| {
+                use std::hash::Hasher;
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for v in row {
+                    h.write_u32(v.to_bits());
                 }
-            }
+                h.finish()
+            })
+            .collect();
+        let mut out: Vec<Option<Vec<u32>>> = {
+            let cache = self.token_cache.lock().expect("token cache");
+            keys.iter().map(|k| cache.get(k).cloned()).collect()
         };
-        match mask.border {
-            Some((num, den)) => {
-                let w = crate::masks::border_px(size, num, den);
-                mark(0, w, 0, size);
-                mark(size - w, size, 0, size);
-                mark(0, size, 0, w);
-                mark(0, size, size - w, size);
-            }
-            None => {
-                let cell = size / mask.grid;
-                for (i, &h) in mask.hidden.iter().enumerate() {
-                    if h {
-                        let (r, c) = (i / mask.grid, i % mask.grid);
-                        mark(r * cell, (r + 1) * cell, c * cell, (c + 1) * cell);
-                    }
+        let missing: Vec<u32> = (0..b as u32).filter(|&i| out[i as usize].is_none()).collect();
+        if !missing.is_empty() {
+            let idx = Tensor::from_vec(missing.clone(), missing.len(), pixels.device())?;
+            let fresh = self
+                .tokenize(&pixels.index_select(&idx, 0)?)?
+                .to_vec2::<u32>()?;
+            let mut cache = self.token_cache.lock().expect("token cache");
+            for (i, t) in missing.into_iter().zip(fresh) {
+                if cache.len() < TOKEN_CACHE_IMAGES {
+                    cache.insert(keys[i as usize], t.clone());
                 }
+                out[i as usize] = Some(t);
             }
         }
-        out
+        let ids: Vec<u32> = out.into_iter().flat_map(|t| t.expect("filled")).collect();
+        Ok(Tensor::from_vec(ids, (b, n), pixels.device())?)
+    }
+
+    /// The token mask of an evaluation mask (see [`token_mask`]).
+    pub fn token_mask(&self, mask: &PatchMask) -> Vec<bool> {
+        token_mask(&self.cfg, mask)
     }
 
     /// The images with the hole's pixels set to the ImageNet mean (the official evaluation
@@ -246,6 +259,48 @@ impl Mage {
     }
 }
 
+/// The token mask of an evaluation mask: the hole grown by `token_margin` tokens per side
+/// exactly as the official script grows its pixel boxes (`[⌊start/p⌋ − m, ⌊end/p⌋ + m)` per
+/// box, clipped to the grid).
+pub fn token_mask(cfg: &MageConfig, mask: &PatchMask) -> Vec<bool> {
+    let g = cfg.grid();
+    let p = cfg.mage.patch_size;
+    let size = cfg.mage.img_size;
+    let m = cfg.inpaint.token_margin as isize;
+    let mut out = vec![false; g * g];
+    let mut mark = |top: usize, bottom: usize, left: usize, right: usize| {
+        let r0 = ((top / p) as isize - m).max(0) as usize;
+        let r1 = (((bottom / p) as isize + m).max(0) as usize).min(g);
+        let c0 = ((left / p) as isize - m).max(0) as usize;
+        let c1 = (((right / p) as isize + m).max(0) as usize).min(g);
+        for r in r0..r1 {
+            for c in c0..c1 {
+                out[r * g + c] = true;
+            }
+        }
+    };
+    match mask.border {
+        Some((num, den)) => {
+            let w = crate::masks::border_px(size, num, den);
+            mark(0, w, 0, size);
+            mark(size - w, size, 0, size);
+            mark(0, size, 0, w);
+            mark(0, size, size - w, size);
+        }
+        None => {
+            let cell = size / mask.grid;
+            for (i, &h) in mask.hidden.iter().enumerate() {
+                if h {
+                    let (r, c) = (i / mask.grid, i % mask.grid);
+                    mark(r * cell, (r + 1) * cell, c * cell, (c + 1) * cell);
+                }
+            }
+        }
+    }
+    out
+}
+
+
 impl I2IModel for Mage {
     fn config(&self) -> &FamilyConfig {
         &self.family_cfg
@@ -271,7 +326,7 @@ impl I2IModel for Mage {
         mask: &BatchMask,
         rng: &mut ChaCha8Rng,
     ) -> Result<ModelInput> {
-        let ids = self.tokenize(pixels)?;
+        let ids = self.tokenize_cached(pixels)?;
         let n = self.cfg.num_tokens();
         let drop = self.cfg.num_dropped().min(mask.masks[0].num_hidden());
         let mut keep = Vec::with_capacity(mask.len() * (n + 1 - drop));
@@ -432,5 +487,144 @@ impl I2IModel for Mage {
     }
     fn params(&self) -> &Params {
         &self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::masks::MaskSpec;
+
+    fn cfg256() -> MageConfig {
+        MageConfig::default()
+    }
+
+    /// The official script's token boxes (`testpaint.py`): `[⌊start/16⌋ − 1, ⌊end/16⌋ + 1)` per
+    /// pixel box of the hole, for its centre and four-border outpainting geometries.
+    fn official(boxes: &[(usize, usize, usize, usize)]) -> Vec<bool> {
+        let mut m = vec![false; 256];
+        for &(top, h, left, w) in boxes {
+            let r0 = (top / 16).saturating_sub(1);
+            let r1 = ((top + h) / 16 + 1).min(16);
+            let c0 = (left / 16).saturating_sub(1);
+            let c1 = ((left + w) / 16 + 1).min(16);
+            for r in r0..r1 {
+                for c in c0..c1 {
+                    m[r * 16 + c] = true;
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn token_masks_grow_the_hole_as_the_official_evaluation() {
+        let cfg = cfg256();
+        for k in [4usize, 8] {
+            let pm = MaskSpec::Center { k }.render(16, 0).unwrap();
+            let s = (16 - k) / 2 * 16;
+            assert_eq!(token_mask(&cfg, &pm), official(&[(s, k * 16, s, k * 16)]), "center:{k}");
+        }
+        for r in 1..=13usize {
+            let pm = MaskSpec::Outpaint { r }.render(16, 0).unwrap();
+            let b = 8 * r;
+            let want = official(&[
+                (0, b, 0, 256),
+                (256 - b, b, 0, 256),
+                (0, 256, 0, b),
+                (0, 256, 256 - b, b),
+            ]);
+            assert_eq!(token_mask(&cfg, &pm), want, "outpaint:{r}");
+        }
+    }
+
+    fn tiny() -> (MageConfig, Mage) {
+        let v = serde_json::json!({
+            "vqgan": {"embed_dim": 32, "n_embed": 16,
+                      "ddconfig": {"z_channels": 32, "resolution": 16, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1}},
+            "mage": {"img_size": 16, "patch_size": 2, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                     "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+        });
+        let cfg = MageConfig::from_yaml_value(&v).unwrap();
+        let w = init_weights(&cfg, 0, &Device::Cpu).unwrap();
+        let m = Mage::new(cfg.clone(), &w, true, &Device::Cpu).unwrap();
+        (cfg, m)
+    }
+
+    /// Training masks: ratio ≥ mask_ratio_min, the same count per image; `prepare` drops
+    /// `ceil(N · 0.5)` masked tokens per image, keeps the class token, and the tokens it caches
+    /// equal a fresh tokenization.
+    #[test]
+    fn training_masks_and_prepare_follow_the_official_masking() {
+        let (cfg, m) = tiny();
+        let n = cfg.num_tokens();
+        let mut rng = crate::util::rng("t", 0);
+        let mut hidden_counts = vec![];
+        for step in 0..50u64 {
+            let keys: Vec<u64> = (0..4).map(|i| i + 10 * step).collect();
+            let mask = m.training_masks(&keys, &mut rng).unwrap();
+            let h = mask.masks[0].num_hidden();
+            assert!(h >= n / 2 && h <= n, "{h}");
+            hidden_counts.push(h);
+        }
+        assert!(hidden_counts.iter().any(|&h| h != hidden_counts[0]), "the ratio varies per batch");
+        let x = Tensor::rand(0f32, 1.0, (4, 3, 16, 16), &Device::Cpu).unwrap();
+        let keys = [1u64, 2, 3, 4];
+        let mask = m.training_masks(&keys, &mut rng).unwrap();
+        let input = m.prepare(&x, &mask, &mut rng).unwrap();
+        let keep = input.cond[1].to_vec2::<u32>().unwrap();
+        for (k, pm) in keep.iter().zip(&mask.masks) {
+            assert_eq!(k.len(), n + 1 - cfg.num_dropped());
+            assert_eq!(k[0], 0);
+            for p in 1..=n as u32 {
+                if !k.contains(&p) {
+                    assert!(pm.hidden[p as usize - 1], "a dropped token must be masked");
+                }
+            }
+        }
+        let fresh = m.tokenize(&x).unwrap().to_vec2::<u32>().unwrap();
+        assert_eq!(input.cond[0].to_vec2::<u32>().unwrap(), fresh);
+        // The cache answers the second time with the same tokens.
+        assert_eq!(m.tokenize_cached(&x).unwrap().to_vec2::<u32>().unwrap(), fresh);
+        // Every trainable encoder and decoder tensor gets a gradient from the training loss.
+        let loss = m.training_loss(&input, &x, Mode::Train).unwrap();
+        let g = loss.backward().unwrap();
+        for (name, var, _) in &m.params().vars {
+            let gv = g.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let s = gv.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            // The word-embedding rows of unused labels and the first position may get none.
+            if !name.contains("embeddings") {
+                assert!(s > 0.0, "zero gradient for {name}");
+            }
+        }
+    }
+
+    /// Sampling with the same per-image streams is deterministic and independent of the batch.
+    #[test]
+    fn maskgit_sampling_is_deterministic_per_image() {
+        let (cfg, m) = tiny();
+        let x = Tensor::rand(0f32, 1.0, (3, 3, 16, 16), &Device::Cpu).unwrap();
+        let grid = cfg.grid();
+        let mask = MaskSpec::Center { k: 4 }.batch(grid, &[0, 1, 2]).unwrap();
+        let rngs = |ids: &[u64]| -> Vec<ChaCha8Rng> {
+            ids.iter().map(|&i| crate::util::rng("g", i)).collect()
+        };
+        let all = m
+            .inpaint_tokens(&x, &mask, &mut rngs(&[0, 1, 2]), false, &mut |_, _| {})
+            .unwrap();
+        let again = m
+            .inpaint_tokens(&x, &mask, &mut rngs(&[0, 1, 2]), false, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(all, again);
+        let one = m
+            .inpaint_tokens(
+                &x.narrow(0, 2, 1).unwrap(),
+                &mask.head(1),
+                &mut rngs(&[2]),
+                false,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(one[0], all[2], "image 2 alone gives what it gave in the batch");
     }
 }
