@@ -151,7 +151,9 @@ impl Mage {
             let cache = self.token_cache.lock().expect("token cache");
             keys.iter().map(|k| cache.get(k).cloned()).collect()
         };
-        let missing: Vec<u32> = (0..b as u32).filter(|&i| out[i as usize].is_none()).collect();
+        let missing: Vec<u32> = (0..b as u32)
+            .filter(|&i| out[i as usize].is_none())
+            .collect();
         if !missing.is_empty() {
             let idx = Tensor::from_vec(missing.clone(), missing.len(), pixels.device())?;
             let fresh = self
@@ -299,7 +301,6 @@ pub fn token_mask(cfg: &MageConfig, mask: &PatchMask) -> Vec<bool> {
     }
     out
 }
-
 
 impl I2IModel for Mage {
     fn config(&self) -> &FamilyConfig {
@@ -523,7 +524,11 @@ mod tests {
         for k in [4usize, 8] {
             let pm = MaskSpec::Center { k }.render(16, 0).unwrap();
             let s = (16 - k) / 2 * 16;
-            assert_eq!(token_mask(&cfg, &pm), official(&[(s, k * 16, s, k * 16)]), "center:{k}");
+            assert_eq!(
+                token_mask(&cfg, &pm),
+                official(&[(s, k * 16, s, k * 16)]),
+                "center:{k}"
+            );
         }
         for r in 1..=13usize {
             let pm = MaskSpec::Outpaint { r }.render(16, 0).unwrap();
@@ -567,7 +572,10 @@ mod tests {
             assert!(h >= n / 2 && h <= n, "{h}");
             hidden_counts.push(h);
         }
-        assert!(hidden_counts.iter().any(|&h| h != hidden_counts[0]), "the ratio varies per batch");
+        assert!(
+            hidden_counts.iter().any(|&h| h != hidden_counts[0]),
+            "the ratio varies per batch"
+        );
         let x = Tensor::rand(0f32, 1.0, (4, 3, 16, 16), &Device::Cpu).unwrap();
         let keys = [1u64, 2, 3, 4];
         let mask = m.training_masks(&keys, &mut rng).unwrap();
@@ -585,13 +593,24 @@ mod tests {
         let fresh = m.tokenize(&x).unwrap().to_vec2::<u32>().unwrap();
         assert_eq!(input.cond[0].to_vec2::<u32>().unwrap(), fresh);
         // The cache answers the second time with the same tokens.
-        assert_eq!(m.tokenize_cached(&x).unwrap().to_vec2::<u32>().unwrap(), fresh);
+        assert_eq!(
+            m.tokenize_cached(&x).unwrap().to_vec2::<u32>().unwrap(),
+            fresh
+        );
         // Every trainable encoder and decoder tensor gets a gradient from the training loss.
         let loss = m.training_loss(&input, &x, Mode::Train).unwrap();
         let g = loss.backward().unwrap();
         for (name, var, _) in &m.params().vars {
-            let gv = g.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-            let s = gv.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let gv = g
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let s = gv
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             // The word-embedding rows of unused labels and the first position may get none.
             if !name.contains("embeddings") {
                 assert!(s > 0.0, "zero gradient for {name}");
@@ -625,6 +644,9 @@ mod tests {
                 &mut |_, _| {},
             )
             .unwrap();
-        assert_eq!(one[0], all[2], "image 2 alone gives what it gave in the batch");
+        assert_eq!(
+            one[0], all[2],
+            "image 2 alone gives what it gave in the batch"
+        );
     }
 }
