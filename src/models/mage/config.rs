@@ -149,22 +149,12 @@ impl Default for InpaintConfig {
 }
 
 /// The whole MAGE family config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MageConfig {
     pub vqgan: VqConfig,
     pub mage: TransformerConfig,
     pub inpaint: InpaintConfig,
-}
-
-impl Default for MageConfig {
-    fn default() -> Self {
-        Self {
-            vqgan: VqConfig::default(),
-            mage: TransformerConfig::default(),
-            inpaint: InpaintConfig::default(),
-        }
-    }
 }
 
 /// Drop the keys of `v` that `known` (a serialised default) does not have, recursively.

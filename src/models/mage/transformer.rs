@@ -180,17 +180,14 @@ impl Transformer {
             for (r, &p) in keep.iter().enumerate() {
                 rank[p as usize] = r as u32;
             }
-            src.push(0);
-            for i in 0..n {
-                src.push(if masked[i] { 0 } else { rank[i + 1] });
+            let mut kept = vec![false; n + 1];
+            for &p in keep {
+                kept[p as usize] = true;
             }
-        }
-        for (keep, masked) in tokens.keep.iter().zip(&tokens.masked) {
-            for i in 0..n {
-                anyhow::ensure!(
-                    masked[i] || keep.contains(&(i as u32 + 1)),
-                    "token {i} is dropped but not masked"
-                );
+            src.push(0);
+            for (i, &m) in masked.iter().enumerate() {
+                anyhow::ensure!(m || kept[i + 1], "token {i} is dropped but not masked");
+                src.push(if m { 0 } else { rank[i + 1] });
             }
         }
         let idx = Tensor::from_vec(src, (b, n + 1, 1), x.device())?
