@@ -95,7 +95,13 @@ fn main() -> anyhow::Result<()> {
                 let mut rngs: Vec<_> = (0..batch as u64)
                     .map(|i| i2i_unlearn::util::rng("bench", i))
                     .collect();
-                teacher.generate(&x, &mask, &mut rngs, &GenerateOptions::default(), &mut |_, _| {})?;
+                teacher.generate(
+                    &x,
+                    &mask,
+                    &mut rngs,
+                    &GenerateOptions::default(),
+                    &mut |_, _| {},
+                )?;
                 Ok(())
             };
             run()?; // warm-up
