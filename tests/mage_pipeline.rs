@@ -4,6 +4,8 @@
 
 mod common;
 use common::*;
+#[path = "common/hub_server.rs"]
+mod hub_server;
 
 const GRID: &str = r#"name: mage_tiny
 seeds: [0]
@@ -70,4 +72,111 @@ fn a_tiny_mage_grid_runs_every_method_and_resumes() {
         "a second run recomputed cells: {}",
         stderr(&again)
     );
+}
+
+/// `weights:` as files: the official-format MAGE checkpoint (tokenizer inside, under `vqgan.*`)
+/// from a URL pinned by its SHA-256, downloaded once into the weights cache, then used offline;
+/// a URL without a pin is refused by `check`; a wrong pin fails and leaves nothing behind.
+#[test]
+fn mage_weights_from_a_pinned_url_then_offline() {
+    use std::collections::HashMap;
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mage_ref/mage.pth");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let sha = i2i_unlearn::util::sha256_hex(&bytes);
+    let server = hub_server::HubServer::start(HashMap::from([(
+        "/files/mage.pth".to_string(),
+        hub_server::File::new(bytes),
+    )]));
+    let d = tempfile::tempdir().unwrap();
+    let grid = |weights: &str| {
+        format!(
+            r#"name: mage_url
+seeds: [0]
+datasets:
+  - name: tex
+    source: {{kind: embedded, classes: 4, size: 32, seed: 1}}
+    forget_classes: [0]
+    retain_classes: [1, 2]
+    proxy_classes: [3]
+    train_per_class: 4
+    eval_per_class: 4
+models:
+  - name: mage
+    family: mage
+    config:
+      vqgan: {{embed_dim: 32, n_embed: 64, ddconfig: {{ch: 32, ch_mult: [1, 1, 2], num_res_blocks: 1, z_channels: 32, resolution: 32}}}}
+      mage: {{img_size: 32, patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2, decoder_embed_dim: 48, decoder_depth: 2, decoder_num_heads: 3}}
+      inpaint: {{num_iter: 4}}
+    weights: {{model: "{weights}"}}
+unlearn: {{steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}}
+methods: [original, ours]
+masks: [center:4]
+metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}}
+"#
+        )
+    };
+    let url = format!("{}/files/mage.pth", server.url);
+    let hf = d.path().join("hf");
+    let cache = d.path().join("cache");
+    let env = |offline: bool| HubEnv {
+        hf_home: &hf,
+        endpoint: &server.url,
+        offline,
+    };
+    // No pin: refused before any work.
+    let exp = write(d.path(), "nopin.yaml", &grid(&url));
+    let o = run_hub(
+        &["check", exp.to_str().unwrap()],
+        d.path(),
+        &env(false),
+        &cache,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sha256"), "{}", stderr(&o));
+    // A wrong pin: the download fails verification.
+    let bad = format!("{url}#sha256={}", "0".repeat(64));
+    let exp = write(d.path(), "bad.yaml", &grid(&bad));
+    let out = d.path().join("out-bad");
+    let o = run_hub(
+        &[
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        d.path(),
+        &env(false),
+        &cache,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("SHA-256"), "{}", stderr(&o));
+    // The right pin: downloaded, loaded, run; then offline from the cache.
+    let exp = write(d.path(), "ok.yaml", &grid(&format!("{url}#sha256={sha}")));
+    for (offline, out) in [(false, "out1"), (true, "out2")] {
+        let out = d.path().join(out);
+        let o = run_hub(
+            &[
+                "run",
+                exp.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            d.path(),
+            &env(offline),
+            &cache,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+        assert!(text.lines().any(|l| l.contains(",ours,")), "{text}");
+    }
+    let gets = server
+        .log
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(p, _, _)| p == "/files/mage.pth")
+        .count();
+    assert!(gets >= 1, "never downloaded");
 }

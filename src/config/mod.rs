@@ -100,6 +100,9 @@ pub fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<Experim
                 l.resolve_relative(base);
             }
         }
+        for m in &mut exp.models {
+            m.resolve_relative(base);
+        }
         if let Some(o) = exp.output.as_mut() {
             if o.is_relative() {
                 *o = base.join(&*o);

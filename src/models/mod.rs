@@ -37,9 +37,11 @@ pub struct ModelSpec {
     #[serde(default)]
     pub config: serde_json::Value,
     /// A checkpoint to start from instead: a hub id (`facebook/vit-mae-large`, optionally
-    /// `@revision`) or a folder with `config.json` and `model.safetensors` / `pytorch_model.bin`.
+    /// `@revision`) or a folder with `config.json` and the family's weights files; or, for
+    /// composite checkpoints, the files themselves (`{model: …, tokenizer: …}`, each a path, a
+    /// URL with `#sha256=`, or `hub:owner/name/file`) with the architecture in `config`.
     #[serde(default)]
-    pub weights: Option<String>,
+    pub weights: Option<WeightsSource>,
     /// How the original model is obtained when no checkpoint is given: pre-trained here on the
     /// dataset's training images (cached by content hash, so a re-run skips it).
     #[serde(default)]
@@ -197,11 +199,73 @@ impl FamilyConfig {
     }
 }
 
+/// Where a checkpoint comes from (`weights:`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum WeightsSource {
+    /// A hub id or a checkpoint folder.
+    Checkpoint(String),
+    /// The weights files themselves.
+    Files(CheckpointFiles),
+}
+
+impl<'de> Deserialize<'de> for WeightsSource {
+    /// By shape, so that a bad file entry reports its own error (an untagged enum would only say
+    /// that no variant matched).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(WeightsSource::Checkpoint(s)),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(WeightsSource::Files)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "`weights` is a hub id or a folder, or the files `{model: …, tokenizer: …}`",
+            )),
+        }
+    }
+}
+
+/// A checkpoint given as files (MAGE: the model and its tokenizer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointFiles {
+    /// The model's weights (MAGE: `mage-vitb-1600.pth`).
+    pub model: checkpoint::FileRef,
+    /// A second file (MAGE: `vqgan_jax_strongaug.ckpt`; without it the tokenizer is read from
+    /// the model file's `vqgan.*`).
+    #[serde(default)]
+    pub tokenizer: Option<checkpoint::FileRef>,
+}
+
 impl ModelSpec {
+    /// Resolve relative file paths of `weights` against the experiment file's folder.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        if let Some(WeightsSource::Files(f)) = &mut self.weights {
+            f.model.resolve_relative(base);
+            if let Some(t) = f.tokenizer.as_mut() {
+                t.resolve_relative(base);
+            }
+        }
+    }
+
     /// Parse `config` strictly for the family; errors carry the YAML sub-path. `None` when the
     /// architecture comes from a checkpoint (`weights`).
     pub fn family_config(&self) -> std::result::Result<Option<FamilyConfig>, (Vec<Seg>, String)> {
-        if self.weights.is_some() {
+        if let Some(WeightsSource::Files(_)) = &self.weights {
+            if self.family == FamilyName::Mae {
+                return Err((
+                    vec![Seg::Key("weights")],
+                    "MAE checkpoints are a hub id or a folder, not a file list".into(),
+                ));
+            }
+            if self.config.is_null() {
+                return Err((
+                    vec![Seg::Key("config")],
+                    "`weights` as files needs the architecture in `config` (the official settings' fields)".into(),
+                ));
+            }
+        } else if self.weights.is_some() {
             if !self.config.is_null() {
                 return Err((
                     vec![Seg::Key("config")],
@@ -231,10 +295,34 @@ impl ModelSpec {
         {
             return Ok((c, None));
         }
-        let spec = self.weights.as_deref().expect("weights when no config");
+        let spec = match self.weights.as_ref().expect("weights when no config") {
+            WeightsSource::Checkpoint(s) => s,
+            WeightsSource::Files(_) => unreachable!("file lists come with a config"),
+        };
         let ck = resolve_checkpoint(self.family, spec, hub)
             .with_context(|| format!("model `{}`", self.name))?;
         Ok((checkpoint_config(self.family, &ck)?, Some(ck)))
+    }
+
+    /// The architecture and the checkpoint (if `weights` names one), fetching what is missing.
+    pub fn resolve(
+        &self,
+        hub: Option<&crate::hub::Hub>,
+    ) -> Result<(FamilyConfig, Option<checkpoint::Checkpoint>)> {
+        if let Some(WeightsSource::Files(f)) = &self.weights {
+            let cfg = self
+                .family_config()
+                .map_err(|(_, m)| crate::error::user(m))?
+                .expect("file lists come with a config");
+            let hub_cfg = match hub {
+                Some(h) => h.cfg.clone(),
+                None => crate::hub::HubConfig::from_env(),
+            };
+            let ck = checkpoint::from_files(&f.model, f.tokenizer.as_ref(), hub, &hub_cfg)
+                .with_context(|| format!("model `{}`", self.name))?;
+            return Ok((cfg, Some(ck)));
+        }
+        self.resolve_config(hub)
     }
 }
 

@@ -21,7 +21,7 @@ pub fn fetch(exp: &Experiment, p: &crate::progress::Progress) -> Result<usize> {
     let mut pretrained = false;
     for m in &exp.models {
         if m.weights.is_some() {
-            let (_, ck) = m.resolve_config(Some(hub(&mut hub_cell)?))?;
+            let (_, ck) = m.resolve(Some(hub(&mut hub_cell)?))?;
             if let Some(ck) = ck {
                 p.note(&format!(
                     "model `{}`: checkpoint {} → {}",

@@ -85,7 +85,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     };
     let mut resolved = vec![];
     for m in &exp.models {
-        let (family, ck) = m.resolve_config(hub.as_ref())?;
+        let (family, ck) = m.resolve(hub.as_ref())?;
         crate::config::check_masks(exp, &family, &m.name).map_err(|(path, msg)| {
             crate::error::user(format!("{}: {msg}", crate::locate::path_string(&path)))
         })?;

@@ -38,6 +38,153 @@ impl Checkpoint {
     }
 }
 
+/// One weights file named directly: a local path, `https://…#sha256=<64 hex>` (downloaded once
+/// into the weights cache and verified), or `hub:owner/name/path/in/repo[@revision]` (a model
+/// repository's file, through the hub client and its cache).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileRef {
+    Path(PathBuf),
+    Url { url: String, sha256: String },
+    Hub { repo: String, file: String },
+}
+
+impl std::str::FromStr for FileRef {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            let (url, frag) = s.split_once("#sha256=").ok_or_else(|| {
+                format!("`{s}`: a URL needs its SHA-256 pinned: `{s}#sha256=<64 hex digits>`")
+            })?;
+            let sha = frag.to_ascii_lowercase();
+            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "`{s}`: the SHA-256 after `#sha256=` must be 64 hex digits"
+                ));
+            }
+            return Ok(FileRef::Url {
+                url: url.to_string(),
+                sha256: sha,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("hub:") {
+            let parts: Vec<&str> = rest.splitn(3, '/').collect();
+            if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+                return Err(format!(
+                    "`{s}`: expected `hub:owner/name/file` (optionally `@revision` after the name)"
+                ));
+            }
+            return Ok(FileRef::Hub {
+                repo: format!("{}/{}", parts[0], parts[1]),
+                file: parts[2].to_string(),
+            });
+        }
+        if s.is_empty() {
+            return Err("an empty file name".into());
+        }
+        Ok(FileRef::Path(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for FileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileRef::Path(p) => write!(f, "{}", p.display()),
+            FileRef::Url { url, sha256 } => write!(f, "{url}#sha256={sha256}"),
+            FileRef::Hub { repo, file } => write!(f, "hub:{repo}/{file}"),
+        }
+    }
+}
+
+impl serde::Serialize for FileRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl FileRef {
+    /// A relative path resolved against `base` (the experiment file's folder).
+    pub fn resolve_relative(&mut self, base: &Path) {
+        if let FileRef::Path(p) = self {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The local file: the path itself, the cached / downloaded URL (verified against its full
+    /// SHA-256), or the hub file.
+    pub fn fetch(&self, hub: Option<&Hub>, hub_cfg: &crate::hub::HubConfig) -> Result<PathBuf> {
+        match self {
+            FileRef::Path(p) => {
+                if p.is_file() {
+                    Ok(p.clone())
+                } else {
+                    Err(user(format!("weights file {}: no such file", p.display())))
+                }
+            }
+            FileRef::Url { url, sha256 } => {
+                let name = url
+                    .rsplit('/')
+                    .next()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("weights");
+                let dest = super::cache_dir(hub_cfg).join(format!("{}-{name}", &sha256[..16]));
+                if dest.is_file() {
+                    return Ok(dest);
+                }
+                if hub_cfg.offline {
+                    return Err(user(format!(
+                        "offline (HF_HUB_OFFLINE is set) and {url} is not cached at {}: run `i2i-unlearn fetch` online first",
+                        dest.display()
+                    )));
+                }
+                super::download_verified(url, sha256, &dest)
+                    .with_context(|| format!("downloading {url}"))?;
+                Ok(dest)
+            }
+            FileRef::Hub { repo, file } => {
+                let hub = hub.context("no hub client")?;
+                let r = RepoRef::model(repo);
+                if hub.cfg.offline {
+                    return hub.cached(&r, file).ok_or_else(|| {
+                        crate::hub::to_anyhow(hub.offline_error(&r, &[file.as_str()]))
+                    });
+                }
+                hub.file(&r, file).map_err(crate::hub::to_anyhow)
+            }
+        }
+    }
+}
+
+/// The checkpoint of a file list (composite models): the model file and, optionally, a
+/// companion; the architecture comes from the experiment's `config:` (`config` is empty).
+pub fn from_files(
+    model: &FileRef,
+    companion: Option<&FileRef>,
+    hub: Option<&Hub>,
+    hub_cfg: &crate::hub::HubConfig,
+) -> Result<Checkpoint> {
+    let weights = model.fetch(hub, hub_cfg)?;
+    let companion = companion.map(|c| c.fetch(hub, hub_cfg)).transpose()?;
+    Ok(Checkpoint {
+        origin: match companion {
+            Some(_) => format!("files {model} + companion"),
+            None => format!("file {model}"),
+        },
+        config: PathBuf::new(),
+        weights,
+        preprocessor: None,
+        companion,
+    })
+}
+
 /// The file names a family's checkpoints use. A name may hold one `*` (any text) when it is
 /// looked up in a local folder; hub lookups use only the names without `*`.
 #[derive(Clone, Copy, Debug)]
