@@ -336,3 +336,38 @@ fn bad_sizes_names_and_duplicates_are_rejected_up_front() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--splits 0"), "{}", stderr(&o));
 }
+
+/// A failed command leaves the folder as it found it, and an output path that is a file is bad
+/// input naming the path given.
+#[test]
+fn report_of_an_empty_folder_writes_nothing_and_a_file_as_output_is_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(&["report", empty.to_str().unwrap()], d.path(), d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no finished cells"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "report wrote files before failing"
+    );
+    let p = write(d.path(), "ok.yaml", &tiny_yaml("t", ""));
+    let file = write(d.path(), "taken", "not a folder");
+    let o = run(
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        d.path(),
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("output {} is a file", file.display())),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -22,12 +22,12 @@ use crate::config::grid::{self, Cell, Shard};
 use crate::config::Experiment;
 use crate::progress::Progress;
 use crate::store::{self, GridManifest, Store};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct RunOptions {
@@ -74,6 +74,37 @@ pub(crate) fn out_dir_of(opts: &RunOptions, exp: &Experiment) -> PathBuf {
     opts.output.clone().unwrap_or_else(|| exp.output_dir())
 }
 
+/// Create the output folder (bad input, exit 2, naming the path given, when it is a file or
+/// cannot be created or written).
+pub(crate) fn prepare_output_dir(out_dir: &Path) -> Result<()> {
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(crate::error::user(format!(
+            "output {} is a file, not a folder: give a folder (it is created if missing)",
+            out_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        crate::error::user(format!(
+            "cannot create the output folder {}: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let probe = out_dir.join(format!(".i2i-write-test-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map_err(|e| {
+            crate::error::user(format!(
+                "the output folder {} cannot be written: {e}",
+                out_dir.display()
+            ))
+        })?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let out_dir = out_dir_of(opts, exp);
     // Resolve checkpoints (downloading config files if needed) and check them against the masks
@@ -97,7 +128,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         None => all.clone(),
     };
     let store = Store::new(&out_dir);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    prepare_output_dir(&out_dir)?;
     store::write_grid(
         &out_dir,
         &GridManifest {

@@ -148,6 +148,16 @@ pub struct ReportSummary {
 pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
     let with_dirs = collect_with_dirs(dirs, p)?;
     let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
+    if records.is_empty() {
+        // Nothing is written for a folder without results.
+        return Err(crate::error::user(format!(
+            "no finished cells in {} (run the experiment first)",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));
     std::fs::create_dir_all(out)?;
