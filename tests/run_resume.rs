@@ -55,12 +55,17 @@ fn run_skip_determinism_and_shards() {
         "Max Loss",
         "Ours",
         "Ours (proxy D_R)",
-        "D_R FID ↓",
-        "D_F FID ↑",
+        "D_R FID (domain) ↓",
+        "D_F FID (domain) ↑",
+        "D_R cos (domain) ↑",
         "domain extractor",
     ] {
         assert!(md.contains(label), "{label} missing in table.md:\n{md}");
     }
+    assert!(
+        !md.contains("D_R CLIP"),
+        "a column the domain extractor computed must not be called CLIP"
+    );
     assert!(
         !md.contains("Inception,"),
         "the domain extractor must not be called Inception"

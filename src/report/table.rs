@@ -60,6 +60,29 @@ fn metric_name(m: &str) -> &'static str {
     }
 }
 
+/// A column's name as its protocol computed it: "CLIP" and "IS" only when CLIP and an
+/// Inception network computed them; with the domain extractor the similarity column is a cosine
+/// of its features and every metric says "(domain)".
+fn column_name(metric: &str, protocol: Option<&str>) -> String {
+    let domain = protocol.is_some_and(|p| p.contains("domain extractor"));
+    match (metric, domain) {
+        ("clip", true) => "cos (domain)".into(),
+        ("clip", false) if protocol.is_some_and(|p| !p.contains("CLIP")) => "cos".into(),
+        (m, true) => format!("{} (domain)", metric_name(m)),
+        (m, false) => metric_name(m).into(),
+    }
+}
+
+impl Table {
+    /// The protocol string of column `c`, if the table has one.
+    fn protocol_of(&self, c: &Col) -> Option<&str> {
+        self.protocols
+            .iter()
+            .find(|(pc, _, _)| pc == c)
+            .map(|(_, p, _)| p.as_str())
+    }
+}
+
 /// One cell of a table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Value {
@@ -258,7 +281,7 @@ pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
     let _ = writeln!(s, "# Results\n");
     let _ = writeln!(
         s,
-        "D_R = retain set, D_F = forget set. Arrows give the better direction for an unlearned model: on D_R it should stay as good as the original (low FID, high IS, high CLIP), on D_F it should get worse (high FID, low IS, low CLIP). Values are mean ± sample std over seeds (no ± with one seed); **bold** marks the best unlearning method per column (the Original row is the reference and is never bold).\n"
+        "D_R = retain set, D_F = forget set. Arrows give the better direction for an unlearned model: on D_R it should stay as good as the original (low FID, high IS, high similarity), on D_F it should get worse (high FID, low IS, low similarity). Headers name what computed each column: FID / IS / CLIP with Inception and CLIP; \"(domain)\" with the domain extractor, whose similarity column is the cosine of its features. Values are mean ± sample std over seeds (no ± with one seed); **bold** marks the best unlearning method per column (the Original row is the reference and is never bold).\n"
     );
     for t in tables {
         let _ = writeln!(s, "## {}\n", t.title());
@@ -269,7 +292,7 @@ pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
                 header,
                 " {} {} {} |",
                 set_name(c.set),
-                metric_name(c.metric),
+                column_name(c.metric, t.protocol_of(c)),
                 arrow(c, true)
             );
             rule.push_str("---:|");
@@ -315,7 +338,7 @@ pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
                     s,
                     "- {} {}: N = {n}; {proto}",
                     set_name(c.set),
-                    metric_name(c.metric)
+                    column_name(c.metric, Some(proto))
                 );
             }
         }
@@ -393,7 +416,12 @@ pub fn latex(tables: &[Table]) -> String {
         }
         let _ = write!(s, "\nMethod");
         for c in &t.columns {
-            let _ = write!(s, " & {} {}", metric_name(c.metric), arrow(c, false));
+            let _ = write!(
+                s,
+                " & {} {}",
+                column_name(c.metric, t.protocol_of(c)),
+                arrow(c, false)
+            );
         }
         let _ = writeln!(s, " \\\\\n\\midrule");
         let best = t.best();
@@ -487,6 +515,20 @@ mod tests {
                 && tex.contains("Ours (proxy $D_R$)")
                 && tex.contains("$\\mathbf{9.000 \\pm 0.100}$"),
             "{tex}"
+        );
+    }
+
+    #[test]
+    fn headers_name_the_extractor_that_computed_the_column() {
+        let domain = "FID generated-vs-truth, domain extractor (3-layer CNN) sha256:0";
+        assert_eq!(column_name("fid", Some(domain)), "FID (domain)");
+        assert_eq!(column_name("is", Some(domain)), "IS (domain)");
+        assert_eq!(column_name("clip", Some(domain)), "cos (domain)");
+        let clip = "CLIP openai/clip-vit-base-patch32 sha256:0 projected";
+        assert_eq!(column_name("clip", Some(clip)), "CLIP");
+        assert_eq!(
+            column_name("fid", Some("pytorch-fid InceptionV3 pool3")),
+            "FID"
         );
     }
 }
