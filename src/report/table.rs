@@ -89,6 +89,10 @@ pub struct Value {
     pub mean: f64,
     pub std: Option<f64>,
     pub seeds: usize,
+    /// The noise the value is measured with: the Inception Score's split std (combined with the
+    /// seed std when there are several seeds); for other metrics the seed std; `None` when
+    /// nothing estimates it (one seed).
+    pub noise: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,26 +123,41 @@ impl Table {
         format!("{} · {} · {}{a}", self.dataset, self.model, self.mask)
     }
 
-    /// Index of the best non-original row per column.
+    /// Per column, the best non-original row — only where it beats the runner-up by more than
+    /// the sum of the two rows' noise ([`Value::noise`]); `None` otherwise (a tie within the
+    /// noise, or no noise estimate, as for FID with one seed). The rule [`BOLD_RULE`] says so
+    /// under every table.
     pub fn best(&self) -> Vec<Option<usize>> {
         (0..self.columns.len())
             .map(|c| {
                 let col = self.columns[c];
-                self.rows
+                let mut ranked: Vec<(usize, &Value)> = self
+                    .rows
                     .iter()
                     .enumerate()
                     .filter(|(_, r)| r.method != "original")
-                    .filter_map(|(i, r)| r.values[c].as_ref().map(|v| (i, v.mean)))
-                    .filter(|(_, v)| v.is_finite())
-                    .max_by(|a, b| {
-                        let o = a.1.partial_cmp(&b.1).unwrap();
-                        if col.higher_is_better {
-                            o
-                        } else {
-                            o.reverse()
+                    .filter_map(|(i, r)| r.values[c].as_ref().map(|v| (i, v)))
+                    .filter(|(_, v)| v.mean.is_finite())
+                    .collect();
+                ranked.sort_by(|a, b| {
+                    let o = a.1.mean.partial_cmp(&b.1.mean).unwrap();
+                    if col.higher_is_better {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                });
+                let (best, v) = *ranked.first()?;
+                match ranked.get(1) {
+                    None => v.noise.map(|_| best),
+                    Some((_, r)) => {
+                        let margin = (v.mean - r.mean).abs();
+                        match (v.noise, r.noise) {
+                            (Some(a), Some(b)) if margin > a + b => Some(best),
+                            _ => None,
                         }
-                    })
-                    .map(|(i, _)| i)
+                    }
+                }
             })
             .collect()
     }
@@ -204,10 +223,29 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                                 .find(|a| {
                                     a.method == method && a.set == c.set && a.metric == c.metric
                                 })
-                                .map(|a| Value {
-                                    mean: a.mean,
-                                    std: a.std,
-                                    seeds: a.seeds,
+                                .map(|a| {
+                                    // The IS split std, measured per cell, if stored.
+                                    let split = (c.metric == "is")
+                                        .then(|| {
+                                            in_table.iter().find(|s| {
+                                                s.method == method
+                                                    && s.set == c.set
+                                                    && s.metric == "is_split_std"
+                                            })
+                                        })
+                                        .flatten()
+                                        .map(|s| s.mean);
+                                    let seed = a.std.filter(|_| a.seeds >= 2);
+                                    let noise = match (split, seed) {
+                                        (Some(x), Some(y)) => Some((x * x + y * y).sqrt()),
+                                        (x, y) => x.or(y),
+                                    };
+                                    Value {
+                                        mean: a.mean,
+                                        std: a.std,
+                                        seeds: a.seeds,
+                                        noise,
+                                    }
                                 })
                         })
                         .collect();
@@ -275,13 +313,16 @@ fn set_name(set: &str) -> &'static str {
     }
 }
 
+/// When a value is bold (said under every table).
+pub const BOLD_RULE: &str = "Bold: the best unlearning method of a column, only where it beats the runner-up by more than the sum of their noise (the Inception Score's split std, combined with the seed std when there are several seeds; for FID and similarity the seed std); no bold where the difference is within that noise or nothing estimates it (FID and similarity with one seed).";
+
 /// `table.md`: every table, with how to read it and the protocol of each column.
 pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Results\n");
     let _ = writeln!(
         s,
-        "D_R = retain set, D_F = forget set. Arrows give the better direction for an unlearned model: on D_R it should stay as good as the original (low FID, high IS, high similarity), on D_F it should get worse (high FID, low IS, low similarity). Headers name what computed each column: FID / IS / CLIP with Inception and CLIP; \"(domain)\" with the domain extractor, whose similarity column is the cosine of its features. Values are mean ± sample std over seeds (no ± with one seed); **bold** marks the best unlearning method per column (the Original row is the reference and is never bold).\n"
+        "D_R = retain set, D_F = forget set. Arrows give the better direction for an unlearned model: on D_R it should stay as good as the original (low FID, high IS, high similarity), on D_F it should get worse (high FID, low IS, low similarity). Headers name what computed each column: FID / IS / CLIP with Inception and CLIP; \"(domain)\" with the domain extractor, whose similarity column is the cosine of its features. Values are mean ± sample std over seeds (no ± with one seed); the Original row is the reference and is never bold.\n"
     );
     for t in tables {
         let _ = writeln!(s, "## {}\n", t.title());
@@ -324,7 +365,7 @@ pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "\nSeeds per row: {}.",
+            "\nSeeds per row: {}. {BOLD_RULE}",
             seeds
                 .iter()
                 .map(|x| x.to_string())
@@ -389,8 +430,9 @@ pub fn latex(tables: &[Table]) -> String {
         let n = t.columns.len();
         let _ = writeln!(
             s,
-            "\\begin{{table}}[t]\n\\centering\n\\caption{{{}}}",
-            tex_escape(&t.title())
+            "\\begin{{table}}[t]\n\\centering\n\\caption{{{} {}}}",
+            tex_escape(&t.title()),
+            tex_escape(BOLD_RULE)
         );
         let _ = writeln!(s, "\\begin{{tabular}}{{l{}}}\n\\toprule", "c".repeat(n));
         // Group headers over consecutive columns of the same set.
@@ -504,11 +546,14 @@ mod tests {
         assert_eq!(t.len(), 2);
         let labels: Vec<&str> = t[0].rows.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["Original", "Max Loss", "Ours", "Ours (proxy D_R)"]);
-        // Retain FID: lower is better and Original is excluded → Ours; forget FID: higher → Max Loss.
-        assert_eq!(t[0].best(), vec![Some(2), Some(1)]);
+        // Retain FID: lower is better and Original is excluded → Ours, but only 0.1 ahead of
+        // Ours (proxy) with a seed std of 0.1 each: within the noise, no bold. Forget FID:
+        // higher → Max Loss, 4.0 ahead: bold.
+        assert_eq!(t[0].best(), vec![None, Some(1)]);
         let md = markdown(&t, &[]);
         assert!(md.contains("| D_R FID ↓ | D_F FID ↑ |"), "{md}");
-        assert!(md.contains("| Ours | **1.000 ± 0.100** |"), "{md}");
+        assert!(md.contains("| Ours | 1.000 ± 0.100 |"), "{md}");
+        assert!(md.contains(BOLD_RULE), "{md}");
         let tex = latex(&t);
         assert!(
             tex.contains("\\toprule")
@@ -516,6 +561,40 @@ mod tests {
                 && tex.contains("$\\mathbf{9.000 \\pm 0.100}$"),
             "{tex}"
         );
+    }
+
+    /// One seed: nothing estimates the noise of FID, so no bold; the Inception Score's split std
+    /// does, so a clear IS difference is bold and a small one is not.
+    #[test]
+    fn bold_needs_a_difference_beyond_the_noise() {
+        let one = |method: &str, set: &str, metric: &str, mean: f64| Agg {
+            std: None,
+            seeds: 1,
+            ..agg(method, method, set, metric, mean, Some(0.5))
+        };
+        let aggs = vec![
+            one("ours", "retain", "fid", 1.0),
+            one("max_loss", "retain", "fid", 9.0),
+            one("ours", "retain", "is", 5.0),
+            one("ours", "retain", "is_split_std", 0.1),
+            one("max_loss", "retain", "is", 3.0),
+            one("max_loss", "retain", "is_split_std", 0.2),
+            one("ours", "forget", "is", 2.0),
+            one("ours", "forget", "is_split_std", 0.3),
+            one("max_loss", "forget", "is", 2.4),
+            one("max_loss", "forget", "is_split_std", 0.3),
+        ];
+        let t = tables(&aggs);
+        let cols: Vec<(&str, &str)> = t[0].columns.iter().map(|c| (c.set, c.metric)).collect();
+        assert_eq!(
+            cols,
+            [("retain", "fid"), ("retain", "is"), ("forget", "is")]
+        );
+        let labels: Vec<&str> = t[0].rows.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(labels, ["max_loss", "ours"]);
+        // FID: no noise estimate → no bold however large the gap; retain IS: 2.0 apart with
+        // noise 0.3 → bold Ours; forget IS: 0.4 apart with noise 0.6 → no bold.
+        assert_eq!(t[0].best(), vec![None, Some(1), None]);
     }
 
     #[test]
