@@ -7,7 +7,7 @@
 //! so a run killed between two masks, or a grid whose mask list changed, reuses the unlearning.
 
 use super::group::Group;
-use super::samples::{sample_sheet, write_png};
+use super::samples::{labelled_sheet, write_png};
 use super::{out_dir_of, RunOptions};
 use crate::config::grid::{self, Cell};
 use crate::config::Experiment;
@@ -311,8 +311,17 @@ fn evaluate_cell(
     if opts.samples {
         let path = out_dir.join("samples").join(format!("{}.png", cell.id));
         // Samples are for looking at; failing to write them must not lose the cell.
-        if let Err(e) =
-            sample_sheet(&sheet_rows, SAMPLES_PER_ROW).and_then(|img| write_png(&img, &path))
+        let title = format!(
+            "{}{} · {} · seed {}",
+            cell.label,
+            cell.alpha
+                .map(|a| format!(" · α = {a}"))
+                .unwrap_or_default(),
+            cell.mask,
+            cell.seed
+        );
+        if let Err(e) = labelled_sheet(&sheet_rows, SAMPLES_PER_ROW, &["D_R", "D_F"], &title)
+            .and_then(|img| write_png(&img, &path))
         {
             p.note(&format!(
                 "warning: could not write {}: {e:#}",

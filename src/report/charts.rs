@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Register the chart font once: `I2I_UNLEARN_FONT` if set, else the embedded DejaVu Sans.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let (regular, bold): (&'static [u8], &'static [u8]) =

@@ -9,6 +9,8 @@
 mod charts;
 #[cfg(feature = "report")]
 mod frame;
+#[cfg(feature = "report")]
+pub mod sheet;
 pub mod table;
 pub mod tsne;
 
