@@ -124,3 +124,42 @@ fn no_source_file_is_past_the_split_size() {
         .collect();
     assert!(long.is_empty(), "split these files: {long:?}");
 }
+
+/// Docs, scripts and experiment files give commands that work on any machine: no absolute path
+/// of the machine they were written on (a virtual environment, a home folder).
+#[test]
+fn docs_and_scripts_name_no_machine_paths() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "fixtures") {
+                    walk(&p, out);
+                }
+            } else if p.extension().is_some_and(|x| {
+                ["md", "py", "sh", "yaml", "txt"].contains(&x.to_str().unwrap_or(""))
+            }) {
+                out.push(p);
+            }
+        }
+    }
+    for d in ["docs", "tools", "experiments", ".ci"] {
+        if root.join(d).is_dir() {
+            walk(&root.join(d), &mut files);
+        }
+    }
+    let bad: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            let hit = text
+                .lines()
+                .enumerate()
+                .find(|(_, l)| ["/work/", "/root/", "/home/"].iter().any(|p| l.contains(p)))?;
+            Some(format!("{}:{}: {}", f.display(), hit.0 + 1, hit.1.trim()))
+        })
+        .collect();
+    assert!(bad.is_empty(), "machine paths in docs or scripts: {bad:#?}");
+}

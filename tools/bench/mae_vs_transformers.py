@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MAE on CPU, i2i-unlearn (candle) against transformers, same threads, same shapes, one run.
 
-  /work/venv/bin/python tools/bench/mae_vs_transformers.py --size base --threads 2
+  python tools/bench/mae_vs_transformers.py --size base --threads 2
 
 Measures (1) inpainting forward throughput of ViTMAEForPreTraining at 224 px with a centre 8x8
 patch mask (transformers gets the same mask through `noise`), and (2) one encoder-unlearning

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """MAGE on CPU, i2i-unlearn (candle) against the paper's OFFICIAL code, same threads, same shapes, one run.
 
-  I2I_MAGE_DIR=../i2i_mage /work/venv/bin/python tools/bench/mage_vs_official.py --size base --threads 2
-  /work/venv/bin/python tools/bench/mage_vs_official.py --official ../i2i_mage --size tiny --iters 1 --no-ours
+  I2I_MAGE_DIR=../i2i_mage python tools/bench/mage_vs_official.py --size base --threads 2
+  python tools/bench/mage_vs_official.py --official ../i2i_mage --size tiny --iters 1 --no-ours
 
 The official side is the `i2i` branch of github.com/jpmorganchase/i2i_mage (`--official DIR` or
 $I2I_MAGE_DIR), imported with the shims of tools/reference/mage_reference.py (pytorch_lightning,

@@ -3,7 +3,7 @@
 CLIP image preprocessing, plus the key/shape manifest of laion/CLIP-ViT-H-14-laion2B-s32B-b79K's vision
 tower. Writes tests/fixtures/clip/. Deterministic, CPU only, no downloads.
 
-Usage: /work/venv/bin/python tools/reference/clip_reference.py [--data DIR] [--out DIR]
+Usage: python tools/reference/clip_reference.py [--data DIR] [--out DIR]
 """
 import argparse
 import json

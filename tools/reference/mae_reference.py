@@ -4,7 +4,7 @@
 Writes tests/fixtures/mae/{tiny,tiny_normpix}/ (config.json, model.safetensors, case.safetensors)
 and the vit-mae-{base,large} key/shape manifests. Deterministic, CPU only, no downloads.
 
-Usage: /work/venv/bin/python tools/reference/mae_reference.py [--data DIR] [--out DIR]
+Usage: python tools/reference/mae_reference.py [--data DIR] [--out DIR]
 """
 import argparse
 import json
