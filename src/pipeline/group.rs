@@ -140,6 +140,17 @@ pub fn prepare_group(
         w
     } else {
         let path = &cached;
+        // One worker pre-trains it; others pointed at the same cache wait for the file.
+        let _claim = (!path.exists())
+            .then(|| {
+                super::claim::Claim::wait_take(&opts.cache_dir.join("pretrain"), &key, || {
+                    p.note(&format!(
+                        "original model `{}`: another worker is pre-training it; waiting",
+                        m.name
+                    ))
+                })
+            })
+            .transpose()?;
         match crate::pretrain::load_cached(path, dev)? {
             Some(w) => {
                 p.note(&format!(
@@ -251,6 +262,16 @@ fn domain_extractor(
         .cache_dir
         .join("extractors")
         .join(format!("domain-{ekey}.safetensors"));
+    // One worker trains it; others pointed at the same cache wait for the file.
+    let _claim = (!epath.exists())
+        .then(|| {
+            super::claim::Claim::wait_take(
+                &opts.cache_dir.join("extractors"),
+                &format!("domain-{ekey}"),
+                || p.note("domain extractor: another worker is training it; waiting"),
+            )
+        })
+        .transpose()?;
     let mut extractor = if epath.exists() {
         DomainCnn::from_weights(models::load_weights(&epath, dev)?, size)?
     } else {

@@ -12,6 +12,7 @@
 //! | `fetch.rs`   | `i2i-unlearn fetch`                                                     |
 
 mod cell;
+pub mod claim;
 mod fetch;
 mod group;
 mod samples;
@@ -180,23 +181,61 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         let t = Instant::now();
         let phases = std::sync::Mutex::new((0.0f64, 0.0f64, 0usize, 0usize));
         let jobs: Vec<Vec<&Cell>> = jobs.into_values().collect();
-        let run_one = |cells: &Vec<&Cell>| -> Result<()> {
-            let r = cell::run_unlearned(exp, &group, cells, opts, &store, &done, total)?;
+        // Several workers may share this folder: an unlearned model (and its cells) is computed
+        // by the worker that claims it; the others come back to it at the end.
+        let claims = out_dir.join("claims");
+        let deferred = std::sync::Mutex::new(Vec::<usize>::new());
+        let run_claimed = |cells: &Vec<&Cell>| -> Result<()> {
+            let todo: Vec<&Cell> = cells
+                .iter()
+                .copied()
+                .filter(|c| !store.is_done(&c.id))
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            let r = cell::run_unlearned(exp, &group, &todo, opts, &store, &done, total)?;
             let mut ph = phases.lock().expect("phase lock");
             ph.0 += r.unlearn_seconds;
             ph.1 += r.eval_seconds;
             ph.2 += r.unlearned as usize;
-            ph.3 += cells.len();
+            ph.3 += todo.len();
             Ok(())
+        };
+        let run_one = |i: usize| -> Result<()> {
+            let cells = &jobs[i];
+            match claim::Claim::try_take(&claims, &cells[0].unlearn_key)? {
+                Some(_held) => run_claimed(cells),
+                None => {
+                    deferred.lock().expect("deferred lock").push(i);
+                    Ok(())
+                }
+            }
         };
         let res = if opts.jobs > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(opts.jobs)
                 .build()?;
-            pool.install(|| jobs.par_iter().try_for_each(run_one))
+            pool.install(|| (0..jobs.len()).into_par_iter().try_for_each(run_one))
         } else {
-            jobs.iter().try_for_each(run_one)
+            (0..jobs.len()).try_for_each(run_one)
         };
+        // What another worker held: wait for it, then compute whatever it did not finish.
+        let res = res.and_then(|_| {
+            let mut later = deferred.into_inner().expect("deferred lock");
+            later.sort_unstable();
+            for i in later {
+                let cells = &jobs[i];
+                let _held = claim::Claim::wait_take(&claims, &cells[0].unlearn_key, || {
+                    p.note(&format!(
+                        "{}: another worker holds it; waiting",
+                        cells[0].label
+                    ))
+                })?;
+                run_claimed(cells)?;
+            }
+            Ok(())
+        });
         let (u, e, n_unlearned, n_cells) = *phases.lock().expect("phase lock");
         summary.phases.unlearn += u;
         summary.phases.evaluate += e;
