@@ -371,3 +371,44 @@ fn report_of_an_empty_folder_writes_nothing_and_a_file_as_output_is_bad_input() 
         stderr(&o)
     );
 }
+
+/// A run whose data fails validation (here: fewer images per class than `min_per_class`) exits 2
+/// and leaves no output folder behind (it used to leave experiment.yaml and grid.json).
+#[test]
+fn a_run_failing_on_its_data_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    for c in ["a", "b"] {
+        std::fs::create_dir_all(d.path().join(format!("data/train/{c}"))).unwrap();
+        for i in 0..3u8 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 40, 9, 7]))
+                .save(d.path().join(format!("data/train/{c}/{i}.png")))
+                .unwrap();
+        }
+    }
+    let y = tiny_yaml("bad_data", "")
+        .replace(
+            "source: {kind: embedded, classes: 6, size: 16, seed: 1}",
+            "source: {kind: image_folder, root: data, train: {dir: train}, val: {dir: train}}\n    min_per_class: 5",
+        )
+        .replace("forget_classes: [0]", "forget_classes: [a]")
+        .replace("retain_classes: [1, 2, 3]", "retain_classes: [b]")
+        .replace("proxy_classes: [4, 5]", "proxy_classes: []")
+        .replace(
+            "methods: [original, ours, {name: ours, retain: proxy}, max_loss]",
+            "methods: [original, ours]",
+        );
+    let p = write(d.path(), "bad.yaml", &y);
+    let out = d.path().join("out");
+    let o = run(
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        d.path(),
+        d.path(),
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!out.exists(), "the failed run left {}", out.display());
+}

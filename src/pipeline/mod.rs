@@ -129,7 +129,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         None => all.clone(),
     };
     let store = Store::new(&out_dir);
+    let created = !out_dir.exists();
     prepare_output_dir(&out_dir)?;
+    // A run that fails before it has any result (bad data, say) leaves no folder it created.
+    let mut cleanup = Cleanup {
+        dir: &out_dir,
+        armed: created,
+    };
     store::write_grid(
         &out_dir,
         &GridManifest {
@@ -251,5 +257,25 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         &out_dir.join("last_run.json"),
         &serde_json::to_vec_pretty(&summary)?,
     )?;
+    cleanup.armed = false;
     Ok(summary)
+}
+
+/// Removes an output folder this run created if the run ends early without any result (no
+/// stored cell, no stored unlearned model): a failed command leaves the file system as it found
+/// it.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let empty = |sub: &str| {
+            std::fs::read_dir(self.dir.join(sub)).map_or(true, |mut d| d.next().is_none())
+        };
+        if self.armed && empty("cells") && empty("unlearned") {
+            std::fs::remove_dir_all(self.dir).ok();
+        }
+    }
 }
