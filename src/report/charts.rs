@@ -68,6 +68,21 @@ fn metric_title(m: &str) -> &'static str {
     }
 }
 
+/// The metric's name as the table's protocol computed it: with the domain extractor, "IS" and
+/// "CLIP" would be wrong names.
+fn metric_title_of(t: &Table, m: &str) -> String {
+    let domain = t
+        .protocols
+        .iter()
+        .any(|(c, p, _)| c.metric == m && p.contains("domain extractor"));
+    match (m, domain) {
+        ("clip", true) => "cosine similarity (domain extractor)".into(),
+        ("is", true) => "IS (domain extractor)".into(),
+        (m, true) => format!("{} (domain extractor)", metric_title(m)),
+        (m, false) => metric_title(m).into(),
+    }
+}
+
 /// Draw every chart; returns the files written.
 pub fn draw_all(tables: &[Table], dir: &Path) -> Result<Vec<PathBuf>> {
     if tables.is_empty() {
@@ -188,6 +203,9 @@ fn metrics_of(t: &Table) -> Vec<&'static str> {
 
 type Dyn = Box<dyn std::error::Error + Send + Sync>;
 
+/// Width of the legend column right of a bar chart's plot area.
+const LEGEND_W: u32 = 150;
+
 fn bars(t: &Table, metric: &str, path: &Path) -> Result<()> {
     draw_bars(t, metric, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
@@ -209,9 +227,13 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
         }
     }
     let top = if top > 0.0 { top * 1.15 } else { 1.0 };
-    let root = BitMapBackend::new(path, (140 * n as u32 + 160, 520)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let title = format!("{} — {}", metric_title(metric), t.title());
+    let plot_w = 140 * n as u32 + 160;
+    let full = BitMapBackend::new(path, (plot_w + LEGEND_W, 520)).into_drawing_area();
+    full.fill(&WHITE)?;
+    // The legend sits right of the plot area, never on the bars.
+    let (root, legend) = full.split_horizontally(plot_w);
+    let name = metric_title_of(t, metric);
+    let title = format!("{name} — {}", t.title());
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
@@ -222,10 +244,11 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
-        .y_desc(metric_title(metric))
+        .y_desc(name.as_str())
         .label_style(("sans-serif", 14))
         .draw()?;
     let width = 0.8 / cols.len().max(1) as f64;
+    let mut sets: Vec<(&str, RGBColor)> = vec![];
     for (k, (ci, col)) in cols.iter().enumerate() {
         let color = COLORS[if col.set == "retain" { 0 } else { 1 }];
         let set_label = if col.set == "retain" {
@@ -233,20 +256,14 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
         } else {
             "D_F (forget)"
         };
-        let mut first = true;
+        sets.push((set_label, color));
         for (i, r) in t.rows.iter().enumerate() {
             let Some(v) = &r.values[*ci] else { continue };
             let x0 = i as f64 + 0.1 + k as f64 * width;
-            let s = chart.draw_series(std::iter::once(Rectangle::new(
+            chart.draw_series(std::iter::once(Rectangle::new(
                 [(x0, 0.0), (x0 + width * 0.9, v.mean)],
                 color.filled(),
             )))?;
-            if first {
-                s.label(set_label).legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-                first = false;
-            }
             if let Some(sd) = v.std {
                 let xc = x0 + width * 0.45;
                 chart.draw_series(std::iter::once(PathElement::new(
@@ -256,13 +273,15 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    for (j, (label, color)) in sets.iter().enumerate() {
+        let y = 70 + 26 * j as i32;
+        legend.draw(&Rectangle::new([(10, y - 7), (24, y + 7)], color.filled()))?;
+        legend.draw(&Text::new(
+            label.to_string(),
+            (32, y - 8),
+            ("sans-serif", 14).into_font(),
+        ))?;
+    }
     // Method names under the bars, in pixel coordinates.
     for (i, r) in t.rows.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
@@ -280,7 +299,7 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
             ))?;
         }
     }
-    root.present()?;
+    full.present()?;
     Ok(())
 }
 
@@ -616,4 +635,72 @@ fn tsne_figure(panels: &[Panel], title: &str, path: &Path) -> Result<(), Dyn> {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::table::{TableRow, Value};
+
+    /// The legend of a bar chart is drawn in its own column right of the plot area (never on the
+    /// bars), and the title names the domain extractor when it computed the metric.
+    #[test]
+    fn bar_chart_legend_is_outside_the_plot() {
+        let v = |m: f64| {
+            Some(Value {
+                mean: m,
+                std: None,
+                seeds: 1,
+                noise: None,
+            })
+        };
+        let cols = vec![
+            Col {
+                set: "retain",
+                metric: "fid",
+                higher_is_better: false,
+            },
+            Col {
+                set: "forget",
+                metric: "fid",
+                higher_is_better: true,
+            },
+        ];
+        let t = Table {
+            dataset: "d".into(),
+            model: "m".into(),
+            mask: "center:4".into(),
+            alpha: None,
+            columns: cols.clone(),
+            rows: vec![
+                TableRow {
+                    method: "original".into(),
+                    label: "Original".into(),
+                    values: vec![v(10.0), v(12.0)],
+                },
+                TableRow {
+                    method: "ours".into(),
+                    label: "Ours".into(),
+                    values: vec![v(11.0), v(30.0)],
+                },
+            ],
+            protocols: cols
+                .iter()
+                .map(|c| (*c, "FID, domain extractor (CNN)".to_string(), 10))
+                .collect(),
+        };
+        assert_eq!(metric_title_of(&t, "fid"), "FID (domain extractor)");
+        ensure_font().unwrap();
+        let path = std::env::temp_dir().join(format!("i2i-bars-{}.png", std::process::id()));
+        draw_bars(&t, "fid", &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_file(&path).ok();
+        let plot_w = 140 * 2 + 160;
+        assert_eq!(img.width(), plot_w + LEGEND_W);
+        for c in [COLORS[0], COLORS[1]] {
+            let in_legend = (plot_w..img.width())
+                .any(|x| (0..img.height()).any(|y| img.get_pixel(x, y).0 == [c.0, c.1, c.2]));
+            assert!(in_legend, "legend swatch {c:?} not right of the plot");
+        }
+    }
 }
