@@ -46,27 +46,57 @@ fn unused_shapes(cfg: &MageConfig) -> Vec<(String, Vec<usize>)> {
     ]
 }
 
+/// A `VarBuilder` backend that only records the names and shapes asked for, answering each with
+/// a broadcast scalar (no allocation: listing the ViT-B's 150 M parameters costs nothing).
+type Shapes = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<usize>>>>;
+struct ShapeRecorder(Shapes);
+
+impl candle_nn::var_builder::SimpleBackend for ShapeRecorder {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .expect("recorder lock")
+            .insert(name.to_string(), s.dims().to_vec());
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("shape recorder: `{name}` asked for without a shape")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
 /// Every expected tensor with its shape (found by building the modules once on a recording
-/// `VarMap`, so the names are written in one place: the module constructors).
+/// backend, so the names are written in one place: the module constructors).
 pub fn expected_shapes(cfg: &MageConfig) -> Result<BTreeMap<String, Vec<usize>>> {
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let shapes = Shapes::default();
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(ShapeRecorder(shapes.clone())),
+        DType::F32,
+        Device::Cpu,
+    );
     VqGan::new(vb.pp("vqgan"), &cfg.vqgan)?;
-    Transformer::new(vb.clone(), cfg)?;
-    let mut out: BTreeMap<String, Vec<usize>> = varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-        .collect();
+    Transformer::new(vb, cfg)?;
+    let mut out = std::mem::take(&mut *shapes.lock().expect("recorder lock"));
     out.extend(unused_shapes(cfg));
     Ok(out)
 }
 
 /// Check names and shapes; extra tensors are allowed (and dropped by the loader).
 pub fn check_names(cfg: &MageConfig, weights: &Weights) -> Result<()> {
-    let want = expected_shapes(cfg)?;
+    check_against(&expected_shapes(cfg)?, weights)
+}
+
+/// [`check_names`] against expected shapes already listed.
+fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Result<()> {
     let missing: Vec<&String> = want.keys().filter(|k| !weights.contains_key(*k)).collect();
     if !missing.is_empty() {
         let hint = if missing.iter().all(|k| k.starts_with(VQ_PREFIX)) {
@@ -80,7 +110,7 @@ pub fn check_names(cfg: &MageConfig, weights: &Weights) -> Result<()> {
             missing[0]
         );
     }
-    for (k, shape) in &want {
+    for (k, shape) in want {
         let got = weights[k].dims();
         anyhow::ensure!(
             got == shape.as_slice(),
@@ -150,8 +180,8 @@ pub fn load_checkpoint_weights(
             file_name(&ck.weights)
         )
     };
-    check_names(cfg, &w).with_context(|| format!("checkpoint {}", ck.origin))?;
     let want = expected_shapes(cfg)?;
+    check_against(&want, &w).with_context(|| format!("checkpoint {}", ck.origin))?;
     w.retain(|k, _| want.contains_key(k));
     Ok((w, note))
 }
