@@ -8,6 +8,9 @@
 //! `--device cuda` (a `--features cuda` build) times the same on the first GPU; the GPU's memory
 //! is then read by tools/gpu/check.sh with nvidia-smi (peak_rss_mib is the host's).
 
+mod common;
+use common::{arg, peak_rss_mib};
+
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
@@ -17,30 +20,6 @@ use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig};
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnMask, UnlearnSpec};
 use std::time::Instant;
-
-fn arg(name: &str, default: &str) -> String {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn main() -> anyhow::Result<()> {
     i2i_unlearn::tune_allocator();

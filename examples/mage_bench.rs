@@ -10,6 +10,9 @@
 //! MAGE ViT-B: 768 wide, 12 blocks, decoder 8 blocks), random weights. `--size tiny`: the tiny
 //! config of the bench script (32 px). Unlearning: B images per step, half forget and half retain.
 
+mod common;
+use common::{arg, cpu_model, peak_rss_mib};
+
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
@@ -20,42 +23,6 @@ use i2i_unlearn::models::mage::MageConfig;
 use i2i_unlearn::models::{self, FamilyConfig, GenerateOptions};
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
 use std::time::Instant;
-
-fn arg(name: &str, default: &str) -> String {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
 
 fn main() -> anyhow::Result<()> {
     i2i_unlearn::tune_allocator();
