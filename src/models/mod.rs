@@ -161,6 +161,29 @@ impl PretrainSpec {
     }
 }
 
+/// Check that the experiment file's `config:` is a mapping whose keys are all in `fields`:
+/// `not_a_mapping` otherwise, or "unknown {what} `key`; valid: …" naming the key's YAML path.
+pub(crate) fn check_config_keys(
+    v: &serde_json::Value,
+    fields: &[&str],
+    what: &str,
+    not_a_mapping: &str,
+) -> std::result::Result<(), (Vec<Seg>, String)> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| (vec![Seg::Key("config")], not_a_mapping.to_string()))?;
+    for k in obj.keys() {
+        if !fields.contains(&k.as_str()) {
+            let key: &'static str = Box::leak(k.clone().into_boxed_str());
+            return Err((
+                vec![Seg::Key("config"), Seg::Key(key)],
+                format!("unknown {what} `{k}`; valid: {}", fields.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A family's parsed architecture config.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum FamilyConfig {

@@ -88,24 +88,12 @@ impl MaeConfig {
         if v.is_null() {
             return Ok(Self::default()).and_then(|c| c.check().map(|_| c));
         }
-        let obj = v.as_object().ok_or_else(|| {
-            (
-                vec![Seg::Key("config")],
-                "must be a mapping of config.json fields".to_string(),
-            )
-        })?;
-        for k in obj.keys() {
-            if !CONFIG_FIELDS.contains(&k.as_str()) {
-                let key: &'static str = Box::leak(k.clone().into_boxed_str());
-                return Err((
-                    vec![Seg::Key("config"), Seg::Key(key)],
-                    format!(
-                        "unknown MAE config field `{k}`; valid: {}",
-                        CONFIG_FIELDS.join(", ")
-                    ),
-                ));
-            }
-        }
+        crate::models::check_config_keys(
+            v,
+            CONFIG_FIELDS,
+            "MAE config field",
+            "must be a mapping of config.json fields",
+        )?;
         let cfg: Self = serde_json::from_value(v.clone())
             .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
         cfg.check()?;

@@ -181,24 +181,12 @@ impl MageConfig {
             c.check()?;
             return Ok(c);
         }
-        let obj = v.as_object().ok_or_else(|| {
-            (
-                vec![Seg::Key("config")],
-                "must be a mapping with `vqgan`, `mage` and `inpaint`".to_string(),
-            )
-        })?;
-        for k in obj.keys() {
-            if !CONFIG_FIELDS.contains(&k.as_str()) {
-                let key: &'static str = Box::leak(k.clone().into_boxed_str());
-                return Err((
-                    vec![Seg::Key("config"), Seg::Key(key)],
-                    format!(
-                        "unknown MAGE config section `{k}`; valid: {}",
-                        CONFIG_FIELDS.join(", ")
-                    ),
-                ));
-            }
-        }
+        crate::models::check_config_keys(
+            v,
+            CONFIG_FIELDS,
+            "MAGE config section",
+            "must be a mapping with `vqgan`, `mage` and `inpaint`",
+        )?;
         let cfg: Self = serde_json::from_value(v.clone())
             .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
         cfg.check()?;
