@@ -49,6 +49,8 @@ pub enum FamilyArg {
     Mae,
     /// MAGE over its VQ-GAN tokenizer: a folder with config.json, mage*.pth and vqgan*.ckpt.
     Mage,
+    /// Palette's diffusion UNet: a folder with config.json and 16_Network.pth (or *_Network.pth).
+    Palette,
 }
 
 impl From<FamilyArg> for crate::models::FamilyName {
@@ -56,6 +58,7 @@ impl From<FamilyArg> for crate::models::FamilyName {
         match f {
             FamilyArg::Mae => crate::models::FamilyName::Mae,
             FamilyArg::Mage => crate::models::FamilyName::Mage,
+            FamilyArg::Palette => crate::models::FamilyName::Palette,
         }
     }
 }

@@ -281,6 +281,18 @@ impl BatchMask {
         );
         Ok(Self { masks })
     }
+    /// Masks that may hide different numbers of cells (families that take the hole as pixels,
+    /// such as diffusion); the patch-list accessors (`visible_ids`, `ids_restore`,
+    /// `num_visible`) assume equal counts and must not be used on them.
+    pub fn ragged(masks: Vec<PatchMask>) -> Result<Self> {
+        anyhow::ensure!(!masks.is_empty(), "empty batch mask");
+        let g = masks[0].grid;
+        anyhow::ensure!(
+            masks.iter().all(|m| m.grid == g),
+            "all masks of a batch must be on the same grid"
+        );
+        Ok(Self { masks })
+    }
     pub fn len(&self) -> usize {
         self.masks.len()
     }

@@ -6,6 +6,7 @@
 pub mod mae;
 pub mod mage;
 pub mod model;
+pub mod palette;
 
 pub use model::{Embedding, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
 
@@ -24,6 +25,8 @@ pub enum FamilyName {
     Mae,
     /// MAGE over its VQ-GAN tokenizer (the paper's VQ-GAN family).
     Mage,
+    /// Palette's guided-diffusion UNet with DDPM inpainting (the paper's diffusion family).
+    Palette,
 }
 
 /// A model entry of the experiment file.
@@ -184,11 +187,23 @@ pub(crate) fn check_config_keys(
     Ok(())
 }
 
+/// Drop the keys of `v` that `known` (a serialised default) does not have, recursively: upstream
+/// `config.json` files carry keys a family's config does not read.
+pub(crate) fn keep_known(v: &mut serde_json::Value, known: &serde_json::Value) {
+    if let (Some(o), Some(k)) = (v.as_object_mut(), known.as_object()) {
+        o.retain(|key, _| k.contains_key(key));
+        for (key, val) in o.iter_mut() {
+            keep_known(val, &k[key]);
+        }
+    }
+}
+
 /// A family's parsed architecture config.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum FamilyConfig {
     Mae(mae::MaeConfig),
     Mage(mage::MageConfig),
+    Palette(palette::PaletteConfig),
 }
 
 impl FamilyConfig {
@@ -197,6 +212,7 @@ impl FamilyConfig {
         match self {
             FamilyConfig::Mae(c) => c.grid(),
             FamilyConfig::Mage(c) => c.grid(),
+            FamilyConfig::Palette(_) => palette::MASK_GRID,
         }
     }
     /// The resolution the model takes.
@@ -204,6 +220,7 @@ impl FamilyConfig {
         match self {
             FamilyConfig::Mae(c) => c.image_size,
             FamilyConfig::Mage(c) => c.mage.img_size,
+            FamilyConfig::Palette(c) => c.unet.image_size,
         }
     }
     /// The value (per channel, [0, 1]) the family's input holds in the hole; the blurred
@@ -212,12 +229,15 @@ impl FamilyConfig {
         match self {
             FamilyConfig::Mae(c) => c.image_mean.map(|v| v as f32),
             FamilyConfig::Mage(_) => mage::IMAGENET_MEAN.map(|v| v as f32),
+            // The hole holds N(0, 1) in [−1, 1]: its mean is grey.
+            FamilyConfig::Palette(_) => [0.5; 3],
         }
     }
     pub fn family(&self) -> FamilyName {
         match self {
             FamilyConfig::Mae(_) => FamilyName::Mae,
             FamilyConfig::Mage(_) => FamilyName::Mage,
+            FamilyConfig::Palette(_) => FamilyName::Palette,
         }
     }
 }
@@ -304,6 +324,8 @@ impl ModelSpec {
             FamilyName::Mage => {
                 mage::MageConfig::from_yaml_value(&self.config).map(|c| Some(FamilyConfig::Mage(c)))
             }
+            FamilyName::Palette => palette::PaletteConfig::from_yaml_value(&self.config)
+                .map(|c| Some(FamilyConfig::Palette(c))),
         }
     }
 
@@ -354,6 +376,7 @@ pub fn checkpoint_layout(family: FamilyName) -> &'static checkpoint::Layout {
     match family {
         FamilyName::Mae => &checkpoint::HF_LAYOUT,
         FamilyName::Mage => &mage::LAYOUT,
+        FamilyName::Palette => &palette::LAYOUT,
     }
 }
 
@@ -371,6 +394,7 @@ pub fn checkpoint_config(family: FamilyName, ck: &checkpoint::Checkpoint) -> Res
     Ok(match family {
         FamilyName::Mae => FamilyConfig::Mae(mae::checkpoint_config(ck)?),
         FamilyName::Mage => FamilyConfig::Mage(mage::checkpoint_config(ck)?),
+        FamilyName::Palette => FamilyConfig::Palette(palette::checkpoint_config(ck)?),
     })
 }
 
@@ -414,6 +438,7 @@ pub fn load_checkpoint(
             mae::load_checkpoint_weights(c, ck, device).map(|(w, l)| (w, l.to_string()))
         }
         FamilyConfig::Mage(c) => mage::load_checkpoint_weights(c, ck, device),
+        FamilyConfig::Palette(c) => palette::load_checkpoint_weights(c, ck, device),
     }
 }
 
@@ -422,6 +447,7 @@ pub fn init_weights(cfg: &FamilyConfig, seed: u64, device: &Device) -> Result<We
     match cfg {
         FamilyConfig::Mae(c) => mae::init_weights(c, seed, device),
         FamilyConfig::Mage(c) => mage::init_weights(c, seed, device),
+        FamilyConfig::Palette(c) => palette::init_weights(c, seed, device),
     }
 }
 
@@ -441,6 +467,12 @@ pub fn build(
             device,
         )?)),
         FamilyConfig::Mage(c) => Ok(Box::new(mage::Mage::new(
+            c.clone(),
+            weights,
+            trainable,
+            device,
+        )?)),
+        FamilyConfig::Palette(c) => Ok(Box::new(palette::Palette::new(
             c.clone(),
             weights,
             trainable,

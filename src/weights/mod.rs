@@ -9,6 +9,7 @@
 //!   then used offline. `--weights` takes a local file instead.
 
 pub mod checkpoint;
+pub mod shapes;
 pub mod torch_legacy;
 
 /// Named tensors, sorted by name (the form every reader here returns).

@@ -157,16 +157,6 @@ pub struct MageConfig {
     pub inpaint: InpaintConfig,
 }
 
-/// Drop the keys of `v` that `known` (a serialised default) does not have, recursively.
-fn keep_known(v: &mut serde_json::Value, known: &serde_json::Value) {
-    if let (Some(o), Some(k)) = (v.as_object_mut(), known.as_object()) {
-        o.retain(|key, _| k.contains_key(key));
-        for (key, val) in o.iter_mut() {
-            keep_known(val, &k[key]);
-        }
-    }
-}
-
 /// The keys of the experiment file's `config:` for `family: mage`.
 pub const CONFIG_FIELDS: &[&str] = &["vqgan", "mage", "inpaint"];
 
@@ -199,7 +189,7 @@ impl MageConfig {
     pub fn from_json(text: &str) -> Result<Self> {
         let mut v: serde_json::Value = serde_json::from_str(text).context("parsing config.json")?;
         let known = serde_json::to_value(Self::default()).expect("serialisable");
-        keep_known(&mut v, &known);
+        crate::models::keep_known(&mut v, &known);
         Self::from_yaml_value(&v)
             .map_err(|(p, m)| anyhow::anyhow!("{}: {m}", crate::locate::path_string(&p)))
     }

@@ -8,6 +8,7 @@ use super::MageConfig;
 use crate::models::Weights;
 use crate::nn::init;
 use crate::weights::checkpoint::{Checkpoint, Layout};
+use crate::weights::shapes;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -46,46 +47,14 @@ fn unused_shapes(cfg: &MageConfig) -> Vec<(String, Vec<usize>)> {
     ]
 }
 
-/// A `VarBuilder` backend that only records the names and shapes asked for, answering each with
-/// a broadcast scalar (no allocation: listing the ViT-B's 150 M parameters costs nothing).
-type Shapes = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<usize>>>>;
-struct ShapeRecorder(Shapes);
-
-impl candle_nn::var_builder::SimpleBackend for ShapeRecorder {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0
-            .lock()
-            .expect("recorder lock")
-            .insert(name.to_string(), s.dims().to_vec());
-        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
-    }
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("shape recorder: `{name}` asked for without a shape")
-    }
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
-
 /// Every expected tensor with its shape (found by building the modules once on a recording
 /// backend, so the names are written in one place: the module constructors).
 pub fn expected_shapes(cfg: &MageConfig) -> Result<BTreeMap<String, Vec<usize>>> {
-    let shapes = Shapes::default();
-    let vb = candle_nn::VarBuilder::from_backend(
-        Box::new(ShapeRecorder(shapes.clone())),
-        DType::F32,
-        Device::Cpu,
-    );
-    VqGan::new(vb.pp("vqgan"), &cfg.vqgan)?;
-    Transformer::new(vb, cfg)?;
-    let mut out = std::mem::take(&mut *shapes.lock().expect("recorder lock"));
+    let mut out = shapes::record(|vb| {
+        VqGan::new(vb.pp("vqgan"), &cfg.vqgan)?;
+        Transformer::new(vb, cfg)?;
+        Ok(())
+    })?;
     out.extend(unused_shapes(cfg));
     Ok(out)
 }
@@ -97,27 +66,13 @@ pub fn check_names(cfg: &MageConfig, weights: &Weights) -> Result<()> {
 
 /// [`check_names`] against expected shapes already listed.
 fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Result<()> {
-    let missing: Vec<&String> = want.keys().filter(|k| !weights.contains_key(*k)).collect();
-    if !missing.is_empty() {
-        let hint = if missing.iter().all(|k| k.starts_with(VQ_PREFIX)) {
+    shapes::check_against(want, weights, |missing| {
+        if missing.iter().all(|k| k.starts_with(VQ_PREFIX)) {
             " (the tokenizer: put its vqgan*.ckpt beside the model, or use a checkpoint that holds `vqgan.*`)"
         } else {
             ""
-        };
-        anyhow::bail!(
-            "{} expected tensors missing, e.g. `{}`{hint}",
-            missing.len(),
-            missing[0]
-        );
-    }
-    for (k, shape) in want {
-        let got = weights[k].dims();
-        anyhow::ensure!(
-            got == shape.as_slice(),
-            "tensor `{k}` has shape {got:?}, the config expects {shape:?}"
-        );
-    }
-    Ok(())
+        }
+    })
 }
 
 /// The state dict of an official container: `{"model": ...}` (MAGE), `{"state_dict": ...}`
