@@ -64,7 +64,7 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
         files.len(),
         a.mask,
         &sha[..12],
-        a.generate.describe(size)
+        model.describe_generation(&a.generate)
     ));
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bar = p.bar(files.len() as u64, "inpaint");
@@ -96,7 +96,19 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             .iter()
             .map(|&k| crate::util::rng("generate", k))
             .collect();
-        let out = model.generate(&x, &m, &mut rngs, &a.generate, &mut |_, _| {})?;
+        // A second bar over the sampling steps of this batch, for families that sample in
+        // steps (diffusion: up to 2000 network passes per batch).
+        let mut steps_bar: Option<crate::progress::Bar> = None;
+        let out = model.generate(&x, &m, &mut rngs, &a.generate, &mut |_, total| {
+            if total > 1 {
+                steps_bar
+                    .get_or_insert_with(|| p.bar(total as u64, "sampling steps"))
+                    .inc(1);
+            }
+        })?;
+        if let Some(b) = steps_bar {
+            b.finish_and_clear();
+        }
         for (i, (path, _)) in dec.images.iter().enumerate() {
             let target = a.out.join(rel(path, a.images)).with_extension("png");
             let img = crate::data::tensor_to_rgb(&out.get(i)?)?;

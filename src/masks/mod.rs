@@ -308,6 +308,11 @@ impl BatchMask {
     pub fn num_visible(&self) -> usize {
         self.num_patches() - self.masks[0].num_hidden()
     }
+    /// The first `r` images' masks and the rest.
+    pub fn split_at(&self, r: usize) -> (Self, Self) {
+        let (a, b) = self.masks.split_at(r);
+        (Self { masks: a.to_vec() }, Self { masks: b.to_vec() })
+    }
     /// The first `n` images' masks.
     pub fn head(&self, n: usize) -> Self {
         Self {

@@ -230,6 +230,11 @@ pub trait I2IModel {
         opts: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor>;
+    /// How `generate` runs with `opts`, for protocol strings (families with a sampler name its
+    /// steps and any deviation from the official sampler).
+    fn describe_generation(&self, opts: &GenerateOptions) -> String {
+        opts.describe(self.image_size())
+    }
     /// The raw prediction `[B, 3, S, S]` of a single pass (not composited), for inspection.
     fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor>;
     /// Whether a parameter gets weight decay (the family's own rule, as its official recipe).

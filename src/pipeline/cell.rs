@@ -228,7 +228,7 @@ fn evaluate_cell(
     let t = Instant::now();
     let bar = p.bar(2, &format!("evaluate {title}"));
     let dataset = &exp.datasets[cell.dataset_idx];
-    let gen_protocol = exp.generate.describe(model.image_size());
+    let gen_protocol = model.describe_generation(&exp.generate);
     let mut rows = vec![];
     let mut sheet_rows = vec![];
     let mut embeddings: std::collections::HashMap<String, Tensor> =

@@ -85,11 +85,7 @@ pub fn step_masks(
         UnlearnMask::Family => {
             let keys: Vec<u64> = retain_keys.iter().chain(forget_keys).copied().collect();
             let all = model.training_masks(&keys, rng)?;
-            let r = retain_keys.len();
-            Ok((
-                BatchMask::new(all.masks[..r].to_vec())?,
-                BatchMask::new(all.masks[r..].to_vec())?,
-            ))
+            Ok(all.split_at(retain_keys.len()))
         }
         UnlearnMask::Task => fixed(eval_mask.ok_or_else(|| {
             anyhow::anyhow!("unlearn.mask: task needs the cell's evaluation mask")

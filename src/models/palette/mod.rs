@@ -185,7 +185,7 @@ impl Palette {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
         let b = y0.dim(0)?;
-        let y_cond = diffusion::paste_known(y0, cond_noise, mask)?;
+        let y_cond = diffusion::paste_known(y0, cond_noise, mask)?.detach();
         let mut y_t = y_cond.clone();
         let n = schedule.len();
         for i in (0..n).rev() {
@@ -197,7 +197,9 @@ impl Palette {
             let (mean, logvar) = diffusion::posterior(&y_t, &eps, &c)?;
             let noise = if i > 0 { Some(step_noise(i)?) } else { None };
             let y = diffusion::ancestral(&mean, logvar, noise.as_ref())?;
-            y_t = diffusion::paste_known(y0, &y, mask)?;
+            // Generation needs no gradients: detached, a trainable (student) network does not
+            // keep every step's graph alive through y_t.
+            y_t = diffusion::paste_known(y0, &y, mask)?.detach();
             on_step(n - i, n);
         }
         Ok(y_t)
@@ -324,6 +326,25 @@ impl I2IModel for Palette {
             mask,
             self.family_cfg.hole_fill(),
             opts.composite,
+        )
+    }
+    fn describe_generation(&self, opts: &GenerateOptions) -> String {
+        let t = &self.cfg.beta_schedule.test;
+        let n = self.cfg.sampling_steps(opts.steps);
+        let steps = if n == t.n_timestep {
+            format!("all {n} steps (as the official sampler)")
+        } else {
+            format!(
+                "respaced to {n} of its {} steps (a deviation: the official sampler runs all)",
+                t.n_timestep
+            )
+        };
+        format!(
+            "generation: {}, ancestral DDPM from the masked image with N(0,1) in the hole, known region reset every step, test β schedule {} {}→{} {steps}",
+            opts.composite.describe(self.size()),
+            t.schedule,
+            t.linear_start,
+            t.linear_end
         )
     }
     /// One pass at the test schedule's last (noisiest) step from the condition image: the
