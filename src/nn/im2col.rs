@@ -1,7 +1,8 @@
-//! Convolution as im2col + one matrix multiply, with a backward pass that is also a matrix
-//! multiply (+ col2im). candle's own CPU convolution backward goes through a naive
+//! Convolution as im2col + one matrix multiply per image, with a backward pass that is also a
+//! matrix multiply (+ col2im). candle's own CPU convolution backward goes through a naive
 //! `conv_transpose2d` loop (≈ 4.5× the forward); here the gradients of the input and the kernel
-//! are GEMMs, as in PyTorch. Used by [`super::conv::Conv2d`] for f32 on CPU.
+//! are GEMMs, as in PyTorch, and the columns are recomputed in the backward pass rather than kept
+//! in the graph. Used by [`super::conv::Conv2d`] for f32 on CPU.
 
 use super::fused::slice;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -125,9 +126,136 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// `conv2d(x, w) (+ b)` as im2col + GEMM; `x` `[B, C, H, W]` f32 on CPU, `w` `[O, C, k, k]`.
+/// One image's columns `[OH·OW, C·k·k]`, rows filled in parallel.
+fn im2col_image(g: &Geometry, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let k = g.cols();
+    let (kk, s, p) = (g.kernel, g.stride, g.padding);
+    cols.par_chunks_mut(ow * k)
+        .enumerate()
+        .take(oh)
+        .for_each(|(oy, rows)| {
+            for ox in 0..ow {
+                let row = &mut rows[ox * k..(ox + 1) * k];
+                let mut i = 0;
+                for c in 0..g.channels {
+                    for ky in 0..kk {
+                        let iy = (oy * s + ky) as isize - p as isize;
+                        for kx in 0..kk {
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            row[i] = if iy >= 0
+                                && ix >= 0
+                                && (iy as usize) < g.height
+                                && (ix as usize) < g.width
+                            {
+                                x[(c * g.height + iy as usize) * g.width + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The whole convolution as one op of `(x [B, C, H, W], w [O, C·k·k])` → `[B, O, OH, OW]`:
+/// im2col and a GEMM per image in the forward pass, and in the backward pass the columns are
+/// recomputed instead of kept, so a training graph holds the input (as PyTorch does), not its
+/// k²-times larger columns; forward memory is one image's columns.
+pub struct Conv2dOp(pub Geometry);
+
+impl candle_core::CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "i2i-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        let per_in = g.channels * g.height * g.width;
+        let b = x.len() / per_in;
+        let k = g.cols();
+        let o = w.len() / k;
+        let (oh, ow) = g.out_hw();
+        let p = oh * ow;
+        let mut out = vec![0f32; b * o * p];
+        let mut cols = vec![0f32; p * k];
+        for (xi, yi) in x.chunks(per_in).zip(out.chunks_mut(o * p)) {
+            im2col_image(&g, xi, &mut cols);
+            // y[O, P] = w[O, K] · cols[P, K]ᵀ, written straight in NCHW order.
+            // SAFETY: the slices hold O·K, P·K and O·P elements; strides are row-major.
+            unsafe {
+                gemm::gemm(
+                    o,
+                    p,
+                    k,
+                    yi.as_mut_ptr(),
+                    1,
+                    p as isize,
+                    false,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    cols.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, o, oh, ow))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.0;
+        let b = x.dim(0)?;
+        let (o, k) = w.dims2()?;
+        let (oh, ow) = g.out_hw();
+        let p = oh * ow;
+        let x = x.contiguous()?.detach();
+        let w = w.contiguous()?.detach();
+        let grad = grad.contiguous()?.detach();
+        let mut gw: Option<Tensor> = None;
+        let mut gx = Vec::with_capacity(b);
+        // Per image, so that the recomputed columns of one image are alive at a time.
+        for i in 0..b {
+            let cols = x
+                .narrow(0, i, 1)?
+                .apply_op1(Im2Col(g))?
+                .reshape((p, k))?;
+            let gi = grad.narrow(0, i, 1)?.reshape((o, p))?;
+            let d = gi.matmul(&cols)?;
+            gw = Some(match gw {
+                None => d,
+                Some(acc) => (acc + d)?,
+            });
+            let gcols = gi.t()?.matmul(&w)?.reshape((1, p, k))?;
+            gx.push(gcols.apply_op1(Col2Im(g))?);
+        }
+        Ok((Some(Tensor::cat(&gx, 0)?), gw))
+    }
+}
+
+/// `conv2d(x, w)` as im2col + GEMM; `x` `[B, C, H, W]` f32 on CPU, `w` `[O, C, k, k]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
+    let (_, c, h, wd) = x.dims4()?;
     let (o, _, k, _) = w.dims4()?;
     let g = Geometry {
         channels: c,
@@ -137,15 +265,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         stride,
         padding,
     };
-    let (oh, ow) = g.out_hw();
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let y = cols
-        .reshape((b * oh * ow, g.cols()))?
-        .matmul(&w.reshape((o, g.cols()))?.t()?)?;
-    y.reshape((b, oh * ow, o))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, o, oh, ow))
+    x.contiguous()?
+        .apply_op2(&w.reshape((o, g.cols()))?.contiguous()?, Conv2dOp(g))
 }
 
 #[cfg(test)]
