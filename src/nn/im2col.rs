@@ -29,42 +29,85 @@ impl Geometry {
     fn cols(&self) -> usize {
         self.channels * self.kernel * self.kernel
     }
-    /// For each (output position, column), the input offset inside one image, or `None` for
-    /// padding — visited in output order by both directions.
-    fn for_each(&self, mut f: impl FnMut(usize, Option<usize>)) {
-        let (oh, ow) = self.out_hw();
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let mut o = 0;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for c in 0..self.channels {
-                    for ky in 0..k {
-                        let iy = (oy * s + ky) as isize - p as isize;
-                        for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - p as isize;
-                            let src = if iy >= 0
-                                && ix >= 0
-                                && (iy as usize) < self.height
-                                && (ix as usize) < self.width
-                            {
-                                Some((c * self.height + iy as usize) * self.width + ix as usize)
-                            } else {
-                                None
-                            };
-                            f(o, src);
-                            o += 1;
+    /// For kernel offset `(ky, kx)` and output row `oy`: the input row, and the output columns
+    /// `[lo, hi)` whose input column `ox·s + kx − p` lies inside the image (the rest is padding).
+    fn span(&self, ky: usize, kx: usize, oy: usize) -> Option<(usize, usize, usize)> {
+        let (_, ow) = self.out_hw();
+        let (s, p) = (self.stride, self.padding);
+        let iy = (oy * s + ky) as isize - p as isize;
+        if iy < 0 || iy as usize >= self.height {
+            return None;
+        }
+        // ox·s + kx − p ≥ 0  and  ox·s + kx − p < W
+        let lo = (p.saturating_sub(kx)).div_ceil(s);
+        let hi = ((self.width + p).saturating_sub(kx)).div_ceil(s).min(ow);
+        Some((iy as usize, lo, hi.max(lo)))
+    }
+}
+
+/// One image's columns in `[C·k·k, OH·OW]` layout (row `(c, ky, kx)` holds that kernel tap over
+/// every output position): for stride 1 each output row is one shifted copy of an input row.
+/// Rows are filled in parallel.
+fn im2col_image(g: &Geometry, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (k, s, p) = (g.kernel, g.stride, g.padding);
+    let plane = g.height * g.width;
+    cols.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+            let xc = &x[c * plane..(c + 1) * plane];
+            for oy in 0..oh {
+                let out = &mut row[oy * ow..(oy + 1) * ow];
+                match g.span(ky, kx, oy) {
+                    None => out.fill(0.0),
+                    Some((iy, lo, hi)) => {
+                        out[..lo].fill(0.0);
+                        out[hi..].fill(0.0);
+                        let xr = &xc[iy * g.width..(iy + 1) * g.width];
+                        let ix0 = lo * s + kx - p;
+                        if s == 1 {
+                            out[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
+                        } else {
+                            for (j, o) in out[lo..hi].iter_mut().enumerate() {
+                                *o = xr[ix0 + j * s];
+                            }
                         }
                     }
                 }
             }
-        }
-    }
+        });
 }
 
-/// `[B, C, H, W]` → `[B, OH·OW, C·k·k]` (columns in the kernel's (c, ky, kx) order).
+/// The adjoint of [`im2col_image`]: columns `[C·k·k, OH·OW]` summed back into one image, in
+/// parallel over channels (each owns its k² rows and its plane).
+fn col2im_image(g: &Geometry, cols: &[f32], x: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (k, s, p) = (g.kernel, g.stride, g.padding);
+    let plane = g.height * g.width;
+    x.par_chunks_mut(plane).enumerate().for_each(|(c, xc)| {
+        xc.fill(0.0);
+        for t in 0..k * k {
+            let (ky, kx) = (t / k, t % k);
+            let row = &cols[(c * k * k + t) * oh * ow..(c * k * k + t + 1) * oh * ow];
+            for oy in 0..oh {
+                if let Some((iy, lo, hi)) = g.span(ky, kx, oy) {
+                    let src = &row[oy * ow + lo..oy * ow + hi];
+                    let xr = &mut xc[iy * g.width..(iy + 1) * g.width];
+                    let ix0 = lo * s + kx - p;
+                    for (j, v) in src.iter().enumerate() {
+                        xr[ix0 + j * s] += v;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `[B, C, H, W]` → `[B, C·k·k, OH·OW]` (rows in the kernel's (c, ky, kx) order).
 pub struct Im2Col(pub Geometry);
 
-/// The adjoint of [`Im2Col`]: `[B, OH·OW, C·k·k]` → `[B, C, H, W]`, overlapping columns summed.
+/// The adjoint of [`Im2Col`]: `[B, C·k·k, OH·OW]` → `[B, C, H, W]`, overlapping taps summed.
 pub struct Col2Im(pub Geometry);
 
 impl CustomOp1 for Im2Col {
@@ -79,16 +122,10 @@ impl CustomOp1 for Im2Col {
         let (oh, ow) = g.out_hw();
         let per_out = oh * ow * g.cols();
         let mut out = vec![0f32; b * per_out];
-        out.par_chunks_mut(per_out)
-            .zip(x.par_chunks(per_in))
-            .for_each(|(o, xi)| {
-                g.for_each(|i, src| {
-                    if let Some(j) = src {
-                        o[i] = xi[j];
-                    }
-                })
-            });
-        Ok((CpuStorage::F32(out), Shape::from((b, oh * ow, g.cols()))))
+        for (o, xi) in out.chunks_mut(per_out).zip(x.chunks(per_in)) {
+            im2col_image(&g, xi, o);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, g.cols(), oh * ow))))
     }
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad.contiguous()?.apply_op1(Col2Im(self.0))?))
@@ -107,15 +144,9 @@ impl CustomOp1 for Col2Im {
         let b = cols.len() / per_in;
         let per_out = g.channels * g.height * g.width;
         let mut out = vec![0f32; b * per_out];
-        out.par_chunks_mut(per_out)
-            .zip(cols.par_chunks(per_in))
-            .for_each(|(o, ci)| {
-                g.for_each(|i, dst| {
-                    if let Some(j) = dst {
-                        o[j] += ci[i];
-                    }
-                })
-            });
+        for (o, ci) in out.chunks_mut(per_out).zip(cols.chunks(per_in)) {
+            col2im_image(&g, ci, o);
+        }
         Ok((
             CpuStorage::F32(out),
             Shape::from((b, g.channels, g.height, g.width)),
@@ -124,40 +155,6 @@ impl CustomOp1 for Col2Im {
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0))?))
     }
-}
-
-/// One image's columns `[OH·OW, C·k·k]`, rows filled in parallel.
-fn im2col_image(g: &Geometry, x: &[f32], cols: &mut [f32]) {
-    let (oh, ow) = g.out_hw();
-    let k = g.cols();
-    let (kk, s, p) = (g.kernel, g.stride, g.padding);
-    cols.par_chunks_mut(ow * k)
-        .enumerate()
-        .take(oh)
-        .for_each(|(oy, rows)| {
-            for ox in 0..ow {
-                let row = &mut rows[ox * k..(ox + 1) * k];
-                let mut i = 0;
-                for c in 0..g.channels {
-                    for ky in 0..kk {
-                        let iy = (oy * s + ky) as isize - p as isize;
-                        for kx in 0..kk {
-                            let ix = (ox * s + kx) as isize - p as isize;
-                            row[i] = if iy >= 0
-                                && ix >= 0
-                                && (iy as usize) < g.height
-                                && (ix as usize) < g.width
-                            {
-                                x[(c * g.height + iy as usize) * g.width + ix as usize]
-                            } else {
-                                0.0
-                            };
-                            i += 1;
-                        }
-                    }
-                }
-            }
-        });
 }
 
 /// The whole convolution as one op of `(x [B, C, H, W], w [O, C·k·k])` → `[B, O, OH, OW]`:
@@ -186,11 +183,11 @@ impl candle_core::CustomOp2 for Conv2dOp {
         let (oh, ow) = g.out_hw();
         let p = oh * ow;
         let mut out = vec![0f32; b * o * p];
-        let mut cols = vec![0f32; p * k];
+        let mut cols = vec![0f32; k * p];
         for (xi, yi) in x.chunks(per_in).zip(out.chunks_mut(o * p)) {
             im2col_image(&g, xi, &mut cols);
-            // y[O, P] = w[O, K] · cols[P, K]ᵀ, written straight in NCHW order.
-            // SAFETY: the slices hold O·K, P·K and O·P elements; strides are row-major.
+            // y[O, P] = w[O, K] · cols[K, P], written straight in NCHW order.
+            // SAFETY: the slices hold O·K, K·P and O·P elements; strides are row-major.
             unsafe {
                 gemm::gemm(
                     o,
@@ -204,8 +201,8 @@ impl candle_core::CustomOp2 for Conv2dOp {
                     1,
                     k as isize,
                     cols.as_ptr(),
-                    k as isize,
                     1,
+                    p as isize,
                     0.0,
                     1.0,
                     false,
@@ -230,23 +227,20 @@ impl candle_core::CustomOp2 for Conv2dOp {
         let (oh, ow) = g.out_hw();
         let p = oh * ow;
         let x = x.contiguous()?.detach();
-        let w = w.contiguous()?.detach();
+        let wt = w.detach().t()?.contiguous()?;
         let grad = grad.contiguous()?.detach();
         let mut gw: Option<Tensor> = None;
         let mut gx = Vec::with_capacity(b);
         // Per image, so that the recomputed columns of one image are alive at a time.
         for i in 0..b {
-            let cols = x
-                .narrow(0, i, 1)?
-                .apply_op1(Im2Col(g))?
-                .reshape((p, k))?;
+            let cols = x.narrow(0, i, 1)?.apply_op1(Im2Col(g))?.reshape((k, p))?;
             let gi = grad.narrow(0, i, 1)?.reshape((o, p))?;
-            let d = gi.matmul(&cols)?;
+            let d = gi.matmul(&cols.t()?)?;
             gw = Some(match gw {
                 None => d,
                 Some(acc) => (acc + d)?,
             });
-            let gcols = gi.t()?.matmul(&w)?.reshape((1, p, k))?;
+            let gcols = wt.matmul(&gi)?.reshape((1, k, p))?;
             gx.push(gcols.apply_op1(Col2Im(g))?);
         }
         Ok((Some(Tensor::cat(&gx, 0)?), gw))
