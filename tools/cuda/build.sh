@@ -83,7 +83,7 @@ stub() {
     cc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/cuda_stub.c"
     echo "cuda: libcuda stand-in with $(echo "$syms" | wc -l) symbols" >&2
 }
-build() { cargo build --release "${FEATURES[@]}" --bin i2i-unlearn --example mae_bench; }
+build() { cargo build --release "${FEATURES[@]}" --bin i2i-unlearn --example mae_bench --example palette_bench; }
 # An empty stand-in first, so that the linker finds -lcuda and lists the symbols it lacks.
 if [[ ! -f $LINK/libcuda.so ]]; then
     cc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 -x c /dev/null
@@ -100,7 +100,7 @@ echo "cuda: built in $(( $(date +%s) - t0 )) s" >&2
 # 4. Pack: stripped and xz-compressed, under the device machines' 64 MiB transfer limit.
 PACK=$ROOT/gpu-pack
 mkdir -p "$PACK"
-for b in "$TARGET/release/i2i-unlearn" "$TARGET/release/examples/mae_bench"; do
+for b in "$TARGET/release/i2i-unlearn" "$TARGET/release/examples/mae_bench" "$TARGET/release/examples/palette_bench"; do
     name=$(basename "$b")
     strip -o "$PACK/$name" "$b"
     xz -T2 -6 -f -k "$PACK/$name"

@@ -212,6 +212,25 @@ for what in forward unlearn; do
     fi
 done
 
+# (3b) Palette's Places2 UNet at 256 px: one forward (one of the evaluation's 2000 sampling steps)
+# and the paper's evaluation time it implies (10,000 images x 2000 steps).
+PBENCH=$(find_bin palette_bench) || exit 2
+pb=4; pi=3; [[ $DEVICE == cpu ]] && { pb=1; pi=1; }
+if [[ $DEVICE == cuda ]]; then
+    PEAK=$(gpu_mem_peak "$PBENCH" --size base --batch $pb --iters $pi --what forward --device cuda)
+else
+    "$PBENCH" --size base --batch $pb --iters $pi --what forward --device cpu > "$OUTDIR/bench.out" 2>>"$LOG"; PEAK=null
+fi
+line=$(tail -1 "$OUTDIR/bench.out")
+if [[ $line == \{* ]]; then
+    HOURS=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(round(10000 * 2000 / r["images_per_s"] / 3600, 1))' "$line")
+    say "palette-base forward batch $pb on $DEVICE: $line; peak GPU memory ${PEAK} MiB; the paper's evaluation ≈ $HOURS h"
+    json+=("\"palette_base_forward\": {\"result\": $line, \"peak_gpu_mib\": $PEAK, \"paper_eval_hours\": $HOURS}")
+else
+    FAILED=1; say "palette-base forward on $DEVICE failed (see $LOG)"
+    json+=("\"palette_base_forward\": {\"ok\": false}")
+fi
+
 # (4) Gradients of every method on the device.
 if "$BIN" --quiet selfcheck grads --device "$DEVICE" > "$OUTDIR/grads.jsonl" 2>>"$LOG"; then G_OK=true; else G_OK=false; FAILED=1; fi
 say "selfcheck grads on $DEVICE: $G_OK ($(wc -l < "$OUTDIR/grads.jsonl") methods)"
