@@ -569,7 +569,7 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 }
                 if ok {
                     progress.note(&format!(
-                        "selfcheck grads on {d:?}: all {} methods ok",
+                        "selfcheck grads on {d:?}: all {} (family, method) steps ok",
                         reports.len()
                     ));
                     Ok(())

@@ -1,8 +1,9 @@
 //! `i2i-unlearn selfcheck`: checks of the installation itself, runnable on any device — the
 //! device script (tools/gpu/check.sh) runs them on CUDA, the test suite on the CPU.
 //!
-//! - `grads`: one step of every unlearning method on a tiny MAE. Every parameter the method trains
-//!   must receive a finite, non-zero gradient and move; every other parameter must stay
+//! - `grads`: one step of every unlearning method on a tiny MAE and a tiny Palette UNet (the
+//!   transformer and the convolutional building blocks). Every parameter the method trains must
+//!   receive a finite, non-zero gradient and move; every other parameter must stay
 //!   bit-identical. candle has ops whose backward is silently missing (fused LayerNorm / softmax),
 //!   and backends differ, so this is checked per device.
 //! - `inception-weights`: write the formula InceptionV3 weights (no download), so `fid` / `is`
@@ -10,7 +11,7 @@
 
 use crate::data::embedded::{Embedded, EmbeddedConfig};
 use crate::data::{DataSource, ImageSet, Split};
-use crate::models::{self, mae::MaeConfig, FamilyConfig, ModelInput, Role};
+use crate::models::{self, mae::MaeConfig, FamilyConfig, Role};
 use crate::unlearn::{
     self, trainer, Ctx, MethodName, NoiseKind, Scope, StepBatch, UnlearnMask, UnlearnSpec,
 };
@@ -21,6 +22,7 @@ use serde::Serialize;
 /// What one method's step did to the parameters.
 #[derive(Clone, Debug, Serialize)]
 pub struct GradReport {
+    pub family: String,
     pub method: String,
     pub trained: usize,
     /// Trained parameters without a finite, non-zero gradient.
@@ -83,9 +85,45 @@ fn nonzero(t: &candle_core::Tensor) -> Result<bool> {
     Ok(n > 0.0 && n.is_finite())
 }
 
-/// One step of every training method on `device`.
+/// A tiny Palette UNet (16 px) with every weight moved off its initial value (the official
+/// initialisation zeroes the last convolution of each block, which would block the gradients of
+/// what feeds it), and the same two classes of textures.
+pub fn tiny_palette_setup(
+    device: &Device,
+) -> Result<(FamilyConfig, models::Weights, ImageSet, ImageSet)> {
+    let (_, _, forget, retain) = tiny_setup(device)?;
+    let mut cfg = models::palette::PaletteConfig::default();
+    cfg.unet.inner_channel = 32;
+    cfg.unet.channel_mults = vec![1, 1];
+    cfg.unet.attn_res = vec![2];
+    cfg.unet.res_blocks = 1;
+    cfg.unet.image_size = 16;
+    let fc = FamilyConfig::Palette(cfg);
+    let mut rng = crate::util::rng("selfcheck-palette", 0);
+    let w = models::init_weights(&fc, 3, &Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| {
+            let n = crate::util::normal_vec(&mut rng, v.elem_count());
+            let d = candle_core::Tensor::from_vec(n, v.shape(), &Device::Cpu)?;
+            Ok((k, (v + (d * 0.05)?)?.to_device(device)?))
+        })
+        .collect::<Result<models::Weights>>()?;
+    Ok((fc, w, forget, retain))
+}
+
+/// One step of every training method on `device`, for each family of [`tiny_setup`] and
+/// [`tiny_palette_setup`].
 pub fn grads(device: &Device) -> Result<Vec<GradReport>> {
-    let (fc, w, forget, retain) = tiny_setup(device)?;
+    let mut out = grads_of(tiny_setup(device)?, device)?;
+    out.extend(grads_of(tiny_palette_setup(device)?, device)?);
+    Ok(out)
+}
+
+fn grads_of(
+    (fc, w, forget, retain): (FamilyConfig, models::Weights, ImageSet, ImageSet),
+    device: &Device,
+) -> Result<Vec<GradReport>> {
+    let family = format!("{:?}", fc.family()).to_lowercase();
     let mut out = vec![];
     for name in MethodName::ALL.into_iter().filter(|m| m.trains()) {
         let method = unlearn::method(name);
@@ -107,9 +145,10 @@ pub fn grads(device: &Device) -> Result<Vec<GradReport>> {
             &forget.ids,
             &mut mrng,
         )?;
+        let mut prng = crate::util::rng("selfcheck-prepare", 0);
         let batch = StepBatch {
-            retain: ModelInput::plain(&retain.pixels, &rm),
-            forget: ModelInput::plain(&forget.pixels, &fm),
+            retain: student.prepare(&retain.pixels, &rm, &mut prng)?,
+            forget: student.prepare(&forget.pixels, &fm, &mut prng)?,
             noise_stats: unlearn::scalar_stats(&[&retain.pixels, &forget.pixels])?,
         };
         let mut rng = crate::util::rng("selfcheck", 0);
@@ -117,6 +156,7 @@ pub fn grads(device: &Device) -> Result<Vec<GradReport>> {
         let g = loss.total.backward()?;
         let trained = trainer::trainable(&*student, method.scope());
         let mut report = GradReport {
+            family: family.clone(),
             method: name.as_str().into(),
             trained: trained.len(),
             no_gradient: vec![],

@@ -2,7 +2,7 @@
 //! recording backend (so names are written in one place: the module constructors), and the check
 //! of loaded weights against them.
 
-use crate::models::Weights;
+use super::Tensors as Weights;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;

@@ -233,7 +233,7 @@ fi
 
 # (4) Gradients of every method on the device.
 if "$BIN" --quiet selfcheck grads --device "$DEVICE" > "$OUTDIR/grads.jsonl" 2>>"$LOG"; then G_OK=true; else G_OK=false; FAILED=1; fi
-say "selfcheck grads on $DEVICE: $G_OK ($(wc -l < "$OUTDIR/grads.jsonl") methods)"
+say "selfcheck grads on $DEVICE: $G_OK ($(wc -l < "$OUTDIR/grads.jsonl") family × method steps)"
 json+=("\"grads\": {\"ok\": $G_OK, \"methods\": [$(paste -sd, "$OUTDIR/grads.jsonl")]}")
 
 # (5) The summary.
