@@ -339,7 +339,11 @@ fn exact<'a>(names: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
 /// Every tensor of a safetensors file or a torch file (`.bin`, `.pth`; zip or legacy layout), as
 /// f32 (integer tensors such as `num_batches_tracked` are kept as they are).
 pub fn load_tensors(path: &Path, device: &Device) -> Result<super::Tensors> {
-    let raw = read_tensors(path, device)?;
+    to_f32(read_tensors(path, device)?, device)
+}
+
+/// Float tensors as f32 on `device`; integer tensors kept as they are.
+fn to_f32(raw: Vec<(String, candle_core::Tensor)>, device: &Device) -> Result<super::Tensors> {
     raw.into_iter()
         .map(|(k, v)| {
             let v = if v.dtype().is_float() {
@@ -350,6 +354,27 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<super::Tensors> {
             Ok((k, v.to_device(device)?))
         })
         .collect()
+}
+
+/// The state dict of an official container: `{"model": ...}` (MAGE), `{"state_dict": ...}`
+/// (taming), or a plain dict (Palette's `16_Network.pth`) / safetensors file. No pickle code is
+/// executed.
+pub fn read_container(path: &Path, device: &Device) -> Result<super::Tensors> {
+    for key in ["model", "state_dict"] {
+        if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
+            if !t.is_empty() {
+                return to_f32(t, device);
+            }
+        }
+    }
+    load_tensors(path, device)
+}
+
+/// The file name of `p`, for notes (empty when it has none).
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Every tensor of a weights file in its stored dtype, the format sniffed from the content.

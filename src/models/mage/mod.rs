@@ -25,8 +25,8 @@ pub use maskgit::MaskGit;
 pub use transformer::{keep_all, masked_cross_entropy, Tokens, Transformer};
 pub use vqgan::{VqGan, VqLoss};
 pub use weights::{
-    check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint_weights,
-    read_container, LAYOUT, VQ_PREFIX,
+    check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint_weights, LAYOUT,
+    VQ_PREFIX,
 };
 
 use super::{

@@ -7,12 +7,11 @@ use super::vqgan::VqGan;
 use super::MageConfig;
 use crate::models::Weights;
 use crate::nn::init;
-use crate::weights::checkpoint::{Checkpoint, Layout};
+use crate::weights::checkpoint::{file_name, read_container, Checkpoint, Layout};
 use crate::weights::shapes;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// File names of a MAGE checkpoint folder: `config.json` (this family's config layout), the
 /// transformer (`{"model": state_dict}`; official `mage-vitb-1600.pth`) and, optionally, the
@@ -75,32 +74,6 @@ fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Resu
     })
 }
 
-/// The state dict of an official container: `{"model": ...}` (MAGE), `{"state_dict": ...}`
-/// (taming), or a plain dict / safetensors file. No pickle code is executed.
-pub fn read_container(path: &Path, device: &Device) -> Result<Weights> {
-    for key in ["model", "state_dict"] {
-        if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
-            if !t.is_empty() {
-                return to_f32(t, device);
-            }
-        }
-    }
-    crate::weights::checkpoint::load_tensors(path, device)
-}
-
-fn to_f32(raw: Vec<(String, Tensor)>, device: &Device) -> Result<Weights> {
-    raw.into_iter()
-        .map(|(k, v)| {
-            let v = if v.dtype().is_float() {
-                v.to_dtype(DType::F32)?
-            } else {
-                v
-            };
-            Ok((k, v.to_device(device)?))
-        })
-        .collect()
-}
-
 /// The config of a checkpoint folder.
 pub fn checkpoint_config(ck: &Checkpoint) -> Result<MageConfig> {
     let text = std::fs::read_to_string(&ck.config)
@@ -139,12 +112,6 @@ pub fn load_checkpoint_weights(
     check_against(&want, &w).with_context(|| format!("checkpoint {}", ck.origin))?;
     w.retain(|k, _| want.contains_key(k));
     Ok((w, note))
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Fresh weights as the official `initialize_weights` (xavier-uniform linears, zero biases, unit

@@ -6,7 +6,7 @@ use super::diffusion::Schedule;
 use super::unet::UNet;
 use super::PaletteConfig;
 use crate::models::Weights;
-use crate::weights::checkpoint::{Checkpoint, Layout};
+use crate::weights::checkpoint::{file_name, read_container, Checkpoint, Layout};
 use crate::weights::shapes;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -32,7 +32,11 @@ pub fn expected_shapes(cfg: &PaletteConfig) -> Result<BTreeMap<String, Vec<usize
 }
 
 pub fn check_names(cfg: &PaletteConfig, weights: &Weights) -> Result<()> {
-    shapes::check_against(&expected_shapes(cfg)?, weights, |_| {
+    check_against(&expected_shapes(cfg)?, weights)
+}
+
+fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Result<()> {
+    shapes::check_against(want, weights, |_| {
         " (a Palette network's state dict holds the UNet under `denoise_fn.`)"
     })
 }
@@ -53,7 +57,7 @@ pub fn load_checkpoint_weights(
     ck: &Checkpoint,
     device: &Device,
 ) -> Result<(Weights, String)> {
-    let mut w = crate::models::mage::read_container(&ck.weights, device)
+    let mut w = read_container(&ck.weights, device)
         .with_context(|| format!("reading {}", ck.weights.display()))?;
     let mut note = format!("Palette network from {}", file_name(&ck.weights));
     if let Some(g) = w.get("gammas") {
@@ -80,18 +84,9 @@ pub fn load_checkpoint_weights(
         }
     }
     let want = expected_shapes(cfg)?;
-    shapes::check_against(&want, &w, |_| {
-        " (a Palette network's state dict holds the UNet under `denoise_fn.`)"
-    })
-    .with_context(|| format!("checkpoint {}", ck.origin))?;
+    check_against(&want, &w).with_context(|| format!("checkpoint {}", ck.origin))?;
     w.retain(|k, _| want.contains_key(k));
     Ok((w, note))
-}
-
-fn file_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Fresh weights: torch's defaults (U(±1/√fan_in) for convolutions and linears, weights and
