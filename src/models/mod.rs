@@ -166,7 +166,7 @@ impl PretrainSpec {
 
 /// Check that the experiment file's `config:` is a mapping whose keys are all in `fields`:
 /// `not_a_mapping` otherwise, or "unknown {what} `key`; valid: …" naming the key's YAML path.
-pub(crate) fn check_config_keys(
+fn check_config_keys(
     v: &serde_json::Value,
     fields: &[&str],
     what: &str,
@@ -187,9 +187,44 @@ pub(crate) fn check_config_keys(
     Ok(())
 }
 
+/// Parse a family's `config:` strictly: the family's defaults when it is absent, its keys checked
+/// against `fields` (see [`check_config_keys`]), then the family's own `check`; errors carry the
+/// YAML sub-path.
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned + Default>(
+    v: &serde_json::Value,
+    fields: &[&str],
+    what: &str,
+    not_a_mapping: &str,
+    check: impl Fn(&T) -> std::result::Result<(), (Vec<Seg>, String)>,
+) -> std::result::Result<T, (Vec<Seg>, String)> {
+    if v.is_null() {
+        let c = T::default();
+        check(&c)?;
+        return Ok(c);
+    }
+    check_config_keys(v, fields, what, not_a_mapping)?;
+    let cfg: T =
+        serde_json::from_value(v.clone()).map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
+    check(&cfg)?;
+    Ok(cfg)
+}
+
+/// Read a family's `config.json` with `parse` (its strict parser) after dropping, at every level,
+/// the keys its config does not know (a reference script's notes, the official config's extra
+/// fields); the experiment file's `config:` stays strict.
+pub(crate) fn parse_config_json<T: Serialize + Default>(
+    text: &str,
+    parse: impl Fn(&serde_json::Value) -> std::result::Result<T, (Vec<Seg>, String)>,
+) -> Result<T> {
+    let mut v: serde_json::Value = serde_json::from_str(text).context("parsing config.json")?;
+    let known = serde_json::to_value(T::default()).expect("serialisable");
+    keep_known(&mut v, &known);
+    parse(&v).map_err(|(p, m)| anyhow::anyhow!("{}: {m}", crate::locate::path_string(&p)))
+}
+
 /// Drop the keys of `v` that `known` (a serialised default) does not have, recursively: upstream
 /// `config.json` files carry keys a family's config does not read.
-pub(crate) fn keep_known(v: &mut serde_json::Value, known: &serde_json::Value) {
+fn keep_known(v: &mut serde_json::Value, known: &serde_json::Value) {
     if let (Some(o), Some(k)) = (v.as_object_mut(), known.as_object()) {
         o.retain(|key, _| k.contains_key(key));
         for (key, val) in o.iter_mut() {

@@ -85,19 +85,13 @@ impl MaeConfig {
     /// Parse the YAML `config:` strictly (unknown keys are errors; a `config.json` read through
     /// [`MaeConfig::from_json`] may carry extra fields).
     pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
-        if v.is_null() {
-            return Ok(Self::default()).and_then(|c| c.check().map(|_| c));
-        }
-        crate::models::check_config_keys(
+        crate::models::parse_config(
             v,
             CONFIG_FIELDS,
             "MAE config field",
             "must be a mapping of config.json fields",
-        )?;
-        let cfg: Self = serde_json::from_value(v.clone())
-            .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
-        cfg.check()?;
-        Ok(cfg)
+            Self::check,
+        )
     }
 
     /// Read an upstream `config.json`.

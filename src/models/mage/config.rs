@@ -4,7 +4,7 @@
 //! evaluation script (`inpaint.*`). `../shared/fixtures/mage/config.json` has this layout.
 
 use crate::locate::Seg;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// The taming VQ-GAN's `ddconfig` (encoder / decoder architecture).
@@ -166,32 +166,20 @@ pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 impl MageConfig {
     /// Parse the YAML `config:` strictly; errors carry the sub-path.
     pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
-        if v.is_null() {
-            let c = Self::default();
-            c.check()?;
-            return Ok(c);
-        }
-        crate::models::check_config_keys(
+        crate::models::parse_config(
             v,
             CONFIG_FIELDS,
             "MAGE config section",
             "must be a mapping with `vqgan`, `mage` and `inpaint`",
-        )?;
-        let cfg: Self = serde_json::from_value(v.clone())
-            .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
-        cfg.check()?;
-        Ok(cfg)
+            Self::check,
+        )
     }
 
     /// Read a `config.json` of this layout. Keys this config does not know (a reference
     /// script's notes, `source_images`, …) are ignored at every level, as for upstream
     /// `config.json` files; the experiment file's `config:` stays strict.
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut v: serde_json::Value = serde_json::from_str(text).context("parsing config.json")?;
-        let known = serde_json::to_value(Self::default()).expect("serialisable");
-        crate::models::keep_known(&mut v, &known);
-        Self::from_yaml_value(&v)
-            .map_err(|(p, m)| anyhow::anyhow!("{}: {m}", crate::locate::path_string(&p)))
+        crate::models::parse_config_json(text, Self::from_yaml_value)
     }
 
     pub fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {

@@ -4,7 +4,7 @@
 //! `../shared/fixtures/palette/config.json` has this layout.
 
 use crate::locate::Seg;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// The guided-diffusion UNet's arguments (`unet` of the official config). Fields the official
@@ -135,31 +135,19 @@ const SCHEDULES: &[&str] = &[
 impl PaletteConfig {
     /// Parse the YAML `config:` strictly; errors carry the sub-path.
     pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
-        if v.is_null() {
-            let c = Self::default();
-            c.check()?;
-            return Ok(c);
-        }
-        crate::models::check_config_keys(
+        crate::models::parse_config(
             v,
             CONFIG_FIELDS,
             "Palette config section",
             "must be a mapping with `unet`, `beta_schedule` and `sampling`",
-        )?;
-        let cfg: Self = serde_json::from_value(v.clone())
-            .map_err(|e| (vec![Seg::Key("config")], e.to_string()))?;
-        cfg.check()?;
-        Ok(cfg)
+            Self::check,
+        )
     }
 
     /// Read a `config.json` of this layout; unknown keys are ignored at every level (a
     /// reference script's notes, the official config's `init_type`, `module_name`, …).
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut v: serde_json::Value = serde_json::from_str(text).context("parsing config.json")?;
-        let known = serde_json::to_value(Self::default()).expect("serialisable");
-        crate::models::keep_known(&mut v, &known);
-        Self::from_yaml_value(&v)
-            .map_err(|(p, m)| anyhow::anyhow!("{}: {m}", crate::locate::path_string(&p)))
+        crate::models::parse_config_json(text, Self::from_yaml_value)
     }
 
     pub fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {
