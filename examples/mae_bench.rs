@@ -14,7 +14,7 @@ use common::{arg, peak_rss_mib};
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use i2i_unlearn::data::ImageSet;
 use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig};
@@ -37,11 +37,7 @@ fn main() -> anyhow::Result<()> {
         cfg.num_attention_heads = 16;
         cfg.intermediate_size = 4096;
     }
-    let dev = match arg("--device", "cpu").as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        other => anyhow::bail!("--device cpu|cuda, got {other}"),
-    };
+    let dev = common::device_arg()?;
     let fc = FamilyConfig::Mae(cfg.clone());
     let w = models::init_weights(&fc, 0, &dev)?;
     let teacher = models::build(&fc, &w, false, &dev)?;

@@ -16,12 +16,11 @@ use common::{arg, cpu_model, peak_rss_mib};
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
-use candle_core::{Device, Tensor};
-use i2i_unlearn::data::ImageSet;
+use candle_core::Tensor;
 use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::mage::MageConfig;
 use i2i_unlearn::models::{self, FamilyConfig, GenerateOptions};
-use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
+use i2i_unlearn::unlearn::UnlearnSpec;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -41,11 +40,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         MageConfig::default()
     };
-    let dev = match arg("--device", "cpu").as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        other => anyhow::bail!("--device cpu|cuda, got {other}"),
-    };
+    let dev = common::device_arg()?;
     let s = cfg.mage.img_size;
     let grid = cfg.grid();
     let fc = FamilyConfig::Mage(cfg.clone());
@@ -82,49 +77,18 @@ fn main() -> anyhow::Result<()> {
         }
         "unlearn" => {
             let student = models::build(&fc, &w, true, &dev)?;
-            let half = (batch / 2).max(1);
-            // Distinct images for every step, so that MAGE's token cache (images seen in an
-            // earlier epoch) never hits: every step tokenizes its batch, as the official one.
-            let set = |n: usize, off: u64| -> anyhow::Result<ImageSet> {
-                let m = n * (iters + 1);
-                Ok(ImageSet {
-                    pixels: Tensor::rand(0f32, 1.0, (m, 3, s, s), &dev)?,
-                    labels: vec![0; m],
-                    ids: (0..m as u64).map(|i| i + off).collect(),
-                })
-            };
-            let (forget, retain) = (set(half, 0)?, set((batch - half).max(1), 1_000_000)?);
-            let method = unlearn::method(MethodName::Ours);
-            let ctx = Ctx {
-                student: &*student,
-                teacher: &*teacher,
-                alpha: 0.25,
-                noise: NoiseKind::Normal,
-                paper_compat: false,
-            };
-            // The family's training masks (ratio from the truncated normal, half the tokens
-            // dropped), as the official step; one run of iters + 1 steps, the first untimed.
-            let spec = UnlearnSpec {
-                steps: iters + 1,
-                retain_batch: (batch - half).max(1),
-                forget_batch: half,
-                warmup_steps: 0,
-                ..Default::default()
-            };
-            let job = trainer::UnlearnJob {
-                spec: &spec,
-                retain: &retain,
-                forget: &forget,
-                eval_mask: None,
-                seed: 0,
-            };
-            let mut marks = vec![];
-            trainer::run(&*method, &ctx, &job, |_, _| marks.push(Instant::now()))?;
-            let secs = marks[marks.len() - 1]
-                .duration_since(marks[0])
-                .as_secs_f64()
-                / iters as f64;
-            (secs, half + (batch - half).max(1))
+            // Distinct images every step (MAGE's token cache never hits: every step tokenizes
+            // its batch, as the official one) and the family's training masks (ratio from the
+            // truncated normal, half the tokens dropped), as the official step.
+            common::time_ours_steps(
+                &*student,
+                &*teacher,
+                0.25,
+                UnlearnSpec::default(),
+                batch,
+                iters,
+                &dev,
+            )?
         }
         other => anyhow::bail!("--what inpaint|unlearn, got {other}"),
     };

@@ -17,12 +17,11 @@ use common::{arg, cpu_model, peak_rss_mib};
 #[global_allocator]
 static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
-use candle_core::{Device, Tensor};
-use i2i_unlearn::data::ImageSet;
+use candle_core::Tensor;
 use i2i_unlearn::models::palette::PaletteConfig;
-use i2i_unlearn::models::{self, FamilyConfig, I2IModel};
+use i2i_unlearn::models::{self, FamilyConfig};
 use i2i_unlearn::nn::Mode;
-use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
+use i2i_unlearn::unlearn::UnlearnSpec;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -41,11 +40,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         PaletteConfig::default()
     };
-    let dev = match arg("--device", "cpu").as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        other => anyhow::bail!("--device cpu|cuda, got {other}"),
-    };
+    let dev = common::device_arg()?;
     let s = cfg.unet.image_size;
     let fc = FamilyConfig::Palette(cfg.clone());
     let w = models::init_weights(&fc, 0, &dev)?;
@@ -72,29 +67,8 @@ fn main() -> anyhow::Result<()> {
         }
         "unlearn" => {
             let student = models::build(&fc, &w, true, &dev)?;
-            let half = (batch / 2).max(1);
-            let set = |n: usize, off: u64| -> anyhow::Result<ImageSet> {
-                let m = n * (iters + 1);
-                Ok(ImageSet {
-                    pixels: Tensor::rand(0f32, 1.0, (m, 3, s, s), &dev)?,
-                    labels: vec![0; m],
-                    ids: (0..m as u64).map(|i| i + off).collect(),
-                })
-            };
-            let (forget, retain) = (set(half, 0)?, set((batch - half).max(1), 1_000_000)?);
-            let method = unlearn::method(MethodName::Ours);
-            let ctx = Ctx {
-                student: &*student,
-                teacher: &teacher as &dyn I2IModel,
-                alpha: 0.1,
-                noise: NoiseKind::Normal,
-                paper_compat: false,
-            };
+            // The official optimiser: Adam, lr 5e-5, no weight decay, no clipping.
             let spec = UnlearnSpec {
-                steps: iters + 1,
-                retain_batch: (batch - half).max(1),
-                forget_batch: half,
-                warmup_steps: 0,
                 lr: 5e-5,
                 min_lr: 5e-5,
                 weight_decay: 0.0,
@@ -102,20 +76,7 @@ fn main() -> anyhow::Result<()> {
                 grad_clip: 0.0,
                 ..Default::default()
             };
-            let job = trainer::UnlearnJob {
-                spec: &spec,
-                retain: &retain,
-                forget: &forget,
-                eval_mask: None,
-                seed: 0,
-            };
-            let mut marks = vec![];
-            trainer::run(&*method, &ctx, &job, |_, _| marks.push(Instant::now()))?;
-            let secs = marks[marks.len() - 1]
-                .duration_since(marks[0])
-                .as_secs_f64()
-                / iters as f64;
-            (secs, half + (batch - half).max(1))
+            common::time_ours_steps(&*student, &teacher, 0.1, spec, batch, iters, &dev)?
         }
         other => anyhow::bail!("--what forward|unlearn, got {other}"),
     };
