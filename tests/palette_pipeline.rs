@@ -38,43 +38,11 @@ metrics:
 #[test]
 fn a_tiny_palette_grid_runs_every_method_and_resumes() {
     let d = tempfile::tempdir().unwrap();
-    let exp = write(d.path(), "palette.yaml", GRID);
-    let out = d.path().join("out");
-    let cache = d.path().join("cache");
-    let args = [
-        "run",
-        exp.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    let o = run(&args, d.path(), &cache);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
-    for m in [
-        "original",
-        "max_loss",
-        "noisy_label",
-        "retain_label",
-        "random_encoder",
-        "ours",
-        "ours+proxy",
-    ] {
-        assert!(
-            text.lines().any(|l| l.contains(&format!(",{m},"))),
-            "no row for {m} in\n{text}"
-        );
-    }
+    let out = run_every_method_and_resume(d.path(), GRID);
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(
         table.contains("respaced to 3 of its 2000 steps"),
         "the protocol names the respaced sampler:\n{table}"
-    );
-    let again = run(&args, d.path(), &cache);
-    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
-    assert!(
-        stderr(&again).contains("0 to run"),
-        "a second run recomputed cells: {}",
-        stderr(&again)
     );
 }
 
@@ -117,31 +85,8 @@ masks: [center:8]
 metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}}
 "#
     );
-    let hf = d.path().join("hf");
-    let cache = d.path().join("cache");
-    let env = |offline: bool| HubEnv {
-        hf_home: &hf,
-        endpoint: &server.url,
-        offline,
-    };
     let exp = write(d.path(), "ok.yaml", &grid);
-    for (offline, out) in [(false, "out1"), (true, "out2")] {
-        let out = d.path().join(out);
-        let o = run_hub(
-            &[
-                "run",
-                exp.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-            ],
-            d.path(),
-            &env(offline),
-            &cache,
-        );
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
-        assert!(text.lines().any(|l| l.contains(",ours,")), "{text}");
-    }
+    run_online_then_offline(&exp, d.path(), &server.url);
 }
 
 /// `inpaint --family palette` with the reference checkpoint folder: one PNG per image, the

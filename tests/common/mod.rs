@@ -118,3 +118,74 @@ pub fn shared_data() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     p.is_dir().then_some(p)
 }
+
+/// The seven method rows of a grid that lists every method.
+pub const EVERY_METHOD: [&str; 7] = [
+    "original",
+    "max_loss",
+    "noisy_label",
+    "retain_label",
+    "random_encoder",
+    "ours",
+    "ours+proxy",
+];
+
+/// Run the grid `yaml` (written into `dir`) to `dir/out`: it must exit 0 with a row for every
+/// method, and a second run must find every cell done. Returns the output folder.
+pub fn run_every_method_and_resume(dir: &Path, yaml: &str) -> PathBuf {
+    let exp = write(dir, "grid.yaml", yaml);
+    let out = dir.join("out");
+    let cache = dir.join("cache");
+    let args = [
+        "run",
+        exp.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    let o = run(&args, dir, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    for m in EVERY_METHOD {
+        assert!(
+            text.lines().any(|l| l.contains(&format!(",{m},"))),
+            "no row for {m} in\n{text}"
+        );
+    }
+    let again = run(&args, dir, &cache);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("0 to run"),
+        "a second run recomputed cells: {}",
+        stderr(&again)
+    );
+    out
+}
+
+/// Run the experiment `exp` online against the hub at `endpoint` (into `dir/out1`), then offline
+/// from the caches it filled (into `dir/out2`): both exit 0 with an `ours` row.
+pub fn run_online_then_offline(exp: &Path, dir: &Path, endpoint: &str) {
+    let hf = dir.join("hf");
+    let cache = dir.join("cache");
+    for (offline, out) in [(false, "out1"), (true, "out2")] {
+        let out = dir.join(out);
+        let env = HubEnv {
+            hf_home: &hf,
+            endpoint,
+            offline,
+        };
+        let o = run_hub(
+            &[
+                "run",
+                exp.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            dir,
+            &env,
+            &cache,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+        assert!(text.lines().any(|l| l.contains(",ours,")), "{text}");
+    }
+}
