@@ -60,9 +60,11 @@ with RAYON_NUM_THREADS=threads (and CANDLE_NUM_THREADS=1, as the CLI sets it), w
 The official children print the same contract (plus a few details). `--no-ours` skips our side.
 `--json FILE` writes every figure.
 """
-import argparse, copy, importlib.machinery, importlib.util, json, os, resource, subprocess, sys, time, types
+import argparse, copy, importlib.machinery, importlib.util, json, os, sys, time, types
 
 import torch
+
+from side_by_side import build_ours, cpu_line, fmt, print_child, run_child, run_ours, vm_rss_mib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -209,56 +211,11 @@ def child_unlearn(a):
 # ----------------------------------------------------------------------------------------------
 # the parent
 # ----------------------------------------------------------------------------------------------
-def cpu_line():
-    model, flags = "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "?":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [x for x in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                       "avx512_bf16", "amx_tile") if x in flags]
-    return model, os.cpu_count(), isa
 
 
-def vm_rss_mib():
-    try:
-        with open("/proc/self/status") as f:
-            return next(float(l.split()[1]) / 1024.0 for l in f if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return float("nan")
 
-
-def run_child(a, what, batch, iters):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", what, "--size", a.size, "--batch", str(batch),
-           "--iters", str(iters), "--threads", str(a.threads), "--official", a.official]
-    if a.official_ema:
-        cmd.append("--official-ema")
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        sys.exit(f"official {what} (batch {batch}) failed: {' '.join(cmd)}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def run_ours(a, exe, what, batch, iters):
-    if exe is None:
-        return None
-    env = {**os.environ, "RAYON_NUM_THREADS": str(a.threads), "CANDLE_NUM_THREADS": "1"}
-    cmd = [exe, "--size", a.size, "--what", what, "--batch", str(batch), "--iters", str(iters)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        sys.exit(f"ours {what} (batch {batch}) failed: {' '.join(cmd)}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+def official_child(a, what, batch, iters):
+    return run_child(__file__, a, what, batch, iters, ["--official-ema"] if a.official_ema else [])
 
 
 def ratio(ref, ours, key):
@@ -328,29 +285,21 @@ def main():
     torch.set_num_threads(a.threads)
 
     if a.child:
-        r = child_forward(a) if a.child == "forward" else child_unlearn(a)
-        r["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        r["import_rss_mib"] = IMPORT_RSS_MIB
-        r["cpu"] = cpu_line()[0]
-        print(json.dumps(r))
+        print_child(child_forward(a) if a.child == "forward" else child_unlearn(a), IMPORT_RSS_MIB)
         return 0
 
     load_before = os.getloadavg()[0]
-    exe = None
-    if not a.no_ours:
-        subprocess.run(["cargo", "build", "--release", "--example", "palette_bench"], cwd=ROOT, check=True,
-                       env={**os.environ, "CARGO_TARGET_DIR": a.target_dir})
-        exe = os.path.join(a.target_dir, "release", "examples", "palette_bench")
+    exe = build_ours(a, ROOT, "palette_bench")
 
     fwd, unl, mem = [], [], []
     if "forward" in whats:
         for b in fwd_batches:
-            fwd.append((b, run_child(a, "forward", b, a.iters), run_ours(a, exe, "forward", b, a.iters)))
+            fwd.append((b, official_child(a, "forward", b, a.iters), run_ours(a, exe, "forward", b, a.iters)))
     if "unlearn" in whats:
-        unl.append((a.batch, run_child(a, "unlearn", a.batch, a.iters), run_ours(a, exe, "unlearn", a.batch, a.iters)))
+        unl.append((a.batch, official_child(a, "unlearn", a.batch, a.iters), run_ours(a, exe, "unlearn", a.batch, a.iters)))
     if "memory" in whats:
         for b in mem_batches:
-            mem.append((b, run_child(a, "unlearn", b, 1), run_ours(a, exe, "unlearn", b, 1)))
+            mem.append((b, official_child(a, "unlearn", b, 1), run_ours(a, exe, "unlearn", b, 1)))
 
     model, ncpu, isa = cpu_line()
     print(f"CPU: {model} ({ncpu} logical CPUs), ISA: {' '.join(isa) or 'none of avx/avx2/avx512'}; "
