@@ -68,14 +68,14 @@ fn main() -> anyhow::Result<()> {
     };
     let sample = |net: &Palette, no_signal: bool| -> anyhow::Result<Tensor> {
         let zc = noise(1)?;
-        let y_cond = diffusion::paste_known(&y0, &zc, &m)?;
+        let y_cond = i2i_unlearn::masks::paste(&y0, &zc, &m)?;
         let mut y_t = y_cond.clone();
         let t = schedule.len();
         for i in (0..t).rev() {
             let c = schedule.coefficients(i);
             let g = diffusion::gammas_tensor(&vec![c.gamma; b], &dev)?;
             let seen = if no_signal {
-                diffusion::paste_known(&y0, &noise(1000 + i as u64)?, &m)?
+                i2i_unlearn::masks::paste(&y0, &noise(1000 + i as u64)?, &m)?
             } else {
                 y_t.clone()
             };
@@ -88,8 +88,11 @@ fn main() -> anyhow::Result<()> {
             } else {
                 None
             };
-            y_t =
-                diffusion::paste_known(&y0, &diffusion::ancestral(&mean, logvar, z.as_ref())?, &m)?;
+            y_t = i2i_unlearn::masks::paste(
+                &y0,
+                &diffusion::ancestral(&mean, logvar, z.as_ref())?,
+                &m,
+            )?;
         }
         Ok(y_t)
     };
@@ -137,12 +140,12 @@ fn main() -> anyhow::Result<()> {
         .broadcast_mul(&keep)?
         .sum_keepdim((2, 3))?
         .broadcast_div(&keep.sum_keepdim((2, 3))?)?;
-    let filled = diffusion::paste_known(&y0, &mean.broadcast_as(y0.shape())?.contiguous()?, &m)?;
+    let filled = i2i_unlearn::masks::paste(&y0, &mean.broadcast_as(y0.shape())?.contiguous()?, &m)?;
     println!(
         "  hole = mean of the known pixels  {:.4}",
         hole_mse(&filled)?
     );
-    let grey = diffusion::paste_known(&y0, &y0.zeros_like()?, &m)?;
+    let grey = i2i_unlearn::masks::paste(&y0, &y0.zeros_like()?, &m)?;
     println!("  hole = grey                      {:.4}", hole_mse(&grey)?);
     println!(
         "(cpu: {}, peak RSS {:.0} MiB)",

@@ -113,7 +113,7 @@ fn shared_fixture_test_schedule_and_one_ancestral_step() {
     assert!(((logvar as f32) - lv[0]).abs() <= TOL * lv[0].abs());
     let y_prev = diffusion::ancestral(&mean, logvar, Some(&case["step_noise"])).unwrap();
     check("y_prev", &y_prev, &case["y_prev"]);
-    let pasted = diffusion::paste_known(&case["y0"], &y_prev, &case["mask"]).unwrap();
+    let pasted = i2i_unlearn::masks::paste(&case["y0"], &y_prev, &case["mask"]).unwrap();
     check("y_prev_pasted", &pasted, &case["y_prev_pasted"]);
 }
 

@@ -177,12 +177,6 @@ pub fn ancestral(mean: &Tensor, logvar: f64, noise: Option<&Tensor>) -> Result<T
     })
 }
 
-/// Keep the known region of `y0` and the sample in the hole (`mask` 1 in the hole).
-pub fn paste_known(y0: &Tensor, sample: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let keep = mask.affine(-1.0, 1.0)?;
-    Ok((y0.broadcast_mul(&keep)? + sample.broadcast_mul(mask)?)?)
-}
-
 /// `[B]` f32 noise levels.
 pub fn gammas_tensor(g: &[f64], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(

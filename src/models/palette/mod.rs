@@ -134,7 +134,7 @@ impl Palette {
         let dev = input.pixels.device();
         let y0 = input.pixels.affine(2.0, -1.0)?;
         let m = input.mask.pixel_mask(self.size(), dev)?;
-        let y_cond = diffusion::paste_known(&y0, &input.cond[COND_NOISE], &m)?;
+        let y_cond = crate::masks::paste(&y0, &input.cond[COND_NOISE], &m)?;
         let sig = match signal {
             Some(s) => s.affine(2.0, -1.0)?,
             None => y0.clone(),
@@ -148,7 +148,7 @@ impl Palette {
         let a = (g.sqrt()? * &keep)?;
         let c = ((g.affine(-1.0, 1.0)?.sqrt()? * &keep)? + &pure)?;
         let hole = (sig.broadcast_mul(&a)? + input.cond[EPS].broadcast_mul(&c)?)?;
-        let y_t = diffusion::paste_known(&y0, &hole, &m)?;
+        let y_t = crate::masks::paste(&y0, &hole, &m)?;
         Ok(Tensor::cat(&[&y_cond, &y_t], 1)?)
     }
 
@@ -185,7 +185,7 @@ impl Palette {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
         let b = y0.dim(0)?;
-        let y_cond = diffusion::paste_known(y0, cond_noise, mask)?.detach();
+        let y_cond = crate::masks::paste(y0, cond_noise, mask)?.detach();
         let mut y_t = y_cond.clone();
         let n = schedule.len();
         for i in (0..n).rev() {
@@ -199,7 +199,7 @@ impl Palette {
             let y = diffusion::ancestral(&mean, logvar, noise.as_ref())?;
             // Generation needs no gradients: detached, a trainable (student) network does not
             // keep every step's graph alive through y_t.
-            y_t = diffusion::paste_known(y0, &y, mask)?.detach();
+            y_t = crate::masks::paste(y0, &y, mask)?.detach();
             on_step(n - i, n);
         }
         Ok(y_t)
@@ -358,7 +358,7 @@ impl I2IModel for Palette {
             .map(|i| crate::util::rng("palette-predict", i as u64))
             .collect();
         let zc = self.noise_per_image(&mut rngs, dev)?;
-        let y_cond = diffusion::paste_known(&y0, &zc, &m)?;
+        let y_cond = crate::masks::paste(&y0, &zc, &m)?;
         let c = self.test.coefficients(self.test.len() - 1);
         let gam = diffusion::gammas_tensor(&vec![c.gamma; b], dev)?;
         let eps = self
