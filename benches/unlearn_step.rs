@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
     let mut g = c.benchmark_group("pretrain_step_tiny_mae");
     g.sample_size(10);
-    let data = Splits::pretrain_set(&exp.datasets[0], 32, &dev).expect("data");
+    let data = Splits::pretrain_set(&exp.datasets[0], &[], 32, &dev).expect("data");
     let mut spec = exp.models[0].pretrain.clone();
     spec.steps = 1;
     g.bench_function("batch64", |b| {

@@ -304,6 +304,10 @@ a cell found in several folders counts once. Output goes to the first folder unl
         /// Where to write the report (default: the first folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Show each value's 95% bootstrap interval over images in table.md and table.tex
+        /// (`metrics.bootstrap` resamples, stored with every cell; charts always draw them).
+        #[arg(long)]
+        ci: bool,
     },
 }
 
@@ -662,14 +666,15 @@ pub fn main_with(cli: Cli) -> Result<()> {
             ));
             Ok(())
         }
-        Command::Report { dirs, out } => {
+        Command::Report { dirs, out, ci } => {
             for d in &dirs {
                 if !d.is_dir() {
                     return Err(user(format!("{} is not a folder (give the results folder of a run, e.g. results/quickstart)", d.display())));
                 }
             }
             let out = out.unwrap_or_else(|| dirs[0].clone());
-            let s = crate::report::build(&dirs, &out, &progress)?;
+            let s =
+                crate::report::build(&dirs, &out, crate::report::ReportOptions { ci }, &progress)?;
             if s.cells == 0 {
                 return Err(user(format!(
                     "no finished cells in {} (run the experiment first)",

@@ -27,6 +27,12 @@ pub struct Row {
     pub value: f64,
     pub n: u64,
     pub protocol: String,
+    /// The value's 95 % bootstrap interval over the images (`metrics.bootstrap`), where one was
+    /// computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_high: Option<f64>,
 }
 
 /// Where a record came from.
@@ -126,6 +132,9 @@ impl Store {
 pub struct GridManifest {
     pub experiment: String,
     pub cells: Vec<Cell>,
+    /// Rows the experiment asks for that the grid cannot have, and why (shown under the tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 pub fn write_grid(dir: &Path, m: &GridManifest) -> Result<()> {

@@ -79,7 +79,13 @@ fn an_experiment_can_start_from_a_checkpoint() {
         "  - {{name: tiny-ck, family: mae, weights: {}}}",
         fixture_dir()
     );
-    let p = write(d.path(), "ck.yaml", &yaml(&m, "center:4"));
+    // `retrain` is asked for, but a checkpoint has no oracle: the row is absent, the report
+    // says why, and nothing is pre-trained.
+    let text = yaml(&m, "center:4").replace(
+        "methods: [original, ours]",
+        "methods: [original, retrain, ours]",
+    );
+    let p = write(d.path(), "ck.yaml", &text);
     let o = run(
         &["run", p.to_str().unwrap()],
         d.path(),
@@ -92,6 +98,21 @@ fn an_experiment_can_start_from_a_checkpoint() {
         "{err}"
     );
     assert!(!d.path().join("cache/pretrain").exists());
+    let md = std::fs::read_to_string(d.path().join("results/ck/table.md")).unwrap();
+    assert!(
+        md.contains("No Retrain (oracle) row for model `tiny-ck`: it is loaded from a checkpoint")
+            && !md.contains("| Retrain (oracle) |"),
+        "{md}"
+    );
+    // The audit of a checkpoint: training-split members, held-out validation non-members.
+    let manifest = std::fs::read_to_string(d.path().join("results/ck/data-tex.json")).unwrap();
+    assert!(
+        manifest.contains(
+            "the checkpoint is taken to have been trained on the source's training split"
+        ),
+        "{manifest}"
+    );
+    assert!(md.contains("D_F MIA AUC"), "{md}");
     let rec = std::fs::read_dir(d.path().join("results/ck/cells"))
         .unwrap()
         .next()

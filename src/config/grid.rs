@@ -7,7 +7,7 @@ use crate::unlearn::MethodSpec;
 use serde::{Deserialize, Serialize};
 
 /// Bump when a code change alters the numbers a cell produces, so old results are not reused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One unlearning configuration to run and evaluate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,9 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
     for (di, d) in exp.datasets.iter().enumerate() {
         for (mi, m) in exp.models.iter().enumerate() {
             for method in &methods {
+                if method.name == crate::unlearn::MethodName::Retrain && !oracle_possible(m) {
+                    continue;
+                }
                 let alphas: Vec<Option<f64>> = if method.name.uses_alpha() {
                     exp.alphas.iter().map(|a| Some(*a)).collect()
                 } else {
@@ -91,6 +94,30 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// Whether a model can have the retrain oracle: only when this harness pre-trains it (the
+/// oracle repeats that pre-training without the forget classes).
+pub fn oracle_possible(m: &crate::models::ModelSpec) -> bool {
+    m.weights.is_none()
+}
+
+/// Why rows the experiment asks for are absent from its grid (for the report).
+pub fn absent_rows(exp: &Experiment) -> Vec<String> {
+    let mut notes = vec![];
+    if exp
+        .methods
+        .iter()
+        .any(|m| m.name == crate::unlearn::MethodName::Retrain)
+    {
+        for m in exp.models.iter().filter(|m| !oracle_possible(m)) {
+            notes.push(format!(
+                "No Retrain (oracle) row for model `{}`: it is loaded from a checkpoint, and the oracle is this harness's own pre-training repeated without the forget classes — retraining the checkpoint's model is out of reach here.",
+                m.name
+            ));
+        }
+    }
+    notes
 }
 
 /// `k/n`: the k-th of n shards (1-based).

@@ -61,9 +61,20 @@ pub struct DatasetSpec {
     /// Fail when a class has fewer images than this after decoding (default: 1).
     #[serde(default)]
     pub min_per_class: Option<usize>,
+    /// Images per forget / retain class for the membership audit, as members (training images
+    /// of the original model) and as many non-members (held-out images, never the evaluation
+    /// ones); default `min(eval_per_class, 50)`, 0 turns the audit off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_per_class: Option<usize>,
 }
 
 impl DatasetSpec {
+    /// Members (and non-members) per class of the membership audit; 0 when it is off.
+    pub fn audit_count(&self) -> usize {
+        self.audit_per_class
+            .unwrap_or_else(|| self.eval_per_class.min(50))
+    }
+
     /// `local` when it is present on this machine, else `source`.
     pub fn effective_source(&self) -> &SourceSpec {
         match &self.local {

@@ -187,6 +187,41 @@ pub struct Manifest {
     pub source: String,
     pub notes: Vec<String>,
     pub counts: Vec<ClassCount>,
+    /// The membership audit's images, when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditManifest>,
+}
+
+/// Which images the membership audit used (ids as in the rest of the manifest).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditManifest {
+    /// Where members and non-members come from.
+    pub rule: String,
+    pub per_class: usize,
+    pub classes: Vec<AuditClass>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditClass {
+    pub class: String,
+    /// `forget` or `retain`.
+    pub role: String,
+    pub members: Vec<u64>,
+    pub nonmembers: Vec<u64>,
+}
+
+/// The membership audit's images of one role.
+pub struct AuditPair {
+    /// Images the original model was trained on.
+    pub members: ImageSet,
+    /// Held-out images of the same classes, never trained on and never evaluated.
+    pub nonmembers: ImageSet,
+}
+
+/// The membership audit's images: forget classes (the test) and retain classes (the control).
+pub struct Audit {
+    pub forget: AuditPair,
+    pub retain: AuditPair,
 }
 
 impl Manifest {
@@ -309,6 +344,32 @@ fn split_needs(spec: &DatasetSpec, r: &ResolvedClasses) -> Vec<(usize, Split, us
         .collect()
 }
 
+/// The draws of the membership audit (see [`Splits::audit`]).
+fn audit_needs(
+    spec: &DatasetSpec,
+    forget: &[usize],
+    retain: &[usize],
+    pretrained_here: bool,
+) -> Vec<(usize, Split, usize)> {
+    let na = spec.audit_count();
+    if na == 0 {
+        return vec![];
+    }
+    let npre = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
+    let ne = spec.eval_per_class;
+    forget
+        .iter()
+        .chain(retain)
+        .flat_map(|&c| {
+            if pretrained_here {
+                vec![(c, Split::Train, npre), (c, Split::Train, npre + na)]
+            } else {
+                vec![(c, Split::Train, na), (c, Split::Val, ne + na)]
+            }
+        })
+        .collect()
+}
+
 impl Splits {
     /// Build all sets at the model's resolution `size`.
     pub fn build(spec: &DatasetSpec, size: usize, device: &Device) -> Result<Self> {
@@ -326,6 +387,7 @@ impl Splits {
                 source: src.describe(),
                 notes: r.notes.clone(),
                 counts: vec![],
+                audit: None,
             },
         };
         let (nt, ne) = (spec.train_per_class, spec.eval_per_class);
@@ -368,16 +430,23 @@ impl Splits {
             let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
             needs.extend((0..classes.len()).map(|c| (c, Split::Train, n)));
         }
+        needs.extend(audit_needs(spec, &r.forget, &r.retain, pretrain));
         src.download(&needs)?;
         Ok((src.describe(), needs.len()))
     }
 
-    /// Training images of every class of the source, for pre-training the original model.
-    pub fn pretrain_set(spec: &DatasetSpec, size: usize, device: &Device) -> Result<ImageSet> {
+    /// Training images of every class of the source but `exclude`, for pre-training the
+    /// original model (nothing excluded) or the retrain oracle (the forget classes excluded).
+    pub fn pretrain_set(
+        spec: &DatasetSpec,
+        exclude: &[usize],
+        size: usize,
+        device: &Device,
+    ) -> Result<ImageSet> {
         let src = open_source(spec.effective_source())?;
         let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
         let names = src.classes();
-        let all: Vec<usize> = (0..names.len()).collect();
+        let all: Vec<usize> = (0..names.len()).filter(|c| !exclude.contains(c)).collect();
         let needs: Vec<(usize, Split, usize)> = all.iter().map(|&c| (c, Split::Train, n)).collect();
         src.prepare(&needs, spec.sample_seed)?;
         let mut g = Gather {
@@ -390,6 +459,121 @@ impl Splits {
             manifest: Manifest::default(),
         };
         g.take(&all, Split::Train, n, "pretrain")
+    }
+
+    /// The membership audit's images (`audit_per_class` per forget and retain class), recorded
+    /// in the manifest; `None` when the audit is off.
+    ///
+    /// Members are a seeded choice among the class's pre-training images. Non-members: for a
+    /// model pre-trained here (`pretrained_here`), further training-split images beyond the
+    /// pre-training draw (so members and non-members come from one distribution); for a
+    /// checkpoint, whose training data are taken to be the source's whole training split,
+    /// validation images beyond the evaluation ones.
+    pub fn audit(
+        &mut self,
+        spec: &DatasetSpec,
+        pretrained_here: bool,
+        size: usize,
+        device: &Device,
+    ) -> Result<Option<Audit>> {
+        use rand::seq::SliceRandom;
+        use std::collections::HashSet;
+        let na = spec.audit_count();
+        if na == 0 {
+            return Ok(None);
+        }
+        let src = open_source(spec.effective_source())?;
+        let seed = spec.sample_seed;
+        src.prepare(
+            &audit_needs(spec, &self.forget, &self.retain, pretrained_here),
+            seed,
+        )?;
+        let npre = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
+        let ne = spec.eval_per_class;
+        let mut record = AuditManifest {
+            rule: if pretrained_here {
+                format!("members: {na} per class chosen (seeded) among the {npre} pre-training images of the class; non-members: training-split images beyond the pre-training draw")
+            } else {
+                format!("members: {na} training-split images per class (the checkpoint is taken to have been trained on the source's training split); non-members: validation images beyond the {ne} evaluation images")
+            },
+            per_class: na,
+            classes: vec![],
+        };
+        let mut pairs = vec![];
+        for (role, classes, eval) in [
+            ("forget", self.forget.clone(), &self.forget_eval),
+            ("retain", self.retain.clone(), &self.retain_eval),
+        ] {
+            let (mut members, mut nonmembers) = (vec![], vec![]);
+            for c in classes {
+                let (m, n) = if pretrained_here {
+                    let mut pool = src.images(c, Split::Train, npre, seed)?;
+                    let seen: HashSet<u64> = pool.iter().map(|r| r.id).collect();
+                    pool.shuffle(&mut crate::util::rng(
+                        "audit-members",
+                        crate::util::mix(&[seed, c as u64]),
+                    ));
+                    pool.truncate(na);
+                    let more = src.images(c, Split::Train, npre + na, seed)?;
+                    let fresh: Vec<_> = more
+                        .into_iter()
+                        .filter(|r| !seen.contains(&r.id))
+                        .take(na)
+                        .collect();
+                    (pool, fresh)
+                } else {
+                    let evaluated: HashSet<u64> = eval
+                        .ids
+                        .iter()
+                        .zip(&eval.labels)
+                        .filter(|(_, &l)| l == c)
+                        .map(|(&id, _)| id)
+                        .collect();
+                    let m = src.images(c, Split::Train, na, seed)?;
+                    let more = src.images(c, Split::Val, ne + na, seed)?;
+                    let fresh: Vec<_> = more
+                        .into_iter()
+                        .filter(|r| !evaluated.contains(&r.id))
+                        .take(na)
+                        .collect();
+                    (m, fresh)
+                };
+                record.classes.push(AuditClass {
+                    class: self.classes[c].clone(),
+                    role: role.into(),
+                    members: m.iter().map(|r| r.id).collect(),
+                    nonmembers: n.iter().map(|r| r.id).collect(),
+                });
+                members.extend(m);
+                nonmembers.extend(n);
+            }
+            if members.is_empty() || nonmembers.is_empty() {
+                self.manifest.notes.push(format!(
+                    "membership audit off: the {role} classes have {} member and {} non-member images",
+                    members.len(),
+                    nonmembers.len()
+                ));
+                return Ok(None);
+            }
+            pairs.push(AuditPair {
+                members: ImageSet::from_raw(&members, size, device)?,
+                nonmembers: ImageSet::from_raw(&nonmembers, size, device)?,
+            });
+        }
+        let short: usize = record
+            .classes
+            .iter()
+            .filter(|c| c.members.len() < na || c.nonmembers.len() < na)
+            .count();
+        if short > 0 {
+            self.manifest.notes.push(format!(
+                "membership audit: {short} classes have fewer than {na} member or non-member images"
+            ));
+        }
+        self.manifest.audit = Some(record);
+        let retain = pairs.pop().expect("two roles");
+        let forget = pairs.pop().expect("two roles");
+        Ok(Some(Audit { forget, retain }))
     }
 
     /// The evaluation classes (forget then retain) relabelled 0..k, for the domain extractor.

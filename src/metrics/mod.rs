@@ -7,6 +7,8 @@
 //! The embedded default uses a small CNN trained on the dataset's own classes ([`domain`]),
 //! labelled "domain extractor", never "Inception". InceptionV3 and CLIP are further extractors.
 
+pub mod audit;
+pub mod bootstrap;
 pub mod clip;
 pub mod commands;
 pub mod domain;
@@ -85,6 +87,10 @@ pub struct MetricsSpec {
     pub inception: InceptionSpec,
     /// The CLIP checkpoint of the `clip` extractor: a hub id or a folder.
     pub clip_model: String,
+    /// Bootstrap resamples behind the 95 % interval of every FID, IS, similarity and audit AUC
+    /// (0: no intervals). Each resample recomputes the statistic (for FID a d × d matrix square
+    /// root: with 2048-d Inception features ≈ 1 s each on 2 cores).
+    pub bootstrap: usize,
 }
 
 impl Default for MetricsSpec {
@@ -99,6 +105,7 @@ impl Default for MetricsSpec {
             domain: domain::DomainSpec::default(),
             inception: InceptionSpec::default(),
             clip_model: clip::PAPER_CLIP.to_string(),
+            bootstrap: 200,
         }
     }
 }
@@ -111,6 +118,15 @@ impl MetricsSpec {
         }
         if self.batch_size == 0 {
             return Err((vec![Key("batch_size")], "must be at least 1".into()));
+        }
+        if (1..20).contains(&self.bootstrap) {
+            return Err((
+                vec![Key("bootstrap")],
+                format!(
+                    "{} resamples cannot place a 95 % interval: use at least 20 (200 is the default), or 0 for no intervals",
+                    self.bootstrap
+                ),
+            ));
         }
         if !inception::DIMS.contains(&self.inception.dims) {
             return Err((
@@ -178,6 +194,7 @@ pub enum IsRule {
 }
 
 /// Features (and logits) of an image set, computed in batches.
+#[derive(Clone, Debug)]
 pub struct Extracted {
     /// `[N, d]` row-major.
     pub features: Vec<f32>,
@@ -265,6 +282,9 @@ pub struct MetricValue {
     pub value: f64,
     pub n: usize,
     pub protocol: String,
+    /// The bootstrap interval ([`bootstrap::LEVEL`]), where one was computed.
+    #[serde(default)]
+    pub ci: Option<(f64, f64)>,
 }
 
 /// Seed of numpy's `RandomState` that shuffles before the Inception Score's splits and draws
@@ -276,13 +296,19 @@ pub const SHUFFLE_SEED: u32 = 2020;
 pub type Extractors<'a> = std::collections::BTreeMap<ExtractorRef, &'a dyn Extractor>;
 
 /// FID / IS / similarity / KID of generated images against their ground truth (`truth` holds
-/// the ground truth's features per extractor).
+/// the ground truth's features per extractor), with bootstrap intervals over the
+/// generated / truth pairs (`spec.bootstrap` resamples, drawn from `seed`); also returns the
+/// generated images' features per extractor.
 pub fn evaluate_set(
     spec: &MetricsSpec,
     extractors: &Extractors,
     generated: &Tensor,
     truth: &std::collections::BTreeMap<ExtractorRef, Extracted>,
-) -> Result<Vec<MetricValue>> {
+    seed: u64,
+) -> Result<(
+    Vec<MetricValue>,
+    std::collections::BTreeMap<ExtractorRef, Extracted>,
+)> {
     let mut gen: std::collections::BTreeMap<ExtractorRef, Extracted> =
         std::collections::BTreeMap::new();
     for r in spec.extractors() {
@@ -293,30 +319,27 @@ pub fn evaluate_set(
         );
     }
     let mut out = vec![];
-    if let Some(r) = spec.fid {
-        let (g, t) = (&gen[&r], &truth[&r]);
-        anyhow::ensure!(
-            g.n == t.n,
-            "generated and ground-truth sets differ in size: {} vs {}",
-            g.n,
-            t.n
-        );
-        let a = fid::Stats::from_rows(&g.features, g.dim)?;
-        let b = fid::Stats::from_rows(&t.features, t.dim)?;
-        let small = if g.n < g.dim {
-            "; N < d: singular covariances, biased"
+    let boot = |name: &str| crate::util::mix(&[seed, crate::util::fnv1a64(name.as_bytes())]);
+    let ci_note = |n: usize| {
+        if spec.bootstrap > 0 {
+            format!(
+                "; 95% bootstrap interval over the {n} generated/truth pairs ({} resamples)",
+                spec.bootstrap
+            )
         } else {
-            ""
-        };
-        out.push(MetricValue {
-            metric: "fid".into(),
-            value: fid::frechet_distance(&a, &b)?,
-            n: g.n,
-            protocol: format!(
-                "FID generated-vs-truth, {}, f64 stats, symmetric-eigen sqrt{small}",
-                extractors[&r].protocol()
-            ),
-        });
+            String::new()
+        }
+    };
+    if let Some(r) = spec.fid {
+        out.push(fid_pair(
+            "fid",
+            "generated-vs-truth",
+            &gen[&r],
+            &truth[&r],
+            &extractors[&r].protocol(),
+            spec.bootstrap,
+            boot("fid"),
+        )?);
     }
     if let Some(r) = spec.is {
         let g = &gen[&r];
@@ -324,65 +347,86 @@ pub fn evaluate_set(
             anyhow::anyhow!("the extractor has no classifier head for the Inception Score")
         })?;
         let ex = extractors[&r];
-        let (mean, std, how) = match ex.is_rule() {
-            IsRule::TorchFidelity => {
-                let perm = np_random::RandomState::new(SHUFFLE_SEED).permutation(g.n);
-                let (m, s) = is::inception_score(logits, g.classes, spec.is_splits, Some(&perm))?;
-                (
-                    m,
-                    s,
-                    format!(
-                        "{} splits after numpy RandomState({SHUFFLE_SEED}).permutation",
-                        spec.is_splits
-                    ),
-                )
-            }
-            IsRule::Paper => {
-                let (m, s) = is::inception_score_with(
+        let rule = ex.is_rule();
+        let perm = np_random::RandomState::new(SHUFFLE_SEED).permutation(g.n);
+        let score = |logits: &[f32]| -> Result<(f64, f64)> {
+            match rule {
+                IsRule::TorchFidelity => {
+                    is::inception_score(logits, g.classes, spec.is_splits, Some(&perm))
+                }
+                IsRule::Paper => is::inception_score_with(
                     logits,
                     g.classes,
                     spec.is_splits,
                     None,
                     is::Splits::Floor,
-                )?;
-                (
-                    m,
-                    s,
-                    format!(
-                        "{} contiguous splits of floor(N/{}) (the paper's official code)",
-                        spec.is_splits, spec.is_splits
-                    ),
-                )
+                ),
             }
         };
+        let (mean, std) = score(logits)?;
+        let how = match rule {
+            IsRule::TorchFidelity => format!(
+                "{} splits after numpy RandomState({SHUFFLE_SEED}).permutation",
+                spec.is_splits
+            ),
+            IsRule::Paper => format!(
+                "{} contiguous splits of floor(N/{}) (the paper's official code)",
+                spec.is_splits, spec.is_splits
+            ),
+        };
+        // The same rule on each resample of the generated images.
+        let ci = bootstrap::interval(&[g.n], spec.bootstrap, boot("is"), |idx| {
+            Ok(score(&bootstrap::gather_rows(logits, g.classes, &idx[0]))?.0)
+        })?;
         let p = format!(
-            "IS, {}, {} classes, f64 softmax, {how}",
+            "IS, {}, {} classes, f64 softmax, {how}{}",
             ex.protocol(),
             g.classes,
+            if spec.bootstrap > 0 {
+                format!(
+                    "; 95% bootstrap interval over the {} generated images ({} resamples)",
+                    g.n, spec.bootstrap
+                )
+            } else {
+                String::new()
+            }
         );
         out.push(MetricValue {
             metric: "is".into(),
             value: mean,
             n: g.n,
             protocol: p.clone(),
+            ci,
         });
         out.push(MetricValue {
             metric: "is_split_std".into(),
             value: std,
             n: g.n,
             protocol: p,
+            ci: None,
         });
     }
     if let Some(r) = spec.clip {
         let (g, t) = (&gen[&r], &truth[&r]);
+        let per_pair: Vec<f64> = (0..g.n)
+            .map(|i| {
+                let rows = i * g.dim..(i + 1) * g.dim;
+                mean_cosine(&g.features[rows.clone()], &t.features[rows], g.dim)
+            })
+            .collect();
+        let ci = bootstrap::interval(&[g.n], spec.bootstrap, boot("clip"), |idx| {
+            Ok(idx[0].iter().map(|&i| per_pair[i]).sum::<f64>() / g.n as f64)
+        })?;
         out.push(MetricValue {
             metric: "clip".into(),
             value: mean_cosine(&g.features, &t.features, g.dim),
             n: g.n,
             protocol: format!(
-                "mean cosine(generated, own truth), {}",
-                extractors[&r].protocol()
+                "mean cosine(generated, own truth), {}{}",
+                extractors[&r].protocol(),
+                ci_note(g.n)
             ),
+            ci,
         });
     }
     if let Some(r) = spec.kid {
@@ -398,13 +442,68 @@ pub fn evaluate_set(
             value: mean,
             n: g.n,
             protocol: p.clone(),
+            ci: None,
         });
         out.push(MetricValue {
             metric: "kid_subset_std".into(),
             value: std,
             n: g.n,
             protocol: p,
+            ci: None,
         });
     }
-    Ok(out)
+    Ok((out, gen))
+}
+
+/// The Fréchet distance between two feature sets of paired images (row i of `a` and of `b` come
+/// from the same input), with its bootstrap interval over the pairs: `metric` names the row,
+/// `what` the two sets in the protocol.
+pub fn fid_pair(
+    metric: &str,
+    what: &str,
+    a: &Extracted,
+    b: &Extracted,
+    extractor_protocol: &str,
+    resamples: usize,
+    seed: u64,
+) -> Result<MetricValue> {
+    anyhow::ensure!(
+        a.n == b.n && a.dim == b.dim,
+        "the two sets of a Fréchet distance differ: {} × {} vs {} × {}",
+        a.n,
+        a.dim,
+        b.n,
+        b.dim
+    );
+    let value = fid::frechet_distance(
+        &fid::Stats::from_rows(&a.features, a.dim)?,
+        &fid::Stats::from_rows(&b.features, b.dim)?,
+    )?;
+    let ci = bootstrap::interval(&[a.n], resamples, seed, |idx| {
+        let x = fid::Stats::from_rows(&bootstrap::gather_rows(&a.features, a.dim, &idx[0]), a.dim)?;
+        let y = fid::Stats::from_rows(&bootstrap::gather_rows(&b.features, b.dim, &idx[0]), b.dim)?;
+        fid::frechet_distance(&x, &y)
+    })?;
+    let small = if a.n < a.dim {
+        "; N < d: singular covariances, biased"
+    } else {
+        ""
+    };
+    let interval = if resamples > 0 {
+        format!(
+            "; 95% bootstrap interval over the {} pairs ({resamples} resamples)",
+            a.n
+        )
+    } else {
+        String::new()
+    };
+    Ok(MetricValue {
+        metric: metric.into(),
+        value,
+        n: a.n,
+        protocol: format!(
+            "FID {what}, {extractor_protocol}, f64 stats, symmetric-eigen sqrt{small}{interval}"
+        ),
+        ci,
+    })
 }

@@ -67,8 +67,15 @@ pub fn run_unlearned(
         eval_seconds: 0.0,
         unlearned: false,
     };
-    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) = if !c0.method.name.trains()
+    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) = if c0.method.name
+        == unlearn::MethodName::Retrain
     {
+        let oracle = g
+            .oracle
+            .as_ref()
+            .context("the retrain oracle was not pre-trained for this model")?;
+        (models::build(&g.family, oracle, false, dev)?, None)
+    } else if !c0.method.name.trains() {
         (teacher, None)
     } else {
         let (wpath, lpath) = unlearned_paths(&out_dir_of(opts, exp), &c0.unlearn_key);
@@ -209,6 +216,46 @@ fn generate(
     Ok(Tensor::cat(&outs, 0)?)
 }
 
+fn metric_is_audit(m: &str) -> bool {
+    m == "mia_auc"
+}
+
+/// The oracle's outputs on a cell's inputs (same set, mask and seed) through the FID extractor,
+/// generated once per (set, mask, seed) and kept in the group for the other cells.
+fn oracle_features(
+    exp: &Experiment,
+    g: &Group,
+    cell: &Cell,
+    set_name: &str,
+    set: &ImageSet,
+    r: metrics::ExtractorRef,
+    dev: &Device,
+) -> Result<metrics::Extracted> {
+    let key = (set_name.to_string(), cell.mask.to_string(), cell.seed);
+    let mut cache = g.oracle_outputs.lock().expect("oracle cache lock");
+    if let Some(e) = cache.get(&key) {
+        return Ok(e.clone());
+    }
+    let weights = g.oracle.as_ref().context("no oracle")?;
+    let oracle = models::build(&g.family, weights, false, dev)?;
+    let out = generate(
+        &*oracle,
+        set,
+        cell.mask,
+        cell.seed,
+        exp.metrics.batch_size,
+        &exp.generate,
+    )?;
+    let e = metrics::extract(
+        g.extractors[&r].as_ref(),
+        &out,
+        exp.metrics.batch_size,
+        false,
+    )?;
+    cache.insert(key, e.clone());
+    Ok(e)
+}
+
 fn evaluate_cell(
     exp: &Experiment,
     g: &Group,
@@ -229,6 +276,30 @@ fn evaluate_cell(
     let bar = p.bar(2, &format!("evaluate {title}"));
     let dataset = &exp.datasets[cell.dataset_idx];
     let gen_protocol = model.describe_generation(&exp.generate);
+    let row = |set: &str, v: metrics::MetricValue| Row {
+        cell: cell.id.clone(),
+        experiment: exp.name.clone(),
+        dataset: dataset.name.clone(),
+        model: cell.model.clone(),
+        family: format!("{:?}", exp.models[cell.model_idx].family).to_lowercase(),
+        method: cell.method.key(),
+        label: cell.label.clone(),
+        alpha: cell.alpha,
+        mask: cell.mask.to_string(),
+        seed: cell.seed,
+        set: set.into(),
+        metric: v.metric.clone(),
+        value: v.value,
+        n: v.n as u64,
+        // The audit scores training losses, not generations.
+        protocol: if metric_is_audit(&v.metric) {
+            v.protocol
+        } else {
+            format!("{}; {gen_protocol}", v.protocol)
+        },
+        ci_low: v.ci.map(|c| c.0),
+        ci_high: v.ci.map(|c| c.1),
+    };
     let mut rows = vec![];
     let mut sheet_rows = vec![];
     let mut embeddings: std::collections::HashMap<String, Tensor> =
@@ -285,26 +356,41 @@ fn evaluate_cell(
                 Tensor::from_vec(truth_rows, (k, t.dim), &Device::Cpu)?,
             );
         }
-        for v in metrics::evaluate_set(&exp.metrics, &extractors, &gen, &g.truth[set_name])? {
-            rows.push(Row {
-                cell: cell.id.clone(),
-                experiment: exp.name.clone(),
-                dataset: dataset.name.clone(),
-                model: cell.model.clone(),
-                family: format!("{:?}", exp.models[cell.model_idx].family).to_lowercase(),
-                method: cell.method.key(),
-                label: cell.label.clone(),
-                alpha: cell.alpha,
-                mask: cell.mask.to_string(),
-                seed: cell.seed,
-                set: set_name.into(),
-                metric: v.metric,
-                value: v.value,
-                n: v.n as u64,
-                protocol: format!("{}; {gen_protocol}", v.protocol),
-            });
+        let boot_seed = crate::util::mix(&[cell.seed, crate::util::fnv1a64(set_name.as_bytes())]);
+        let (mut values, features) = metrics::evaluate_set(
+            &exp.metrics,
+            &extractors,
+            &gen,
+            &g.truth[set_name],
+            boot_seed,
+        )?;
+        // The distance of this model's outputs to the oracle's on the same inputs.
+        if let (Some(r), true) = (
+            exp.metrics.fid,
+            g.oracle.is_some() && cell.method.name != unlearn::MethodName::Retrain,
+        ) {
+            let oracle = oracle_features(exp, g, cell, set_name, set, r, dev)?;
+            values.push(metrics::fid_pair(
+                "fid_oracle",
+                "outputs-vs-retrain-oracle-outputs (same inputs, masks and seeds)",
+                &features[&r],
+                &oracle,
+                &extractors[&r].protocol(),
+                exp.metrics.bootstrap,
+                crate::util::mix(&[boot_seed, crate::util::fnv1a64(b"fid_oracle")]),
+            )?);
+        }
+        for v in values {
+            rows.push(row(set_name, v));
         }
         bar.inc(1);
+    }
+    if let Some(audit) = &g.audit {
+        for (set, v) in
+            super::audit::evaluate(model, audit, cell.mask, cell.seed, exp.metrics.bootstrap)?
+        {
+            rows.push(row(set, v));
+        }
     }
     bar.finish_and_clear();
     let out_dir = out_dir_of(opts, exp);

@@ -20,6 +20,13 @@ pub struct Group {
     pub family: FamilyConfig,
     pub original: Weights,
     pub original_sha: String,
+    /// The retrain oracle (pre-trained here without the forget classes), when the grid has it.
+    pub oracle: Option<Weights>,
+    /// The membership audit's images, when the audit is on.
+    pub audit: Option<crate::data::split::Audit>,
+    /// The oracle's generated images' features, per (set, evaluation mask, seed), computed once
+    /// for every cell that compares its outputs with the oracle's.
+    pub oracle_outputs: std::sync::Mutex<BTreeMap<(String, String, u64), Extracted>>,
     /// The extractors the metrics use, each loaded (or trained) once.
     pub extractors: BTreeMap<ExtractorRef, Box<dyn Extractor>>,
     /// Ground-truth features per set and extractor.
@@ -92,10 +99,6 @@ pub fn prepare_group(
     }
     let splits =
         Splits::build(d, size, dev).with_context(|| format!("loading dataset `{}`", d.name))?;
-    crate::util::write_atomic(
-        &out_dir_of(opts, exp).join(format!("data-{}.json", d.name)),
-        &serde_json::to_vec_pretty(&splits.manifest)?,
-    )?;
     for n in &splits.manifest.notes {
         p.note(&format!("dataset `{}`: {n}", d.name));
     }
@@ -118,18 +121,7 @@ pub fn prepare_group(
 
     // The original model: pre-trained here, cached by the content hash of everything it depends on.
     let t = Instant::now();
-    let key = crate::util::content_hash(&serde_json::json!({
-        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
-        "per_class": d.pretrain_per_class.unwrap_or(d.train_per_class), "sample_seed": d.sample_seed,
-        "family": m.family, "config": family, "pretrain": m.pretrain,
-    }))[..16]
-        .to_string();
-    let cached = crate::pretrain::cache_path(&opts.cache_dir, &key);
-    let path = checkpoint
-        .as_ref()
-        .map(|c| c.weights.clone())
-        .unwrap_or(cached.clone());
-    let original = if let Some(ck) = checkpoint {
+    let (original, path) = if let Some(ck) = checkpoint {
         let (w, layout) = models::load_checkpoint(&family, ck, dev)?;
         p.note(&format!(
             "original model `{}`: checkpoint {} ({}, {layout})",
@@ -137,59 +129,41 @@ pub fn prepare_group(
             ck.origin,
             ck.weights.display()
         ));
-        w
+        (w, ck.weights.clone())
     } else {
-        let path = &cached;
-        // One worker pre-trains it; others pointed at the same cache wait for the file.
-        let _claim = (!path.exists())
-            .then(|| {
-                super::claim::Claim::wait_take(&opts.cache_dir.join("pretrain"), &key, || {
-                    p.note(&format!(
-                        "original model `{}`: another worker is pre-training it; waiting",
-                        m.name
-                    ))
-                })
-            })
-            .transpose()?;
-        match crate::pretrain::load_cached(path, dev)? {
-            Some(w) => {
-                p.note(&format!(
-                    "original model `{}`: cached pre-training {}",
-                    m.name,
-                    path.display()
-                ));
-                w
-            }
-            None => {
-                let data = Splits::pretrain_set(d, size, dev)?;
-                let bar = p.bar(
-                    crate::pretrain::total_steps(&family, &m.pretrain) as u64,
-                    &format!("pre-train {} on {}", m.name, d.name),
-                );
-                let (w, loss) =
-                    crate::pretrain::pretrain(&family, &m.pretrain, &data, dev, |_, l| {
-                        bar.inc(1);
-                        bar.set_message(format!("loss {l:.4}"));
-                    })?;
-                bar.finish_and_clear();
-                models::save_weights(&w, path)?;
-                p.note(&format!(
-                "original model `{}`: pre-trained {} steps on {} images in {:.0} s (final loss {loss:.4}) → {}",
-                m.name,
-                m.pretrain.steps,
-                data.len(),
-                t.elapsed().as_secs_f64(),
-                path.display()
-            ));
-                w
-            }
-        }
+        pretrained(exp, di, mi, &family, &[], opts)?
     };
     let original_sha = match checkpoint {
         Some(ck) => ck.sha256()?,
         None => crate::util::sha256_file(&path)?,
     };
+    // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
+    let oracle = if checkpoint.is_none()
+        && exp
+            .methods
+            .iter()
+            .any(|x| x.name == crate::unlearn::MethodName::Retrain)
+    {
+        Some(pretrained(exp, di, mi, &family, &splits.forget, opts)?.0)
+    } else {
+        None
+    };
     phases.pretrain += t.elapsed().as_secs_f64();
+    let mut splits = splits;
+    let audit = splits.audit(d, checkpoint.is_none(), size, dev)?;
+    if let Some(a) = &audit {
+        p.note(&format!(
+            "membership audit: {} + {} forget and {} + {} retain images (members + non-members)",
+            a.forget.members.len(),
+            a.forget.nonmembers.len(),
+            a.retain.members.len(),
+            a.retain.nonmembers.len()
+        ));
+    }
+    crate::util::write_atomic(
+        &out_dir_of(opts, exp).join(format!("data-{}.json", d.name)),
+        &serde_json::to_vec_pretty(&splits.manifest)?,
+    )?;
 
     let t = Instant::now();
     let wanted = exp.metrics.extractors();
@@ -237,9 +211,86 @@ pub fn prepare_group(
         family,
         original,
         original_sha,
+        oracle,
+        audit,
+        oracle_outputs: Default::default(),
         extractors,
         truth,
     })
+}
+
+/// A model pre-trained here on every class of the dataset but `exclude` (nothing: the original
+/// model; the forget classes: the retrain oracle), cached by the content hash of everything it
+/// depends on; returns the weights and the cache file.
+fn pretrained(
+    exp: &Experiment,
+    di: usize,
+    mi: usize,
+    family: &FamilyConfig,
+    exclude: &[usize],
+    opts: &RunOptions,
+) -> Result<(Weights, std::path::PathBuf)> {
+    let (d, m) = (&exp.datasets[di], &exp.models[mi]);
+    let (p, dev) = (&opts.progress, &opts.device);
+    let t = Instant::now();
+    let mut desc = serde_json::json!({
+        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
+        "per_class": d.pretrain_per_class.unwrap_or(d.train_per_class), "sample_seed": d.sample_seed,
+        "family": m.family, "config": family, "pretrain": m.pretrain,
+    });
+    let what = if exclude.is_empty() {
+        format!("original model `{}`", m.name)
+    } else {
+        // The oracle's key adds the excluded classes; the original's stays as it was.
+        desc["exclude"] = serde_json::json!(exclude);
+        format!("retrain oracle of `{}`", m.name)
+    };
+    let key = crate::util::content_hash(&desc)[..16].to_string();
+    let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
+    // One worker pre-trains it; others pointed at the same cache wait for the file.
+    let _claim = (!path.exists())
+        .then(|| {
+            super::claim::Claim::wait_take(&opts.cache_dir.join("pretrain"), &key, || {
+                p.note(&format!(
+                    "{what}: another worker is pre-training it; waiting"
+                ))
+            })
+        })
+        .transpose()?;
+    if let Some(w) = crate::pretrain::load_cached(&path, dev)? {
+        p.note(&format!("{what}: cached pre-training {}", path.display()));
+        return Ok((w, path));
+    }
+    let size = family.image_size();
+    let data = Splits::pretrain_set(d, exclude, size, dev)?;
+    let bar = p.bar(
+        crate::pretrain::total_steps(family, &m.pretrain) as u64,
+        &format!(
+            "pre-train {}{} on {}",
+            m.name,
+            if exclude.is_empty() { "" } else { " (oracle)" },
+            d.name
+        ),
+    );
+    let (w, loss) = crate::pretrain::pretrain(family, &m.pretrain, &data, dev, |_, l| {
+        bar.inc(1);
+        bar.set_message(format!("loss {l:.4}"));
+    })?;
+    bar.finish_and_clear();
+    models::save_weights(&w, &path)?;
+    p.note(&format!(
+        "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
+        m.pretrain.steps,
+        data.len(),
+        if exclude.is_empty() {
+            String::new()
+        } else {
+            format!(" (the {} forget classes left out)", exclude.len())
+        },
+        t.elapsed().as_secs_f64(),
+        path.display()
+    ));
+    Ok((w, path))
 }
 
 /// The domain extractor, trained on the evaluation classes and cached by content hash.

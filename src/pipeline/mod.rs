@@ -8,9 +8,11 @@
 //! | `mod.rs`     | the run: grid, grouping, parallel unlearning jobs, summary              |
 //! | `group.rs`   | what a (dataset, model) pair shares: data, original model, extractors    |
 //! | `cell.rs`    | one unlearned model (trained or loaded) and the evaluation of its cells  |
+//! | `audit.rs`   | a cell's membership audit (per-image losses → the attack's AUC)         |
 //! | `samples.rs` | sample sheets                                                           |
 //! | `fetch.rs`   | `i2i-unlearn fetch`                                                     |
 
+mod audit;
 mod cell;
 pub mod claim;
 mod fetch;
@@ -141,6 +143,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         &GridManifest {
             experiment: exp.name.clone(),
             cells: all.clone(),
+            notes: grid::absent_rows(exp),
         },
     )?;
     crate::util::write_atomic(
@@ -251,7 +254,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         res?;
     }
     let t = Instant::now();
-    crate::report::build(std::slice::from_ref(&out_dir), &out_dir, p)?;
+    crate::report::build(
+        std::slice::from_ref(&out_dir),
+        &out_dir,
+        crate::report::ReportOptions::default(),
+        p,
+    )?;
     summary.phases.report = t.elapsed().as_secs_f64();
     crate::util::write_atomic(
         &out_dir.join("last_run.json"),

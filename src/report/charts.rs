@@ -1,5 +1,7 @@
 //! Charts (Plotters, PNG): per table, one grouped bar chart per metric (methods × D_R / D_F, with
-//! ± std error bars) and, when the grid has several α, each metric against α.
+//! whiskers: the 95 % bootstrap interval where stored, else ± the seed std) and, when the grid
+//! has several α, each metric against α. The membership audit's chart adds the chance level (0.5)
+//! and the retrain oracle's D_F AUC as reference lines. The t-SNE figure is `tsne_chart.rs`.
 //!
 //! Labels use the embedded DejaVu Sans (or the TrueType file named by `I2I_UNLEARN_FONT`).
 
@@ -36,7 +38,7 @@ pub(crate) fn ensure_font() -> Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-const COLORS: [RGBColor; 8] = [
+pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
@@ -47,7 +49,7 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -64,6 +66,7 @@ fn metric_title(m: &str) -> &'static str {
         "fid" => "FID",
         "is" => "Inception Score",
         "clip" => "CLIP similarity",
+        "mia_auc" => "membership-audit AUC",
         _ => "value",
     }
 }
@@ -201,7 +204,7 @@ fn metrics_of(t: &Table) -> Vec<&'static str> {
     v
 }
 
-type Dyn = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Dyn = Box<dyn std::error::Error + Send + Sync>;
 
 /// Width of the legend column right of a bar chart's plot area.
 const LEGEND_W: u32 = 150;
@@ -222,11 +225,18 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
     for r in &t.rows {
         for (ci, _) in &cols {
             if let Some(v) = &r.values[*ci] {
-                top = top.max(v.mean + v.std.unwrap_or(0.0));
+                let whisker = v.ci.map(|c| c.1).unwrap_or(v.mean + v.std.unwrap_or(0.0));
+                top = top.max(v.mean.max(whisker));
             }
         }
     }
-    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    let top = if metric == "mia_auc" {
+        1.0f64.max(top * 1.05)
+    } else if top > 0.0 {
+        top * 1.15
+    } else {
+        1.0
+    };
     let plot_w = 140 * n as u32 + 160;
     let full = BitMapBackend::new(path, (plot_w + LEGEND_W, 520)).into_drawing_area();
     full.fill(&WHITE)?;
@@ -264,15 +274,75 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
                 [(x0, 0.0), (x0 + width * 0.9, v.mean)],
                 color.filled(),
             )))?;
-            if let Some(sd) = v.std {
+            let whisker = v.ci.or(v.std.map(|sd| (v.mean - sd, v.mean + sd)));
+            if let Some((lo, hi)) = whisker {
                 let xc = x0 + width * 0.45;
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(xc, v.mean - sd), (xc, v.mean + sd)],
-                    BLACK.stroke_width(2),
-                )))?;
+                let cap = width * 0.15;
+                for seg in [
+                    vec![(xc, lo), (xc, hi)],
+                    vec![(xc - cap, lo), (xc + cap, lo)],
+                    vec![(xc - cap, hi), (xc + cap, hi)],
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        seg,
+                        BLACK.stroke_width(2),
+                    )))?;
+                }
             }
         }
     }
+    // The audit's references: chance (0.5) and the oracle's D_F AUC.
+    let mut refs: Vec<(String, RGBColor, f64)> = vec![];
+    if metric == "mia_auc" {
+        refs.push(("chance (0.5)".into(), RGBColor(0x7f, 0x7f, 0x7f), 0.5));
+        let forget = cols
+            .iter()
+            .find(|(_, c)| c.set == "forget")
+            .map(|(i, _)| *i);
+        if let Some(v) = t
+            .rows
+            .iter()
+            .find(|r| r.method == crate::unlearn::MethodName::Retrain.as_str())
+            .and_then(|r| forget.and_then(|i| r.values[i].as_ref()))
+        {
+            refs.push(("oracle D_F".into(), BLACK, v.mean));
+        }
+        for (k, (_, color, y)) in refs.iter().enumerate() {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(0.0, *y), (n as f64, *y)],
+                4 + 4 * k as u32,
+                4,
+                color.stroke_width(2),
+            ))?;
+        }
+    }
+    let whiskers = if t
+        .rows
+        .iter()
+        .flat_map(|r| cols.iter().filter_map(|(i, _)| r.values[*i].as_ref()))
+        .any(|v| v.ci.is_some())
+    {
+        "whiskers: 95% bootstrap CI"
+    } else {
+        "whiskers: ± seed std"
+    };
+    for (j, (label, color)) in refs.iter().map(|(l, c, _)| (l.as_str(), *c)).enumerate() {
+        let y = 70 + 26 * (sets.len() + j) as i32;
+        legend.draw(&PathElement::new(
+            vec![(8, y), (26, y)],
+            color.stroke_width(2),
+        ))?;
+        legend.draw(&Text::new(
+            label.to_string(),
+            (32, y - 8),
+            ("sans-serif", 14).into_font(),
+        ))?;
+    }
+    legend.draw(&Text::new(
+        whiskers.to_string(),
+        (8, 70 + 26 * (sets.len() + refs.len()) as i32),
+        ("sans-serif", 12).into_font(),
+    ))?;
     for (j, (label, color)) in sets.iter().enumerate() {
         let y = 70 + 26 * j as i32;
         legend.draw(&Rectangle::new([(10, y - 7), (24, y + 7)], color.filled()))?;
@@ -487,160 +557,10 @@ where
     Ok(entries)
 }
 
-/// The paper's Figure 4: per table, one panel per method with a joint t-SNE (perplexity 20, seed
-/// 0) of the stored embeddings — generated vs ground truth × forget vs retain, 50 points each —
-/// of that method's cell with the lowest seed.
-pub fn draw_tsne(
-    tables: &[Table],
-    records: &[(crate::store::CellRecord, PathBuf)],
-    dir: &Path,
-) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
-    for t in tables {
-        let mut panels = vec![];
-        for row in &t.rows {
-            let cell = records
-                .iter()
-                .filter(|(r, _)| {
-                    r.cell.dataset == t.dataset
-                        && r.cell.model == t.model
-                        && r.cell.mask.to_string() == t.mask
-                        && r.cell.method.key() == row.method
-                        && (r.cell.alpha.is_none() || r.cell.alpha == t.alpha)
-                })
-                .min_by_key(|(r, _)| r.cell.seed);
-            let Some((rec, d)) = cell else { continue };
-            let path = d
-                .join("embeddings")
-                .join(format!("{}.safetensors", rec.cell.id));
-            if !path.is_file() {
-                continue;
-            }
-            let m = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let groups = [
-                "forget_generated",
-                "forget_truth",
-                "retain_generated",
-                "retain_truth",
-            ];
-            let mut points = vec![];
-            let mut labels = vec![];
-            let mut dim = 0;
-            for (gi, g) in groups.iter().enumerate() {
-                let Some(e) = m.get(*g) else { continue };
-                let (n, d) = e.dims2()?;
-                dim = d;
-                points.extend(e.flatten_all()?.to_vec1::<f32>()?);
-                labels.extend(std::iter::repeat_n(gi, n));
-            }
-            if labels.is_empty() {
-                continue;
-            }
-            let y = super::tsne::tsne(
-                &points,
-                labels.len(),
-                dim,
-                &super::tsne::TsneParams::default(),
-            );
-            panels.push((row.label.clone(), y, labels));
-        }
-        if panels.is_empty() {
-            continue;
-        }
-        ensure_font()?;
-        std::fs::create_dir_all(dir)?;
-        let suffix = t.alpha.map(|a| format!("_alpha{a}")).unwrap_or_default();
-        let path = dir.join(format!(
-            "{}_tsne{suffix}.png",
-            slug(&format!("{}_{}_{}", t.dataset, t.model, t.mask))
-        ));
-        tsne_figure(&panels, &t.title(), &path)
-            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-        files.push(path);
-    }
-    Ok(files)
-}
-
-type Panel = (String, Vec<[f64; 2]>, Vec<usize>);
-
-fn tsne_figure(panels: &[Panel], title: &str, path: &Path) -> Result<(), Dyn> {
-    let cols = panels.len().min(4);
-    let rows = panels.len().div_ceil(cols);
-    let (pw, ph) = (340u32, 340u32);
-    let root =
-        BitMapBackend::new(path, (pw * cols as u32, ph * rows as u32 + 70)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(70);
-    header.draw(&Text::new(
-        format!("t-SNE of the similarity embeddings — {title}"),
-        (10, 8),
-        ("sans-serif", 18).into_font(),
-    ))?;
-    // Legend: forget red, retain blue; truth hollow circles, generated filled triangles.
-    let legend = [
-        ("D_F truth", COLORS[1], false),
-        ("D_F generated", COLORS[1], true),
-        ("D_R truth", COLORS[0], false),
-        ("D_R generated", COLORS[0], true),
-    ];
-    for (i, (name, color, filled)) in legend.iter().enumerate() {
-        let x = 14 + 170 * i as i32;
-        if *filled {
-            header.draw(&TriangleMarker::new((x, 48), 6, color.filled()))?;
-        } else {
-            header.draw(&Circle::new((x, 48), 5, color.stroke_width(2)))?;
-        }
-        header.draw(&Text::new(
-            name.to_string(),
-            (x + 12, 40),
-            ("sans-serif", 14).into_font(),
-        ))?;
-    }
-    let areas = body.split_evenly((rows, cols));
-    for ((label, y, groups), area) in panels.iter().zip(areas) {
-        let (lo_x, hi_x) = y
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p[0]), b.max(p[0]))
-            });
-        let (lo_y, hi_y) = y
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p[1]), b.max(p[1]))
-            });
-        let (px, py) = (
-            ((hi_x - lo_x) * 0.05).max(1e-6),
-            ((hi_y - lo_y) * 0.05).max(1e-6),
-        );
-        let mut chart = ChartBuilder::on(&area)
-            .caption(label.as_str(), ("sans-serif", 15))
-            .margin(8)
-            .build_cartesian_2d((lo_x - px)..(hi_x + px), (lo_y - py)..(hi_y + py))?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(0)
-            .y_labels(0)
-            .draw()?;
-        for (p, g) in y.iter().zip(groups) {
-            let color = if *g < 2 { COLORS[1] } else { COLORS[0] };
-            let pt = (p[0], p[1]);
-            if g % 2 == 0 {
-                chart.draw_series(std::iter::once(TriangleMarker::new(pt, 4, color.filled())))?;
-            } else {
-                chart.draw_series(std::iter::once(Circle::new(pt, 3, color.stroke_width(1))))?;
-            }
-        }
-    }
-    root.present()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::table::{TableRow, Value};
+    use crate::report::table::{Better, TableRow, Value};
 
     /// The legend of a bar chart is drawn in its own column right of the plot area (never on the
     /// bars), and the title names the domain extractor when it computed the metric.
@@ -652,18 +572,19 @@ mod tests {
                 std: None,
                 seeds: 1,
                 noise: None,
+                ci: Some((m - 1.0, m + 1.0)),
             })
         };
         let cols = vec![
             Col {
                 set: "retain",
                 metric: "fid",
-                higher_is_better: false,
+                better: Better::Lower,
             },
             Col {
                 set: "forget",
                 metric: "fid",
-                higher_is_better: true,
+                better: Better::Higher,
             },
         ];
         let t = Table {
@@ -688,6 +609,7 @@ mod tests {
                 .iter()
                 .map(|c| (*c, "FID, domain extractor (CNN)".to_string(), 10))
                 .collect(),
+            oracle: vec![],
         };
         assert_eq!(metric_title_of(&t, "fid"), "FID (domain extractor)");
         ensure_font().unwrap();

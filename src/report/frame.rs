@@ -33,6 +33,14 @@ pub fn to_frame(rows: &[Row]) -> Result<DataFrame> {
             "value".into(),
             rows.iter().map(|r| r.value).collect::<Vec<f64>>(),
         ),
+        Column::new(
+            "ci_low".into(),
+            rows.iter().map(|r| r.ci_low).collect::<Vec<Option<f64>>>(),
+        ),
+        Column::new(
+            "ci_high".into(),
+            rows.iter().map(|r| r.ci_high).collect::<Vec<Option<f64>>>(),
+        ),
         Column::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<u64>>()),
         s("protocol", &|r| r.protocol.clone()),
     ];
@@ -76,6 +84,10 @@ pub fn aggregate(rows: &[Row]) -> Result<Vec<Agg>> {
             col("value").count().alias("seeds"),
             col("n").first().alias("n"),
             col("protocol").first().alias("protocol"),
+            // An interval only where every seed has one: the mean of each bound.
+            col("ci_low").mean().alias("ci_low"),
+            col("ci_high").mean().alias("ci_high"),
+            col("ci_low").null_count().alias("ci_missing"),
         ])
         .sort(keys.to_vec(), SortMultipleOptions::default())
         .collect()?;
@@ -100,6 +112,14 @@ pub fn aggregate(rows: &[Row]) -> Result<Vec<Agg>> {
         str_col("protocol")?,
     );
     let (alpha, mean, std) = (f64_col("alpha")?, f64_col("mean")?, f64_col("std")?);
+    let (ci_low, ci_high) = (f64_col("ci_low")?, f64_col("ci_high")?);
+    let ci_missing: Vec<u64> = df
+        .column("ci_missing")?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect();
     let seeds: Vec<u64> = df
         .column("seeds")?
         .cast(&DataType::UInt64)?
@@ -128,6 +148,10 @@ pub fn aggregate(rows: &[Row]) -> Result<Vec<Agg>> {
             seeds: seeds[i] as usize,
             n: n[i],
             protocol: protocol[i].clone(),
+            ci: match (ci_missing[i], ci_low[i], ci_high[i]) {
+                (0, Some(lo), Some(hi)) => Some((lo, hi)),
+                _ => None,
+            },
         })
         .collect())
 }
@@ -153,6 +177,8 @@ mod tests {
             value: v,
             n: 10,
             protocol: "p".into(),
+            ci_low: None,
+            ci_high: None,
         }
     }
 

@@ -9,10 +9,13 @@
 mod charts;
 #[cfg(feature = "report")]
 mod frame;
+pub mod render;
 #[cfg(feature = "report")]
 pub mod sheet;
 pub mod table;
 pub mod tsne;
+#[cfg(feature = "report")]
+mod tsne_chart;
 
 use crate::progress::Progress;
 use crate::store::{self, CellRecord, Row, Store};
@@ -36,6 +39,8 @@ pub struct Agg {
     pub seeds: usize,
     pub n: u64,
     pub protocol: String,
+    /// The bootstrap interval (each bound averaged over seeds), where the rows have one.
+    pub ci: Option<(f64, f64)>,
 }
 
 /// Records of the current grids of `dirs`, deduplicated by cell id.
@@ -119,6 +124,14 @@ pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
             let std = (n > 1).then(|| {
                 (v.iter().map(|r| (r.value - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
             });
+            let lows: Vec<f64> = v.iter().filter_map(|r| r.ci_low).collect();
+            let highs: Vec<f64> = v.iter().filter_map(|r| r.ci_high).collect();
+            let ci = (lows.len() == n && highs.len() == n).then(|| {
+                (
+                    lows.iter().sum::<f64>() / n as f64,
+                    highs.iter().sum::<f64>() / n as f64,
+                )
+            });
             Agg {
                 dataset: k.0,
                 model: k.1,
@@ -133,6 +146,7 @@ pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
                 seeds: n,
                 n: v[0].n,
                 protocol: v[0].protocol.clone(),
+                ci,
             }
         })
         .collect()
@@ -146,8 +160,20 @@ pub struct ReportSummary {
     pub files: Vec<PathBuf>,
 }
 
+/// How the report is drawn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReportOptions {
+    /// Show the 95 % bootstrap interval of every value in the tables (`report --ci`).
+    pub ci: bool,
+}
+
 /// Rebuild every report file in `out` from the records of `dirs`.
-pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+pub fn build(
+    dirs: &[PathBuf],
+    out: &Path,
+    opts: ReportOptions,
+    p: &Progress,
+) -> Result<ReportSummary> {
     let with_dirs = collect_with_dirs(dirs, p)?;
     let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
     if records.is_empty() {
@@ -177,10 +203,18 @@ pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary
         aggregate_plain(&rows)
     };
     let tables = table::tables(&aggs);
-    let md = table::markdown(&tables, &records);
+    let mut notes: Vec<String> = vec![];
+    for d in dirs {
+        for n in store::read_grid(d)?.map(|g| g.notes).unwrap_or_default() {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+    }
+    let md = render::markdown(&tables, &records, &notes, opts.ci);
     crate::util::write_atomic(&out.join("table.md"), md.as_bytes())?;
     files.push(out.join("table.md"));
-    let tex = table::latex(&tables);
+    let tex = render::latex(&tables, opts.ci);
     crate::util::write_atomic(&out.join("table.tex"), tex.as_bytes())?;
     files.push(out.join("table.tex"));
     #[cfg(feature = "report")]
@@ -189,7 +223,7 @@ pub fn build(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary
         Err(e) => p.note(&format!("warning: charts not drawn: {e:#}")),
     }
     #[cfg(feature = "report")]
-    match charts::draw_tsne(&tables, &with_dirs, &out.join("charts")) {
+    match tsne_chart::draw_tsne(&tables, &with_dirs, &out.join("charts")) {
         Ok(f) => files.extend(f),
         Err(e) => p.note(&format!("warning: t-SNE figure not drawn: {e:#}")),
     }

@@ -1,54 +1,52 @@
-//! Tables in the paper's layout: rows Original, Max Loss, Noisy Label, Retain Label, Random
-//! Encoder, Ours, Ours (proxy D_R); columns FID / IS / CLIP on D_R and on D_F with the better
-//! direction as an arrow; mean ± std over seeds; the best unlearning method per column in bold.
+//! Tables in the paper's layout: rows Original, Retrain (oracle), Max Loss, Noisy Label, Retain
+//! Label, Random Encoder, Ours, Ours (proxy D_R); columns FID / IS / CLIP and the membership
+//! audit's AUC on D_R and on D_F with the better direction as an arrow; mean ± std over seeds; the
+//! best unlearning method per column in bold. With the oracle, a second table gives each
+//! method's distance to it. Rendering is in `render.rs`.
 
 use super::Agg;
-use crate::store::CellRecord;
 use crate::unlearn::MethodName;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+
+/// Which direction of a column is better for an unlearned model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Closer to this value (the audit's AUC: 0.5 = no trace of membership).
+    Toward(f64),
+    /// Neither: a control column, never bold.
+    Neither,
+}
 
 /// A column: a metric on a set, and which direction is better there.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Col {
     pub set: &'static str,
     pub metric: &'static str,
-    pub higher_is_better: bool,
+    pub better: Better,
+}
+
+const fn col(set: &'static str, metric: &'static str, better: Better) -> Col {
+    Col {
+        set,
+        metric,
+        better,
+    }
 }
 
 /// The paper's columns: on D_R the unlearned model should stay good (low FID, high IS, high CLIP),
-/// on D_F it should become bad (high FID, low IS, low CLIP).
-pub const COLUMNS: [Col; 6] = [
-    Col {
-        set: "retain",
-        metric: "fid",
-        higher_is_better: false,
-    },
-    Col {
-        set: "retain",
-        metric: "is",
-        higher_is_better: true,
-    },
-    Col {
-        set: "retain",
-        metric: "clip",
-        higher_is_better: true,
-    },
-    Col {
-        set: "forget",
-        metric: "fid",
-        higher_is_better: true,
-    },
-    Col {
-        set: "forget",
-        metric: "is",
-        higher_is_better: false,
-    },
-    Col {
-        set: "forget",
-        metric: "clip",
-        higher_is_better: false,
-    },
+/// on D_F it should become bad (high FID, low IS, low CLIP). The audit's AUC: on D_F toward 0.5
+/// (no membership signal left), on D_R a control.
+pub const COLUMNS: [Col; 8] = [
+    col("retain", "fid", Better::Lower),
+    col("retain", "is", Better::Higher),
+    col("retain", "clip", Better::Higher),
+    col("retain", "mia_auc", Better::Neither),
+    col("forget", "fid", Better::Higher),
+    col("forget", "is", Better::Lower),
+    col("forget", "clip", Better::Lower),
+    col("forget", "mia_auc", Better::Toward(0.5)),
 ];
 
 fn metric_name(m: &str) -> &'static str {
@@ -56,6 +54,8 @@ fn metric_name(m: &str) -> &'static str {
         "fid" => "FID",
         "is" => "IS",
         "clip" => "CLIP",
+        "mia_auc" => "MIA AUC",
+        "fid_oracle" => "FID to oracle",
         _ => "?",
     }
 }
@@ -63,9 +63,10 @@ fn metric_name(m: &str) -> &'static str {
 /// A column's name as its protocol computed it: "CLIP" and "IS" only when CLIP and an
 /// Inception network computed them; with the domain extractor the similarity column is a cosine
 /// of its features and every metric says "(domain)".
-fn column_name(metric: &str, protocol: Option<&str>) -> String {
+pub(crate) fn column_name(metric: &str, protocol: Option<&str>) -> String {
     let domain = protocol.is_some_and(|p| p.contains("domain extractor"));
     match (metric, domain) {
+        ("mia_auc", _) => metric_name(metric).into(),
         ("clip", true) => "cos (domain)".into(),
         ("clip", false) if protocol.is_some_and(|p| !p.contains("CLIP")) => "cos".into(),
         (m, true) => format!("{} (domain)", metric_name(m)),
@@ -75,7 +76,7 @@ fn column_name(metric: &str, protocol: Option<&str>) -> String {
 
 impl Table {
     /// The protocol string of column `c`, if the table has one.
-    fn protocol_of(&self, c: &Col) -> Option<&str> {
+    pub(crate) fn protocol_of(&self, c: &Col) -> Option<&str> {
         self.protocols
             .iter()
             .find(|(pc, _, _)| pc == c)
@@ -93,6 +94,8 @@ pub struct Value {
     /// seed std when there are several seeds); for other metrics the seed std; `None` when
     /// nothing estimates it (one seed).
     pub noise: Option<f64>,
+    /// The 95 % bootstrap interval over images (averaged over seeds), where stored.
+    pub ci: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +103,18 @@ pub struct TableRow {
     pub method: String,
     pub label: String,
     pub values: Vec<Option<Value>>,
+}
+
+/// A method's distance to the retrain oracle: per table column the difference (method − oracle),
+/// and the FID between its outputs and the oracle's on the same inputs, on D_R and D_F.
+#[derive(Clone, Debug)]
+pub struct OracleRow {
+    pub method: String,
+    pub label: String,
+    /// Per column of the table: method mean − oracle mean.
+    pub delta: Vec<Option<f64>>,
+    /// `fid_oracle` on (D_R, D_F).
+    pub fid_to_oracle: [Option<Value>; 2],
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +127,14 @@ pub struct Table {
     pub rows: Vec<TableRow>,
     /// Protocol and N per column.
     pub protocols: Vec<(Col, String, u64)>,
+    /// Distances to the oracle (empty without a Retrain row).
+    pub oracle: Vec<OracleRow>,
+}
+
+/// Whether a method key is a reference row (the original model, the oracle): never bold.
+pub fn is_reference(method: &str) -> bool {
+    let name = method.split('+').next().unwrap_or(method);
+    name == MethodName::Original.as_str() || name == MethodName::Retrain.as_str()
 }
 
 impl Table {
@@ -123,43 +146,57 @@ impl Table {
         format!("{} · {} · {}{a}", self.dataset, self.model, self.mask)
     }
 
-    /// Per column, the best non-original row — only where it beats the runner-up by more than
-    /// the sum of the two rows' noise ([`Value::noise`]); `None` otherwise (a tie within the
-    /// noise, or no noise estimate, as for FID with one seed). The rule [`BOLD_RULE`] says so
-    /// under every table.
+    /// Per column, the best unlearning method (reference rows aside) — only where it is ahead of
+    /// the runner-up beyond the noise ([`BOLD_RULE`]); `None` otherwise.
     pub fn best(&self) -> Vec<Option<usize>> {
         (0..self.columns.len())
             .map(|c| {
                 let col = self.columns[c];
-                let mut ranked: Vec<(usize, &Value)> = self
+                // Smaller key = better.
+                let key = |v: &Value| match col.better {
+                    Better::Higher => Some(-v.mean),
+                    Better::Lower => Some(v.mean),
+                    Better::Toward(x) => Some((v.mean - x).abs()),
+                    Better::Neither => None,
+                };
+                let mut ranked: Vec<(usize, &Value, f64)> = self
                     .rows
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.method != "original")
+                    .filter(|(_, r)| !is_reference(&r.method))
                     .filter_map(|(i, r)| r.values[c].as_ref().map(|v| (i, v)))
                     .filter(|(_, v)| v.mean.is_finite())
+                    .filter_map(|(i, v)| key(v).map(|k| (i, v, k)))
                     .collect();
-                ranked.sort_by(|a, b| {
-                    let o = a.1.mean.partial_cmp(&b.1.mean).unwrap();
-                    if col.higher_is_better {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                });
-                let (best, v) = *ranked.first()?;
+                ranked.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
+                let (best, v, _) = *ranked.first()?;
                 match ranked.get(1) {
-                    None => v.noise.map(|_| best),
-                    Some((_, r)) => {
-                        let margin = (v.mean - r.mean).abs();
-                        match (v.noise, r.noise) {
-                            (Some(a), Some(b)) if margin > a + b => Some(best),
-                            _ => None,
-                        }
-                    }
+                    None => (v.noise.is_some() || v.ci.is_some()).then_some(best),
+                    Some((_, r, _)) => beyond_noise(v, r).then_some(best),
                 }
             })
             .collect()
+    }
+}
+
+/// Whether two values differ by more than what they are measured with: their bootstrap
+/// intervals do not overlap (where both have one, and the seed spread does not say otherwise);
+/// else the difference exceeds the sum of their noise.
+pub fn beyond_noise(a: &Value, b: &Value) -> bool {
+    let margin = (a.mean - b.mean).abs();
+    let by_noise = match (a.noise, b.noise) {
+        (Some(x), Some(y)) => Some(margin > x + y),
+        _ => None,
+    };
+    let by_ci = match (a.ci, b.ci) {
+        (Some((alo, ahi)), Some((blo, bhi))) => Some(ahi < blo || bhi < alo),
+        _ => None,
+    };
+    match (by_ci, by_noise) {
+        (Some(c), Some(n)) => c && n,
+        (Some(c), None) => c,
+        (None, Some(n)) => n,
+        (None, None) => false,
     }
 }
 
@@ -173,8 +210,23 @@ pub fn method_order(key: &str) -> (usize, String) {
     (i, rest.to_string())
 }
 
-/// Group aggregates into tables: one per (dataset, model, mask, α); the Original row (no α)
-/// appears in every α's table.
+fn value_of(a: &Agg, split: Option<f64>) -> Value {
+    let seed = a.std.filter(|_| a.seeds >= 2);
+    let noise = match (split, seed) {
+        (Some(x), Some(y)) => Some((x * x + y * y).sqrt()),
+        (x, y) => x.or(y),
+    };
+    Value {
+        mean: a.mean,
+        std: a.std,
+        seeds: a.seeds,
+        noise,
+        ci: a.ci,
+    }
+}
+
+/// Group aggregates into tables: one per (dataset, model, mask, α); the reference rows (no α)
+/// appear in every α's table.
 pub fn tables(aggs: &[Agg]) -> Vec<Table> {
     let mut groups: BTreeMap<(String, String, String), Vec<&Agg>> = BTreeMap::new();
     for a in aggs {
@@ -206,65 +258,81 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                 .iter()
                 .filter(|a| a.alpha.is_none() || a.alpha == alpha)
                 .collect();
+            let find = |method: &str, set: &str, metric: &str| {
+                in_table
+                    .iter()
+                    .find(|a| a.method == method && a.set == set && a.metric == metric)
+                    .copied()
+                    .copied()
+            };
             let mut methods: Vec<(String, String)> = in_table
                 .iter()
                 .map(|a| (a.method.clone(), a.label.clone()))
                 .collect();
             methods.sort_by_key(|(m, _)| method_order(m));
             methods.dedup();
-            let rows = methods
-                .into_iter()
+            let rows: Vec<TableRow> = methods
+                .iter()
                 .map(|(method, label)| {
                     let values = columns
                         .iter()
                         .map(|c| {
-                            in_table
-                                .iter()
-                                .find(|a| {
-                                    a.method == method && a.set == c.set && a.metric == c.metric
-                                })
-                                .map(|a| {
-                                    // The IS split std, measured per cell, if stored.
-                                    let split = (c.metric == "is")
-                                        .then(|| {
-                                            in_table.iter().find(|s| {
-                                                s.method == method
-                                                    && s.set == c.set
-                                                    && s.metric == "is_split_std"
-                                            })
-                                        })
-                                        .flatten()
-                                        .map(|s| s.mean);
-                                    let seed = a.std.filter(|_| a.seeds >= 2);
-                                    let noise = match (split, seed) {
-                                        (Some(x), Some(y)) => Some((x * x + y * y).sqrt()),
-                                        (x, y) => x.or(y),
-                                    };
-                                    Value {
-                                        mean: a.mean,
-                                        std: a.std,
-                                        seeds: a.seeds,
-                                        noise,
-                                    }
-                                })
+                            find(method, c.set, c.metric).map(|a| {
+                                // The IS split std, measured per cell, if stored.
+                                let split = (c.metric == "is")
+                                    .then(|| find(method, c.set, "is_split_std"))
+                                    .flatten()
+                                    .map(|s| s.mean);
+                                value_of(a, split)
+                            })
                         })
                         .collect();
                     TableRow {
-                        method,
-                        label,
+                        method: method.clone(),
+                        label: label.clone(),
                         values,
                     }
                 })
                 .collect();
-            let protocols = columns
+            let oracle = match rows
+                .iter()
+                .find(|r| r.method == MethodName::Retrain.as_str())
+            {
+                None => vec![],
+                Some(o) => rows
+                    .iter()
+                    .filter(|r| r.method != o.method)
+                    .map(|r| OracleRow {
+                        method: r.method.clone(),
+                        label: r.label.clone(),
+                        delta: r
+                            .values
+                            .iter()
+                            .zip(&o.values)
+                            .map(|(v, ov)| Some(v.as_ref()?.mean - ov.as_ref()?.mean))
+                            .collect(),
+                        fid_to_oracle: ["retain", "forget"].map(|set| {
+                            find(&r.method, set, "fid_oracle").map(|a| value_of(a, None))
+                        }),
+                    })
+                    .collect(),
+            };
+            let mut protocols: Vec<(Col, String, u64)> = columns
                 .iter()
                 .filter_map(|c| {
-                    in_table
-                        .iter()
-                        .find(|a| a.set == c.set && a.metric == c.metric)
-                        .map(|a| (*c, a.protocol.clone(), a.n))
+                    find_any(&in_table, c.set, c.metric).map(|a| (*c, a.protocol.clone(), a.n))
                 })
                 .collect();
+            for set in ["retain", "forget"] {
+                if let Some(a) = find_any(&in_table, set, "fid_oracle") {
+                    let c = if set == "retain" {
+                        FID_ORACLE[0]
+                    } else {
+                        FID_ORACLE[1]
+                    };
+                    protocols.push((c, a.protocol.clone(), a.n));
+                }
+            }
             out.push(Table {
                 dataset: dataset.clone(),
                 model: model.clone(),
@@ -273,230 +341,33 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                 columns: columns.clone(),
                 rows,
                 protocols,
+                oracle,
             });
         }
     }
     out
 }
 
-/// Digits for a metric: FID and IS to 3 significant-ish decimals, CLIP to 4.
-fn fmt_num(metric: &str, v: f64) -> String {
-    match metric {
-        "clip" => format!("{v:.4}"),
-        _ if v.abs() >= 100.0 => format!("{v:.1}"),
-        _ if v.abs() >= 10.0 => format!("{v:.2}"),
-        _ => format!("{v:.3}"),
-    }
-}
+/// The oracle table's FID columns (for their protocols).
+pub const FID_ORACLE: [Col; 2] = [
+    col("retain", "fid_oracle", Better::Lower),
+    col("forget", "fid_oracle", Better::Lower),
+];
 
-fn fmt_value(metric: &str, v: &Value, pm: &str) -> String {
-    match v.std {
-        Some(s) => format!("{}{pm}{}", fmt_num(metric, v.mean), fmt_num(metric, s)),
-        None => fmt_num(metric, v.mean),
-    }
-}
-
-fn arrow(c: &Col, md: bool) -> &'static str {
-    match (c.higher_is_better, md) {
-        (true, true) => "↑",
-        (false, true) => "↓",
-        (true, false) => "$\\uparrow$",
-        (false, false) => "$\\downarrow$",
-    }
-}
-
-fn set_name(set: &str) -> &'static str {
-    if set == "retain" {
-        "D_R"
-    } else {
-        "D_F"
-    }
+fn find_any<'a>(items: &[&&'a Agg], set: &str, metric: &str) -> Option<&'a Agg> {
+    items
+        .iter()
+        .find(|a| a.set == set && a.metric == metric)
+        .map(|a| **a)
 }
 
 /// When a value is bold (said under every table).
-pub const BOLD_RULE: &str = "Bold: the best unlearning method of a column, only where it beats the runner-up by more than the sum of their noise (the Inception Score's split std, combined with the seed std when there are several seeds; for FID and similarity the seed std); no bold where the difference is within that noise or nothing estimates it (FID and similarity with one seed).";
-
-/// `table.md`: every table, with how to read it and the protocol of each column.
-pub fn markdown(tables: &[Table], records: &[CellRecord]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Results\n");
-    let _ = writeln!(
-        s,
-        "D_R = retain set, D_F = forget set. Arrows give the better direction for an unlearned model: on D_R it should stay as good as the original (low FID, high IS, high similarity), on D_F it should get worse (high FID, low IS, low similarity). Headers name what computed each column: FID / IS / CLIP with Inception and CLIP; \"(domain)\" with the domain extractor, whose similarity column is the cosine of its features. Values are mean ± sample std over seeds (no ± with one seed); the Original row is the reference and is never bold.\n"
-    );
-    for t in tables {
-        let _ = writeln!(s, "## {}\n", t.title());
-        let mut header = String::from("| Method |");
-        let mut rule = String::from("|---|");
-        for c in &t.columns {
-            let _ = write!(
-                header,
-                " {} {} {} |",
-                set_name(c.set),
-                column_name(c.metric, t.protocol_of(c)),
-                arrow(c, true)
-            );
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(s, "{header}\n{rule}");
-        let best = t.best();
-        for (i, r) in t.rows.iter().enumerate() {
-            let _ = write!(s, "| {} |", r.label);
-            for (c, v) in r.values.iter().enumerate() {
-                let cell = match v {
-                    Some(v) => {
-                        let txt = fmt_value(t.columns[c].metric, v, " ± ");
-                        if best[c] == Some(i) {
-                            format!("**{txt}**")
-                        } else {
-                            txt
-                        }
-                    }
-                    None => "–".into(),
-                };
-                let _ = write!(s, " {cell} |");
-            }
-            s.push('\n');
-        }
-        let seeds: BTreeSet<usize> = t
-            .rows
-            .iter()
-            .flat_map(|r| r.values.iter().flatten().map(|v| v.seeds))
-            .collect();
-        let _ = writeln!(
-            s,
-            "\nSeeds per row: {}. {BOLD_RULE}",
-            seeds
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut seen = BTreeSet::new();
-        for (c, proto, n) in &t.protocols {
-            if seen.insert((c.metric, proto.clone(), *n, c.set)) {
-                let _ = writeln!(
-                    s,
-                    "- {} {}: N = {n}; {proto}",
-                    set_name(c.set),
-                    column_name(c.metric, Some(proto))
-                );
-            }
-        }
-        s.push('\n');
-    }
-    if let Some(r) = records.first() {
-        let shas: BTreeSet<&str> = records
-            .iter()
-            .map(|r| r.provenance.original_weights_sha256.as_str())
-            .collect();
-        let _ = writeln!(
-            s,
-            "Produced by {} (protocol v{}); original weights sha256: {}.",
-            r.provenance.tool,
-            r.provenance.protocol_version,
-            shas.into_iter()
-                .map(|x| &x[..x.len().min(16)])
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    s
-}
-
-fn tex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for ch in s.chars() {
-        match ch {
-            '&' | '%' | '$' | '#' | '{' | '}' => {
-                out.push('\\');
-                out.push(ch);
-            }
-            '_' => out.push_str("\\_"),
-            '~' => out.push_str("\\textasciitilde{}"),
-            '^' => out.push_str("\\textasciicircum{}"),
-            '\\' => out.push_str("\\textbackslash{}"),
-            'α' => out.push_str("$\\alpha$"),
-            _ => out.push(ch),
-        }
-    }
-    out
-}
-
-/// `table.tex`: one booktabs table per group, ready for `\input{}` (needs `\usepackage{booktabs}`).
-pub fn latex(tables: &[Table]) -> String {
-    let mut s = String::from("% Generated by i2i-unlearn report; needs \\usepackage{booktabs}.\n");
-    for t in tables {
-        let n = t.columns.len();
-        let _ = writeln!(
-            s,
-            "\\begin{{table}}[t]\n\\centering\n\\caption{{{} {}}}",
-            tex_escape(&t.title()),
-            tex_escape(BOLD_RULE)
-        );
-        let _ = writeln!(s, "\\begin{{tabular}}{{l{}}}\n\\toprule", "c".repeat(n));
-        // Group headers over consecutive columns of the same set.
-        let mut spans: Vec<(&str, usize, usize)> = vec![];
-        for (i, c) in t.columns.iter().enumerate() {
-            match spans.last_mut() {
-                Some((set, _, end)) if *set == c.set => *end = i,
-                _ => spans.push((c.set, i, i)),
-            }
-        }
-        let _ = write!(s, " ");
-        for (set, a, b) in &spans {
-            let _ = write!(
-                s,
-                "& \\multicolumn{{{}}}{{c}}{{${}$}} ",
-                b - a + 1,
-                if *set == "retain" { "D_R" } else { "D_F" }
-            );
-        }
-        let _ = writeln!(s, "\\\\");
-        for (_, a, b) in &spans {
-            let _ = write!(s, "\\cmidrule(lr){{{}-{}}}", a + 2, b + 2);
-        }
-        let _ = write!(s, "\nMethod");
-        for c in &t.columns {
-            let _ = write!(
-                s,
-                " & {} {}",
-                column_name(c.metric, t.protocol_of(c)),
-                arrow(c, false)
-            );
-        }
-        let _ = writeln!(s, " \\\\\n\\midrule");
-        let best = t.best();
-        for (i, r) in t.rows.iter().enumerate() {
-            let label = tex_escape(&r.label).replace("D\\_R", "$D_R$");
-            let _ = write!(s, "{label}");
-            for (c, v) in r.values.iter().enumerate() {
-                let cell = match v {
-                    Some(v) => {
-                        let txt = fmt_value(t.columns[c].metric, v, " \\pm ");
-                        if best[c] == Some(i) {
-                            format!("$\\mathbf{{{txt}}}$")
-                        } else {
-                            format!("${txt}$")
-                        }
-                    }
-                    None => "--".into(),
-                };
-                let _ = write!(s, " & {cell}");
-            }
-            let _ = writeln!(s, " \\\\");
-            if r.method == "original" {
-                let _ = writeln!(s, "\\midrule");
-            }
-        }
-        let _ = writeln!(s, "\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n");
-    }
-    s
-}
+pub const BOLD_RULE: &str = "Bold: the best unlearning method of a column (Original and Retrain are references, never bold), only where it is ahead of the runner-up beyond the noise: their 95% bootstrap intervals over images do not overlap, and where several seeds or the Inception Score's splits estimate a noise, the difference also exceeds the sum of the two noises; no bold where nothing estimates the noise (one seed, no intervals).";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::render::{latex, markdown};
 
     fn agg(
         method: &str,
@@ -520,6 +391,7 @@ mod tests {
             seeds: 2,
             n: 50,
             protocol: "proto".into(),
+            ci: None,
         }
     }
 
@@ -550,11 +422,11 @@ mod tests {
         // Ours (proxy) with a seed std of 0.1 each: within the noise, no bold. Forget FID:
         // higher → Max Loss, 4.0 ahead: bold.
         assert_eq!(t[0].best(), vec![None, Some(1)]);
-        let md = markdown(&t, &[]);
+        let md = markdown(&t, &[], &[], false);
         assert!(md.contains("| D_R FID ↓ | D_F FID ↑ |"), "{md}");
         assert!(md.contains("| Ours | 1.000 ± 0.100 |"), "{md}");
         assert!(md.contains(BOLD_RULE), "{md}");
-        let tex = latex(&t);
+        let tex = latex(&t, false);
         assert!(
             tex.contains("\\toprule")
                 && tex.contains("Ours (proxy $D_R$)")

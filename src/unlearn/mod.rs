@@ -30,6 +30,8 @@ use std::fmt;
 pub enum MethodName {
     /// The untouched original model.
     Original,
+    /// The oracle: the same pre-training without the forget classes (models pre-trained here).
+    Retrain,
     /// Gradient ascent on the forget set's training loss, descent on the retain set's (full model).
     MaxLoss,
     /// Full model trained to output noise for forget images, the truth for retain images.
@@ -44,8 +46,9 @@ pub enum MethodName {
 
 impl MethodName {
     /// Order of the paper's table.
-    pub const ALL: [MethodName; 6] = [
+    pub const ALL: [MethodName; 7] = [
         MethodName::Original,
+        MethodName::Retrain,
         MethodName::MaxLoss,
         MethodName::NoisyLabel,
         MethodName::RetainLabel,
@@ -53,8 +56,14 @@ impl MethodName {
         MethodName::Ours,
     ];
 
+    /// Whether the method runs the unlearning trainer (the original model and the oracle are
+    /// pre-trained, not unlearned).
     pub fn trains(self) -> bool {
-        self != MethodName::Original
+        !self.is_reference()
+    }
+    /// The reference rows of a table: the original model and the retrain oracle.
+    pub fn is_reference(self) -> bool {
+        matches!(self, MethodName::Original | MethodName::Retrain)
     }
     pub fn uses_alpha(self) -> bool {
         self.trains()
@@ -62,6 +71,7 @@ impl MethodName {
     pub fn as_str(self) -> &'static str {
         match self {
             MethodName::Original => "original",
+            MethodName::Retrain => "retrain",
             MethodName::MaxLoss => "max_loss",
             MethodName::NoisyLabel => "noisy_label",
             MethodName::RetainLabel => "retain_label",
@@ -72,6 +82,7 @@ impl MethodName {
     pub fn display(self) -> &'static str {
         match self {
             MethodName::Original => "Original",
+            MethodName::Retrain => "Retrain (oracle)",
             MethodName::MaxLoss => "Max Loss",
             MethodName::NoisyLabel => "Noisy Label",
             MethodName::RetainLabel => "Retain Label",
@@ -286,10 +297,24 @@ impl Method for Original {
     }
 }
 
+struct Retrain;
+impl Method for Retrain {
+    fn name(&self) -> MethodName {
+        MethodName::Retrain
+    }
+    fn scope(&self) -> Scope {
+        Scope::None
+    }
+    fn loss(&self, _: &Ctx, _: &StepBatch, _: &mut ChaCha8Rng) -> Result<Loss> {
+        anyhow::bail!("the retrain oracle is pre-trained without the forget classes, not unlearned")
+    }
+}
+
 /// The registry: YAML name → implementation.
 pub fn method(name: MethodName) -> Box<dyn Method> {
     match name {
         MethodName::Original => Box::new(Original),
+        MethodName::Retrain => Box::new(Retrain),
         MethodName::MaxLoss => Box::new(max_loss::MaxLoss),
         MethodName::NoisyLabel => Box::new(noisy_label::NoisyLabel),
         MethodName::RetainLabel => Box::new(retain_label::RetainLabel),
