@@ -8,6 +8,9 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 
+/// A value with its bootstrap interval's bounds.
+type Valued = (f64, Option<f64>, Option<f64>);
+
 #[test]
 fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     let d = tempfile::tempdir().unwrap();
@@ -32,8 +35,7 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     let mut fid: BTreeMap<(String, String), f64> = BTreeMap::new();
     // (method, set, metric) → (value, ci_low, ci_high); the columns before `protocol` hold no
     // commas.
-    let mut all: BTreeMap<(String, String, String), (f64, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    let mut all: BTreeMap<(String, String, String), Valued> = BTreeMap::new();
     for l in lines {
         let f: Vec<&str> = l.split(',').collect();
         let num = |c: &str| f[col(c)].parse::<f64>().ok();
