@@ -370,6 +370,43 @@ fn report_of_an_empty_folder_writes_nothing_and_a_file_as_output_is_bad_input() 
         "{}",
         stderr(&o)
     );
+    // A folder that exists but cannot be written, even by root: sysfs takes no new files.
+    let locked = std::path::Path::new("/sys/kernel");
+    if locked.is_dir() && std::fs::File::create(locked.join("i2i-probe")).is_err() {
+        let o = run(
+            &["run", p.to_str().unwrap(), "--output", "/sys/kernel"],
+            d.path(),
+            d.path(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the output folder /sys/kernel cannot be written"),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        eprintln!("skipped the unwritable-folder case: /sys/kernel is writable or absent here");
+    }
+    // A folder that cannot be created names the path given.
+    let o = run(
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--output",
+            file.join("sub").to_str().unwrap(),
+        ],
+        d.path(),
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "cannot create the output folder {}",
+            file.join("sub").display()
+        )),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A run whose data fails validation (here: fewer images per class than `min_per_class`) exits 2

@@ -47,8 +47,8 @@ fn run_skip_determinism_and_shards() {
     }
     assert_eq!(cell_files(&out).len(), 8);
     let rows = rows_by_key(&out);
-    // Per cell: fid, is, is_split_std, clip on each of retain and forget.
-    assert_eq!(rows.len(), 8 * 8);
+    // Per cell: fid, is, is_split_std, clip and the audit's mia_auc on each of retain and forget.
+    assert_eq!(rows.len(), 8 * 10);
     let md = std::fs::read_to_string(out.join("table.md")).unwrap();
     for label in [
         "Original",
@@ -170,5 +170,5 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     let after = cell_files(&out);
     assert_eq!(after.len(), 8);
     assert!(done_before.is_subset(&after));
-    assert_eq!(rows_by_key(&out).len(), 8 * 8);
+    assert_eq!(rows_by_key(&out).len(), 8 * 10);
 }

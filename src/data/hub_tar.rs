@@ -204,10 +204,13 @@ impl ShardReader for Archive {
                 Ok(())
             },
         )?;
+        // A row may be asked for twice (two draws of one class, e.g. the pre-training set and
+        // the membership audit's larger draw): clone, do not take.
         rows.iter()
             .map(|r| {
                 found
-                    .remove(r)
+                    .get(r)
+                    .cloned()
                     .with_context(|| format!("image {r} of the index is missing (shard changed?)"))
             })
             .collect()
