@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod host;
 pub mod hub;
 pub mod inpaint;
 pub mod locate;

@@ -206,14 +206,27 @@ impl candle_core::InplaceOp2 for AdamInPlace<'_> {
         let g = &s2.as_slice::<f32>()?[a2..b2];
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
-        for i in 0..theta.len() {
-            let gi = g[i] * self.scale;
-            m[i] = self.b1 * m[i] + (1.0 - self.b1) * gi;
-            v[i] = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
-            let update = (m[i] / self.c1) / ((v[i] / self.c2).sqrt() + self.eps);
-            theta[i] = theta[i] * (1.0 - self.decay) - self.lr * update;
-        }
+        let k = [
+            self.scale, self.b1, self.b2, self.c1, self.c2, self.eps, self.decay, self.lr,
+        ];
+        adam_update(theta, g, &mut m, &mut v, k);
         Ok(())
+    }
+}
+
+crate::multiversion! {
+    /// One AdamW update of `theta` in place; `k` = [scale, b1, b2, c1, c2, eps, decay, lr].
+    fn adam_update(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 8]) {
+        let [scale, b1, b2, c1, c2, eps, decay, lr] = k;
+        let n = theta.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i] * scale;
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            let update = (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+            theta[i] = theta[i] * (1.0 - decay) - lr * update;
+        }
     }
 }
 

@@ -31,15 +31,7 @@ pub fn peak_rss_mib() -> f64 {
 /// The CPU's model name (`/proc/cpuinfo`).
 #[allow(dead_code)]
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    i2i_unlearn::host::cpu_model()
 }
 
 /// `--device cpu|cuda` (default cpu).

@@ -64,16 +64,7 @@ impl CustomOp3 for LayerNormOp {
         let cr = chunk_rows(d);
         y.par_chunks_mut(d * cr)
             .zip(x.par_chunks(d * cr))
-            .for_each(|(yc, xc)| {
-                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                    let mean = xr.iter().sum::<f32>() / d as f32;
-                    let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                    let rstd = 1.0 / (var + self.eps).sqrt();
-                    for i in 0..d {
-                        yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+            .for_each(|(yc, xc)| layer_norm_rows(yc, xc, w, b, self.eps));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -111,6 +102,55 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+crate::multiversion! {
+    /// LayerNorm of the rows of a chunk (`w.len()` values each).
+    fn layer_norm_rows(yc: &mut [f32], xc: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let d = w.len();
+        for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+            let mean = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for i in 0..d {
+                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// LayerNorm backward of the rows of a chunk, accumulating into `dw` and `db`.
+    fn layer_norm_bwd_rows(
+        dxc: &mut [f32],
+        xc: &[f32],
+        gc: &[f32],
+        wv: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        xhat: &mut [f32],
+        eps: f32,
+    ) {
+        let d = wv.len();
+        for ((dxr, xr), gr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
+            let mean = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            let (mut s1, mut s2) = (0f32, 0f32);
+            for i in 0..d {
+                xhat[i] = (xr[i] - mean) * rstd;
+                let gh = gr[i] * wv[i];
+                s1 += gh;
+                s2 += gh * xhat[i];
+                dw[i] += gr[i] * xhat[i];
+                db[i] += gr[i];
+            }
+            let (m1, m2) = (s1 / d as f32, s2 / d as f32);
+            for i in 0..d {
+                dxr[i] = rstd * (gr[i] * wv[i] - m1 - xhat[i] * m2);
+            }
+        }
+    }
+}
+
 /// LayerNorm backward over rows; returns per-chunk partial sums of (dw, db), reduced by the caller
 /// in chunk order (deterministic).
 fn layer_norm_bwd(
@@ -128,24 +168,7 @@ fn layer_norm_bwd(
             let mut dw = vec![0f32; d];
             let mut db = vec![0f32; d];
             let mut xhat = vec![0f32; d];
-            for ((dxr, xr), gr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
-                let mean = xr.iter().sum::<f32>() / d as f32;
-                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let rstd = 1.0 / (var + eps).sqrt();
-                let (mut s1, mut s2) = (0f32, 0f32);
-                for i in 0..d {
-                    xhat[i] = (xr[i] - mean) * rstd;
-                    let gh = gr[i] * wv[i];
-                    s1 += gh;
-                    s2 += gh * xhat[i];
-                    dw[i] += gr[i] * xhat[i];
-                    db[i] += gr[i];
-                }
-                let (m1, m2) = (s1 / d as f32, s2 / d as f32);
-                for i in 0..d {
-                    dxr[i] = rstd * (gr[i] * wv[i] - m1 - xhat[i] * m2);
-                }
-            }
+            layer_norm_bwd_rows(dxc, xc, gc, wv, &mut dw, &mut db, &mut xhat, eps);
             (dw, db)
         })
         .collect()
@@ -166,19 +189,7 @@ impl CustomOp1 for SoftmaxOp {
         let cr = chunk_rows(d);
         y.par_chunks_mut(d * cr)
             .zip(x.par_chunks(d * cr))
-            .for_each(|(yc, xc)| {
-                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                    let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut s = 0f32;
-                    for i in 0..d {
-                        let e = exp(xr[i] - m);
-                        yr[i] = e;
-                        s += e;
-                    }
-                    let inv = 1.0 / s;
-                    yr.iter_mut().for_each(|v| *v *= inv);
-                }
-            });
+            .for_each(|(yc, xc)| softmax_rows(yc, xc, d));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -190,17 +201,41 @@ impl CustomOp1 for SoftmaxOp {
             with_f32(grad, |gv| {
                 dx.par_chunks_mut(d * cr)
                     .zip(yv.par_chunks(d * cr).zip(gv.par_chunks(d * cr)))
-                    .for_each(|(dc, (yc, gc))| {
-                        for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
-                            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                            for i in 0..d {
-                                dr[i] = yr[i] * (gr[i] - dot);
-                            }
-                        }
-                    })
+                    .for_each(|(dc, (yc, gc))| softmax_bwd_rows(dc, yc, gc, d))
             })
         })??;
         Ok(Some(Tensor::from_vec(dx, res.shape(), res.device())?))
+    }
+}
+
+crate::multiversion! {
+    /// Softmax of the rows of a chunk (`d` values each).
+    fn softmax_rows(yc: &mut [f32], xc: &[f32], d: usize) {
+        for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+            let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            // The exponentials in one loop (it vectorises), their sum in order in another.
+            for i in 0..d {
+                yr[i] = exp(xr[i] - m);
+            }
+            let mut s = 0f32;
+            for &e in yr.iter() {
+                s += e;
+            }
+            let inv = 1.0 / s;
+            yr.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// Softmax backward of the rows of a chunk.
+    fn softmax_bwd_rows(dc: &mut [f32], yc: &[f32], gc: &[f32], d: usize) {
+        for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
+            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for i in 0..d {
+                dr[i] = yr[i] * (gr[i] - dot);
+            }
+        }
     }
 }
 
@@ -224,13 +259,7 @@ impl CustomOp2 for BiasAddOp {
         let d = b.len();
         let mut y = x.to_vec();
         let cr = chunk_rows(d);
-        y.par_chunks_mut(d * cr).for_each(|yc| {
-            for yr in yc.chunks_mut(d) {
-                for (v, bi) in yr.iter_mut().zip(b) {
-                    *v += bi;
-                }
-            }
-        });
+        y.par_chunks_mut(d * cr).for_each(|yc| add_rows(yc, b));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -248,9 +277,7 @@ impl CustomOp2 for BiasAddOp {
                 .map(|gc| {
                     let mut s = vec![0f32; d];
                     for gr in gc.chunks(d) {
-                        for (a, g) in s.iter_mut().zip(gr) {
-                            *a += g;
-                        }
+                        add_rows(&mut s, gr);
                     }
                     s
                 })
@@ -266,6 +293,17 @@ impl CustomOp2 for BiasAddOp {
             Some(grad.clone()),
             Some(Tensor::from_vec(db, b.shape(), b.device())?),
         ))
+    }
+}
+
+crate::multiversion! {
+    /// `row += v` for every row (`v.len()` values) of `rows`.
+    fn add_rows(rows: &mut [f32], v: &[f32]) {
+        for r in rows.chunks_mut(v.len()) {
+            for (a, b) in r.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
     }
 }
 
@@ -293,7 +331,7 @@ pub fn exp(x: f32) -> f32 {
 
 /// erf(x) in f32 from Numerical Recipes' Chebyshev fit of erfc (relative error of the fit below
 /// 1.2e-7; about 1e-6 after f32 rounding): one `expf` per value, cheap enough to vectorise.
-#[inline]
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -319,6 +357,24 @@ pub struct GeluErfOp;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+crate::multiversion! {
+    fn gelu_chunk(yc: &mut [f32], xc: &[f32]) {
+        for (v, &xi) in yc.iter_mut().zip(xc) {
+            *v = 0.5 * xi * (1.0 + erf(xi * FRAC_1_SQRT_2));
+        }
+    }
+}
+
+crate::multiversion! {
+    fn gelu_bwd_chunk(dc: &mut [f32], xc: &[f32], gc: &[f32]) {
+        for ((d, &xi), &gi) in dc.iter_mut().zip(xc).zip(gc) {
+            let cdf = 0.5 * (1.0 + erf(xi * FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * xi * xi);
+            *d = gi * (cdf + xi * pdf);
+        }
+    }
+}
+
 impl CustomOp1 for GeluErfOp {
     fn name(&self) -> &'static str {
         "i2i-gelu-erf"
@@ -329,11 +385,7 @@ impl CustomOp1 for GeluErfOp {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(16384)
             .zip(x.par_chunks(16384))
-            .for_each(|(yc, xc)| {
-                for (v, &xi) in yc.iter_mut().zip(xc) {
-                    *v = 0.5 * xi * (1.0 + erf(xi * FRAC_1_SQRT_2));
-                }
-            });
+            .for_each(|(yc, xc)| gelu_chunk(yc, xc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -343,13 +395,7 @@ impl CustomOp1 for GeluErfOp {
             with_f32(grad, |gv| {
                 dx.par_chunks_mut(16384)
                     .zip(xv.par_chunks(16384).zip(gv.par_chunks(16384)))
-                    .for_each(|(dc, (xc, gc))| {
-                        for ((d, &xi), &gi) in dc.iter_mut().zip(xc).zip(gc) {
-                            let cdf = 0.5 * (1.0 + erf(xi * FRAC_1_SQRT_2));
-                            let pdf = INV_SQRT_2PI * exp(-0.5 * xi * xi);
-                            *d = gi * (cdf + xi * pdf);
-                        }
-                    })
+                    .for_each(|(dc, (xc, gc))| gelu_bwd_chunk(dc, xc, gc))
             })
         })??;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))

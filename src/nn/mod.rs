@@ -10,6 +10,7 @@ pub mod conv;
 pub mod fused;
 pub mod im2col;
 pub mod init;
+pub mod simd;
 pub mod timestep;
 
 use anyhow::Result;

@@ -1,0 +1,71 @@
+//! What machine a figure was measured on: CPU model, the SIMD instruction sets the CPU offers
+//! (and so the matrix-multiply kernels `gemm` dispatches to), and the thread counts. Benchmarks
+//! print [`describe`] with their figures, so numbers from different hosts are never compared
+//! blindly.
+
+/// The CPU's model name (`/proc/cpuinfo`), or "unknown".
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The SIMD instruction sets this CPU offers, as detected at run time (x86-64; empty elsewhere).
+pub fn simd() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut v = vec![];
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($f) {
+                    v.push($f);
+                }
+            )*};
+        }
+        probe!(
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni"
+        );
+    }
+    v
+}
+
+/// The matrix-multiply kernel family `gemm` picks on this CPU.
+pub fn gemm_kernel() -> &'static str {
+    let s = simd();
+    if s.contains(&"avx512f") {
+        "avx512f (gemm x86-v4)"
+    } else if s.contains(&"fma") && s.contains(&"avx2") {
+        "avx2+fma (gemm x86-v3)"
+    } else {
+        "scalar/sse"
+    }
+}
+
+/// One line: CPU, logical CPUs, SIMD sets, GEMM kernel, rayon and candle threads.
+pub fn describe() -> String {
+    format!(
+        "CPU: {} ({} logical CPUs; {}); GEMM kernel: {}; threads: rayon {}, candle {}",
+        cpu_model(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        simd().join(", "),
+        gemm_kernel(),
+        rayon::current_num_threads(),
+        candle_core::utils::get_num_threads()
+    )
+}
