@@ -20,6 +20,8 @@ static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 fn bench(c: &mut Criterion) {
     i2i_unlearn::tune_allocator();
+    // Figures from different hosts are never compared blindly: say which one this is.
+    eprintln!("{}", i2i_unlearn::host::describe());
     let dev = Device::Cpu;
     let cfg = MageConfig::default();
     let fc = FamilyConfig::Mage(cfg.clone());

@@ -16,6 +16,8 @@ static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 
 fn bench(c: &mut Criterion) {
     i2i_unlearn::tune_allocator();
+    // Figures from different hosts are never compared blindly: say which one this is.
+    eprintln!("{}", i2i_unlearn::host::describe());
     let exp = config::load(std::path::Path::new("experiments/quickstart.yaml"))
         .expect("quickstart config");
     let dev = Device::Cpu;

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     i2i_unlearn::tune_allocator();
+    eprintln!("{}", i2i_unlearn::host::describe());
     let size = arg("--size", "base");
     let batch: usize = arg("--batch", "8").parse()?;
     let iters: usize = arg("--iters", "3").parse()?;

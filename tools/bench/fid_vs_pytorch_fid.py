@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from side_by_side import cpu_line  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -83,7 +86,9 @@ def main():
         t_ours_fd = time.perf_counter() - t
         ours_fd = float(out.strip().splitlines()[-1].split()[-1])
 
-    print(f"{a.threads} threads, torch {torch.__version__}, pytorch-fid 0.3.0")
+    model, cpus, isa = cpu_line()
+    print(f"CPU: {model} ({cpus} logical CPUs; {', '.join(isa)})")
+    print(f"{a.threads} threads each side (torch.set_num_threads, RAYON_NUM_THREADS), torch {torch.__version__}, pytorch-fid 0.3.0")
     print(f"FID of two folders ({n_images} images), whole command:")
     print(f"  pytorch-fid  {t_ref:8.2f} s  {n_images / t_ref:7.2f} img/s  FID {ref_fid:.6f}")
     print(f"  i2i-unlearn  {t_ours:8.2f} s  {n_images / t_ours:7.2f} img/s  FID {ours_fid:.6f}  speed-up {t_ref / t_ours:.2f}x")
