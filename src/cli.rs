@@ -460,6 +460,20 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 grid::unlearnings(&all),
                 grid::unlearnings(&cells)
             );
+            let oracles = cells
+                .iter()
+                .filter(|c| c.method.name == crate::unlearn::MethodName::Retrain)
+                .map(|c| (c.dataset_idx, c.model_idx))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if oracles > 0 {
+                println!(
+                    "plus {oracles} retrain oracle(s): the original's pre-training again without the forget classes (cached like it)"
+                );
+            }
+            for n in grid::absent_rows(&exp) {
+                println!("{n}");
+            }
             for c in cells {
                 let a = c
                     .alpha

@@ -21,6 +21,13 @@ fn oracle_row_audit_and_intervals_reach_the_report() {
         );
     let p = write(d.path(), "o.yaml", &yaml);
     let cache = d.path().join("cache");
+    // `check` announces the oracle's pre-training.
+    let o = run(&["check", p.to_str().unwrap()], d.path(), &cache);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("3 cells") && out.contains("plus 1 retrain oracle(s)"),
+        "{out}"
+    );
     let o = run(&["run", p.to_str().unwrap()], d.path(), &cache);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
