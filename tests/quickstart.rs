@@ -32,7 +32,6 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-    let mut fid: BTreeMap<(String, String), f64> = BTreeMap::new();
     // (method, set, metric) → (value, ci_low, ci_high); the columns before `protocol` hold no
     // commas.
     let mut all: BTreeMap<(String, String, String), Valued> = BTreeMap::new();
@@ -47,14 +46,9 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
             ),
             (num("value").unwrap(), num("ci_low"), num("ci_high")),
         );
-        if f[col("metric")] == "fid" {
-            fid.insert(
-                (f[col("method")].to_string(), f[col("set")].to_string()),
-                f[col("value")].parse().unwrap(),
-            );
-        }
     }
-    let get = |m: &str, s: &str| fid[&(m.to_string(), s.to_string())];
+    let key = |m: &str, s: &str, metric: &str| (m.to_string(), s.to_string(), metric.to_string());
+    let get = |m: &str, s: &str| all[&key(m, s, "fid")].0;
     let (or, of) = (get("original", "retain"), get("original", "forget"));
     let (ur, uf) = (get("ours", "retain"), get("ours", "forget"));
     eprintln!("original retain {or:.3} forget {of:.3}; ours retain {ur:.3} forget {uf:.3}");
@@ -67,19 +61,8 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
         "ours forget FID {uf} vs original {of}: less than doubled"
     );
     // Every method of the paper's table is present.
-    for m in [
-        "original",
-        "max_loss",
-        "noisy_label",
-        "retain_label",
-        "random_encoder",
-        "ours",
-        "ours+proxy",
-    ] {
-        assert!(
-            fid.contains_key(&(m.to_string(), "forget".to_string())),
-            "{m} missing"
-        );
+    for m in EVERY_METHOD {
+        assert!(all.contains_key(&key(m, "forget", "fid")), "{m} missing");
     }
     // Every model has the audit's AUC on both sets, and every FID / IS / similarity / AUC its
     // bootstrap interval.
@@ -92,9 +75,9 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
             );
         }
     }
-    for m in fid.keys().map(|(m, _)| m.clone()) {
+    for m in EVERY_METHOD {
         for set in ["retain", "forget"] {
-            let auc = all[&(m.clone(), set.to_string(), "mia_auc".to_string())].0;
+            let auc = all[&key(m, set, "mia_auc")].0;
             assert!((0.0..=1.0).contains(&auc), "{m} {set} AUC {auc}");
         }
     }

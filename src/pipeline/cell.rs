@@ -220,6 +220,11 @@ fn metric_is_audit(m: &str) -> bool {
     m == "mia_auc"
 }
 
+/// Which of the oracle's outputs a cell compares with: (set, evaluation mask, seed).
+fn oracle_key(cell: &Cell, set_name: &str) -> (String, String, u64) {
+    (set_name.to_string(), cell.mask.to_string(), cell.seed)
+}
+
 /// The oracle's outputs on a cell's inputs (same set, mask and seed) through the FID extractor,
 /// generated once per (set, mask, seed) and kept in the group for the other cells.
 fn oracle_features(
@@ -231,7 +236,7 @@ fn oracle_features(
     r: metrics::ExtractorRef,
     dev: &Device,
 ) -> Result<metrics::Extracted> {
-    let key = (set_name.to_string(), cell.mask.to_string(), cell.seed);
+    let key = oracle_key(cell, set_name);
     let mut cache = g.oracle_outputs.lock().expect("oracle cache lock");
     if let Some(e) = cache.get(&key) {
         return Ok(e.clone());
@@ -364,11 +369,19 @@ fn evaluate_cell(
             &g.truth[set_name],
             boot_seed,
         )?;
-        // The distance of this model's outputs to the oracle's on the same inputs.
-        if let (Some(r), true) = (
-            exp.metrics.fid,
-            g.oracle.is_some() && cell.method.name != unlearn::MethodName::Retrain,
-        ) {
+        // The distance of this model's outputs to the oracle's on the same inputs. The oracle's
+        // own cell leaves its outputs' features for the others, so they are generated once.
+        let oracle_cell = cell.method.name == unlearn::MethodName::Retrain;
+        if let (Some(r), true) = (exp.metrics.fid, g.oracle.is_some()) {
+            if oracle_cell {
+                g.oracle_outputs
+                    .lock()
+                    .expect("oracle cache lock")
+                    .entry(oracle_key(cell, set_name))
+                    .or_insert_with(|| features[&r].clone());
+            }
+        }
+        if let (Some(r), true) = (exp.metrics.fid, g.oracle.is_some() && !oracle_cell) {
             let oracle = oracle_features(exp, g, cell, set_name, set, r, dev)?;
             values.push(metrics::fid_pair(
                 "fid_oracle",
