@@ -316,15 +316,16 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
             ))?;
         }
     }
+    // Two lines, so that the note fits the legend column.
     let whiskers = if t
         .rows
         .iter()
         .flat_map(|r| cols.iter().filter_map(|(i, _)| r.values[*i].as_ref()))
         .any(|v| v.ci.is_some())
     {
-        "whiskers: 95% bootstrap CI"
+        ["whiskers:", "95% bootstrap CI"]
     } else {
-        "whiskers: ± seed std"
+        ["whiskers:", "± seed std"]
     };
     for (j, (label, color)) in refs.iter().map(|(l, c, _)| (l.as_str(), *c)).enumerate() {
         let y = 70 + 26 * (sets.len() + j) as i32;
@@ -338,11 +339,16 @@ fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
             ("sans-serif", 14).into_font(),
         ))?;
     }
-    legend.draw(&Text::new(
-        whiskers.to_string(),
-        (8, 70 + 26 * (sets.len() + refs.len()) as i32),
-        ("sans-serif", 12).into_font(),
-    ))?;
+    for (k, line) in whiskers.iter().enumerate() {
+        legend.draw(&Text::new(
+            line.to_string(),
+            (
+                8,
+                70 + 26 * (sets.len() + refs.len()) as i32 + 16 * k as i32,
+            ),
+            ("sans-serif", 12).into_font(),
+        ))?;
+    }
     for (j, (label, color)) in sets.iter().enumerate() {
         let y = 70 + 26 * j as i32;
         legend.draw(&Rectangle::new([(10, y - 7), (24, y + 7)], color.filled()))?;
