@@ -20,6 +20,11 @@ pub struct Act {
     pub c: usize,
 }
 
+/// Bytes of im2col columns built and multiplied at a time (see `CpuConv::forward`).
+const COL_TILE_BYTES: usize = 8 << 20;
+/// Output pixels per parallel im2col task.
+const COL_CHUNK_ROWS: usize = 64;
+
 /// A convolution ready for im2col: weights `[kh·kw·ci, co]` row-major, bias `[co]`.
 pub struct CpuConv {
     w: Vec<f32>,
@@ -70,6 +75,28 @@ impl CpuConv {
         Self::new(&f.w, f.b.clone(), f.dims, f.stride, f.pad)
     }
 
+    /// One im2col row, `[ky][kx][c]`, for output pixel `p` (over the batch) of an `ho × wo` map:
+    /// contiguous copies of c channels, zeros where the window leaves the padded input.
+    fn im2col_row(&self, x: &Act, p: usize, ho: usize, wo: usize, row: &mut [f32]) {
+        let (img, rem) = (p / (ho * wo), p % (ho * wo));
+        let (oy, ox) = (rem / wo, rem % wo);
+        let (ph, pw) = self.pad;
+        let src = &x.data[img * x.h * x.w * x.c..(img + 1) * x.h * x.w * x.c];
+        for ky in 0..self.kh {
+            let iy = (oy * self.stride + ky) as isize - ph as isize;
+            for kx in 0..self.kw {
+                let ix = (ox * self.stride + kx) as isize - pw as isize;
+                let dst = &mut row[(ky * self.kw + kx) * x.c..(ky * self.kw + kx + 1) * x.c];
+                if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                    dst.fill(0.0);
+                } else {
+                    let s = (iy as usize * x.w + ix as usize) * x.c;
+                    dst.copy_from_slice(&src[s..s + x.c]);
+                }
+            }
+        }
+    }
+
     pub fn forward(&self, x: &Act) -> Act {
         assert_eq!(x.c, self.ci, "input channels");
         let (ph, pw) = self.pad;
@@ -88,35 +115,27 @@ impl CpuConv {
                 self.co,
             );
         } else {
-            // Per image: im2col rows of [ky][kx][c], each a contiguous copy of c channels.
-            let plane = x.h * x.w * x.c;
-            let mut col = vec![0f32; ho * wo * k];
-            for img in 0..x.b {
-                let src = &x.data[img * plane..(img + 1) * plane];
-                col.par_chunks_mut(wo * k)
+            // im2col in tiles of output pixels that run across image boundaries: a tile's
+            // columns stay in the last-level cache between their writing and gemm's packing
+            // (a whole 147 × 147 image's would be 25 MB), and the 17 × 17 and 8 × 8 layers get
+            // one gemm over several images instead of a small one per image.
+            let m = x.b * ho * wo;
+            let tile = (COL_TILE_BYTES / (4 * k)).clamp(256, m.max(256));
+            let mut col = vec![0f32; tile.min(m) * k];
+            let mut start = 0;
+            while start < m {
+                let r = tile.min(m - start);
+                col[..r * k]
+                    .par_chunks_mut(COL_CHUNK_ROWS * k)
                     .enumerate()
-                    .for_each(|(oy, rows)| {
-                        for ox in 0..wo {
-                            let row = &mut rows[ox * k..(ox + 1) * k];
-                            for ky in 0..self.kh {
-                                let iy = (oy * self.stride + ky) as isize - ph as isize;
-                                for kx in 0..self.kw {
-                                    let ix = (ox * self.stride + kx) as isize - pw as isize;
-                                    let dst = &mut row
-                                        [(ky * self.kw + kx) * x.c..(ky * self.kw + kx + 1) * x.c];
-                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize
-                                    {
-                                        dst.fill(0.0);
-                                    } else {
-                                        let s = (iy as usize * x.w + ix as usize) * x.c;
-                                        dst.copy_from_slice(&src[s..s + x.c]);
-                                    }
-                                }
-                            }
+                    .for_each(|(c, rows)| {
+                        for (j, row) in rows.chunks_mut(k).enumerate() {
+                            self.im2col_row(x, start + c * COL_CHUNK_ROWS + j, ho, wo, row);
                         }
                     });
-                let o = &mut out[img * ho * wo * self.co..(img + 1) * ho * wo * self.co];
-                gemm_bias_relu(&col, &self.w, &self.b, o, ho * wo, k, self.co);
+                let o = &mut out[start * self.co..(start + r) * self.co];
+                gemm_bias_relu(&col[..r * k], &self.w, &self.b, o, r, k, self.co);
+                start += r;
             }
         }
         Act {
