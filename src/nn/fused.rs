@@ -317,7 +317,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
     // Round to nearest by adding and subtracting 1.5·2²³ (no libm call, so the loop vectorises).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -325,7 +326,11 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    // The integer n sits in the low mantissa bits of `shifted` (same binade as MAGIC): integer
+    // lane arithmetic, where `n as i32` (saturating, NaN → 0) compiled to one scalar conversion
+    // per lane and kept the callers' loops from vectorising. Same value for every finite x.
+    let n_int = shifted.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    let bits = (n_int.wrapping_add(127) as u32) << 23;
     p * f32::from_bits(bits)
 }
 
@@ -421,6 +426,33 @@ mod tests {
         }
         assert_eq!(exp(-200.0), exp(-87.3));
         assert!(exp(-200.0) < 1e-37);
+    }
+
+    #[test]
+    fn exp_bits_equal_the_scalar_conversion_route() {
+        // 2ⁿ from the shifted value's bits must equal the `n as i32` route it replaced, bit for
+        // bit, so trained weights keep their digits.
+        let reference = |x: f32| -> f32 {
+            const MAGIC: f32 = 12_582_912.0;
+            let x = x.clamp(-87.3, 88.0);
+            let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+            let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+            let p = 1.0
+                + r * (1.0
+                    + r * (0.5
+                        + r * (1.0 / 6.0
+                            + r * (1.0 / 24.0
+                                + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+            p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        };
+        for i in -2_000_000..=2_000_000 {
+            let x = i as f32 * 5e-5;
+            assert_eq!(exp(x).to_bits(), reference(x).to_bits(), "x = {x}");
+        }
+        for x in [-1e30, -88.0, -87.3, 88.0, 88.7, 1e30, f32::MIN, f32::MAX] {
+            assert_eq!(exp(x).to_bits(), reference(x).to_bits(), "x = {x}");
+        }
+        assert!(exp(f32::NAN).is_nan());
     }
 
     #[test]
