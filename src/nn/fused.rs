@@ -110,8 +110,9 @@ crate::multiversion! {
             let mean = xr.iter().sum::<f32>() / d as f32;
             let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
             let rstd = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+            // Zipped, not indexed: without bounds checks the loop vectorises.
+            for ((y, &xv), (&wi, &bi)) in yr.iter_mut().zip(xr).zip(w.iter().zip(b)) {
+                *y = (xv - mean) * rstd * wi + bi;
             }
         }
     }
@@ -134,18 +135,27 @@ crate::multiversion! {
             let mean = xr.iter().sum::<f32>() / d as f32;
             let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
             let rstd = 1.0 / (var + eps).sqrt();
+            // The element-wise part apart from the two in-order sums, zipped rather than
+            // indexed, so it vectorises; every value is computed as before, bit for bit.
+            let xhat = &mut xhat[..d];
+            for ((xh, &xv), ((dwi, dbi), &g)) in xhat
+                .iter_mut()
+                .zip(xr)
+                .zip(dw.iter_mut().zip(db.iter_mut()).zip(gr))
+            {
+                *xh = (xv - mean) * rstd;
+                *dwi += g * *xh;
+                *dbi += g;
+            }
             let (mut s1, mut s2) = (0f32, 0f32);
-            for i in 0..d {
-                xhat[i] = (xr[i] - mean) * rstd;
-                let gh = gr[i] * wv[i];
+            for ((&g, &wi), &xh) in gr.iter().zip(wv).zip(xhat.iter()) {
+                let gh = g * wi;
                 s1 += gh;
-                s2 += gh * xhat[i];
-                dw[i] += gr[i] * xhat[i];
-                db[i] += gr[i];
+                s2 += gh * xh;
             }
             let (m1, m2) = (s1 / d as f32, s2 / d as f32);
-            for i in 0..d {
-                dxr[i] = rstd * (gr[i] * wv[i] - m1 - xhat[i] * m2);
+            for ((dx, &g), (&wi, &xh)) in dxr.iter_mut().zip(gr).zip(wv.iter().zip(xhat.iter())) {
+                *dx = rstd * (g * wi - m1 - xh * m2);
             }
         }
     }
@@ -214,8 +224,8 @@ crate::multiversion! {
         for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
             let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             // The exponentials in one loop (it vectorises), their sum in order in another.
-            for i in 0..d {
-                yr[i] = exp(xr[i] - m);
+            for (y, &xv) in yr.iter_mut().zip(xr) {
+                *y = exp(xv - m);
             }
             let mut s = 0f32;
             for &e in yr.iter() {
@@ -232,8 +242,8 @@ crate::multiversion! {
     fn softmax_bwd_rows(dc: &mut [f32], yc: &[f32], gc: &[f32], d: usize) {
         for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
             let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-            for i in 0..d {
-                dr[i] = yr[i] * (gr[i] - dot);
+            for ((dv, &yv), &g) in dr.iter_mut().zip(yr).zip(gr) {
+                *dv = yv * (g - dot);
             }
         }
     }
