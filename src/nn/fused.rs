@@ -317,18 +317,19 @@ crate::multiversion! {
     }
 }
 
-/// e^x in f32 without a libm call, so loops over it vectorise: x = n·ln2 + r with Cody–Waite
-/// reduction (|r| ≤ ln2/2), e^r by its degree-7 Taylor polynomial, 2^n from exponent bits.
-/// Relative error below 5e-7 on [−87, 88]; the input is clamped to [−87.3, 88].
+/// Round-to-nearest constant: adding and subtracting 1.5·2²³ rounds to an integer without a libm
+/// call (so loops vectorise).
+const EXP_MAGIC: f32 = 12_582_912.0;
+
+/// The two halves of [`exp`]'s argument reduction: `x·log₂e + 1.5·2²³` (the integer n = round(x
+/// log₂e) sits in its low mantissa bits) and e^r for r = x − n·ln2 (Cody–Waite, |r| ≤ ln2/2) by
+/// its degree-7 Taylor polynomial.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+fn exp_parts(x: f32) -> (f32, f32) {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.3, 88.0);
-    // Round to nearest by adding and subtracting 1.5·2²³ (no libm call, so the loop vectorises).
-    const MAGIC: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = shifted - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + EXP_MAGIC;
+    let n = shifted - EXP_MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -336,12 +337,20 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // The integer n sits in the low mantissa bits of `shifted` (same binade as MAGIC): integer
-    // lane arithmetic, where `n as i32` (saturating, NaN → 0) compiled to one scalar conversion
-    // per lane and kept the callers' loops from vectorising. Same value for every finite x.
-    let n_int = shifted.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
-    let bits = (n_int.wrapping_add(127) as u32) << 23;
-    p * f32::from_bits(bits)
+    (shifted, p)
+}
+
+/// e^x in f32 without a libm call, so loops over it vectorise: e^r from [`exp_parts`] times 2ⁿ
+/// from exponent bits. Relative error below 5e-7 on [−87, 88]; the input is clamped to
+/// [−87.3, 88].
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let (shifted, p) = exp_parts(x.clamp(-87.3, 88.0));
+    // n read from `shifted`'s bits (same binade as the magic constant): integer lane arithmetic,
+    // where `n as i32` (saturating, NaN → 0) compiled to one scalar conversion per lane and kept
+    // the callers' loops from vectorising. Same value for every finite x.
+    let n = shifted.to_bits().wrapping_sub(EXP_MAGIC.to_bits()) as i32;
+    p * f32::from_bits((n.wrapping_add(127) as u32) << 23)
 }
 
 /// erf(x) in f32 from Numerical Recipes' Chebyshev fit of erfc (relative error of the fit below
@@ -443,16 +452,8 @@ mod tests {
         // 2ⁿ from the shifted value's bits must equal the `n as i32` route it replaced, bit for
         // bit, so trained weights keep their digits.
         let reference = |x: f32| -> f32 {
-            const MAGIC: f32 = 12_582_912.0;
-            let x = x.clamp(-87.3, 88.0);
-            let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
-            let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
-            let p = 1.0
-                + r * (1.0
-                    + r * (0.5
-                        + r * (1.0 / 6.0
-                            + r * (1.0 / 24.0
-                                + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+            let (shifted, p) = exp_parts(x.clamp(-87.3, 88.0));
+            let n = shifted - EXP_MAGIC;
             p * f32::from_bits(((n as i32 + 127) as u32) << 23)
         };
         for i in -2_000_000..=2_000_000 {
