@@ -12,9 +12,8 @@ use super::{out_dir_of, RunOptions};
 use crate::config::grid::{self, Cell};
 use crate::config::Experiment;
 use crate::data::ImageSet;
-use crate::masks::MaskSpec;
 use crate::metrics;
-use crate::models::{self, GenerateOptions, I2IModel, Weights};
+use crate::models::{self, I2IModel, Weights};
 use crate::store::{CellRecord, Provenance, Row, Store};
 use crate::unlearn::{self, trainer, Ctx, RetainSource};
 use anyhow::{Context, Result};
@@ -193,15 +192,10 @@ fn image_rngs(ids: &[u64], seed: u64) -> Vec<rand_chacha::ChaCha8Rng> {
         .collect()
 }
 
-/// Generate a set in batches under the cell's mask.
-fn generate(
-    model: &dyn I2IModel,
-    set: &ImageSet,
-    mask: MaskSpec,
-    seed: u64,
-    batch: usize,
-    opts: &GenerateOptions,
-) -> Result<Tensor> {
+/// Generate a set in batches under the cell's mask and seed, with the experiment's batch size and
+/// generation options (the evaluated model and the oracle alike).
+fn generate(exp: &Experiment, cell: &Cell, model: &dyn I2IModel, set: &ImageSet) -> Result<Tensor> {
+    let (mask, seed, batch, opts) = (cell.mask, cell.seed, exp.metrics.batch_size, &exp.generate);
     let grid = model.mask_grid();
     let mut outs = vec![];
     let mut start = 0;
@@ -243,14 +237,7 @@ fn oracle_features(
     }
     let weights = g.oracle.as_ref().context("no oracle")?;
     let oracle = models::build(&g.family, weights, false, dev)?;
-    let out = generate(
-        &*oracle,
-        set,
-        cell.mask,
-        cell.seed,
-        exp.metrics.batch_size,
-        &exp.generate,
-    )?;
+    let out = generate(exp, cell, &*oracle, set)?;
     let e = metrics::extract(
         g.extractors[&r].as_ref(),
         &out,
@@ -314,14 +301,7 @@ fn evaluate_cell(
         ("retain", &g.splits.retain_eval),
         ("forget", &g.splits.forget_eval),
     ] {
-        let gen = generate(
-            model,
-            set,
-            cell.mask,
-            cell.seed,
-            exp.metrics.batch_size,
-            &exp.generate,
-        )?;
+        let gen = generate(exp, cell, model, set)?;
         if opts.samples {
             // Spread the samples over the set (it is ordered by class).
             let k = SAMPLES_PER_ROW.min(set.len());
