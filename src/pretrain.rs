@@ -3,10 +3,13 @@
 
 use crate::data::ImageSet;
 use crate::models::mage::{MageConfig, VqGan, VQ_PREFIX};
-use crate::models::{self, FamilyConfig, PretrainSpec, TokenizerPretrain, Weights};
+use crate::models::{
+    self, FamilyConfig, I2IModel, ModelInput, PretrainSpec, TokenizerPretrain, Weights,
+};
 use crate::nn::Mode;
 use crate::train::{AdamW, Sampler};
 use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::{Path, PathBuf};
 
@@ -51,7 +54,14 @@ pub fn pretrain(
     let model = models::build(cfg, &init, true, device)?;
     // Everything trains; the family decides weight decay, as for unlearning.
     let vars = crate::unlearn::trainer::trainable(&*model, crate::unlearn::Scope::Full);
+    let var_list: Vec<(String, Var)> = vars
+        .iter()
+        .map(|(n, v, _)| (n.clone(), v.clone()))
+        .collect();
     let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
+    let shards = (spec.shards > 1)
+        .then(|| Shards::new(spec.shards))
+        .transpose()?;
     let mut rng = crate::util::rng("pretrain", spec.seed);
     let mut sampler = Sampler::new(data.len());
     let mut last = f64::NAN;
@@ -69,19 +79,94 @@ pub fn pretrain(
             model.training_masks(&keys, &mut rng)?
         };
         let input = model.prepare(&batch.pixels, &mask, &mut rng)?;
-        let loss = model.training_loss(&input, &batch.pixels, Mode::Train)?;
-        last = loss.to_scalar::<f32>()? as f64;
+        let grads = if let Some(shards) = &shards {
+            let (loss, grads) = shards.gradient(&*model, &input, &var_list)?;
+            last = loss;
+            grads
+        } else {
+            let loss = model.training_loss(&input, &batch.pixels, Mode::Train)?;
+            last = loss.to_scalar::<f32>()? as f64;
+            loss.backward()?
+        };
         anyhow::ensure!(
             last.is_finite(),
             "pre-training loss is {last} at step {step}: lower pretrain.lr"
         );
-        opt.step(&loss.backward()?)?;
+        opt.step(&grads)?;
         on_step(offset + step, last);
     }
     // Frozen parts (a tokenizer) are not among the trained parameters: keep them from `init`.
     let mut out = init;
     out.extend(model.params().weights());
     Ok((out, last))
+}
+
+/// Computes a batch's loss and gradient as equal shards at the same time, each on a one-thread
+/// pool of its own: on small models whole shards per core beat splitting every op over the cores
+/// (their hand-offs cost more than the ops), and no shard's ops wait behind another's.
+pub struct Shards {
+    pools: Vec<rayon::ThreadPool>,
+}
+
+impl Shards {
+    pub fn new(n: usize) -> Result<Self> {
+        let pools = (0..n)
+            .map(|s| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("shard-{s}"))
+                    .build()
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Self { pools })
+    }
+
+    /// The whole batch's training loss and gradient: shard `s` contributes `(d_s / d) · loss_s`,
+    /// `d` being the loss's denominator ([`I2IModel::loss_denominator`]), so the sum is the
+    /// batch's loss. Shards are summed in their order, whatever their timing: the result does
+    /// not depend on the thread count.
+    pub fn gradient(
+        &self,
+        model: &dyn I2IModel,
+        input: &ModelInput,
+        vars: &[(String, Var)],
+    ) -> Result<(f64, GradStore)> {
+        let (n, shards) = (input.len(), self.pools.len());
+        anyhow::ensure!(
+            n % shards == 0,
+            "a batch of {n} does not split into {shards} shards"
+        );
+        let len = n / shards;
+        let total = model.loss_denominator(input);
+        let one = |s: usize| -> Result<(f64, GradStore)> {
+            let part = input.shard(s * len, len)?;
+            let loss = model.training_loss(&part, &part.pixels, Mode::Train)?;
+            let loss = (loss * (model.loss_denominator(&part) / total))?;
+            Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
+        };
+        let parts: Vec<Result<(f64, GradStore)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self.pools[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, pool)| scope.spawn(move || pool.install(|| one(i + 1))))
+                .collect();
+            let mut parts = vec![self.pools[0].install(|| one(0))];
+            parts.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a shard's thread panicked")),
+            );
+            parts
+        });
+        let mut parts = parts.into_iter();
+        let (mut loss, mut grads) = parts.next().expect("at least one shard")?;
+        for part in parts {
+            let (l, g) = part?;
+            loss += l;
+            crate::train::accumulate(&mut grads, &g, vars)?;
+        }
+        Ok((loss, grads))
+    }
 }
 
 /// Train MAGE's VQ tokenizer (the `vqgan.*` tensors of `weights`, replaced in place): a plain
@@ -215,4 +300,135 @@ pub fn load_cached(path: &Path, device: &Device) -> Result<Option<Weights>> {
                 path.display()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unlearn::{trainer::trainable, Scope};
+
+    /// Shards of a batch give the whole batch's loss and gradient, up to float rounding: the
+    /// families' loss denominators weigh each shard as its share of the batch.
+    fn shards_match_the_whole_batch(cfg: FamilyConfig) {
+        let dev = Device::Cpu;
+        let mut rng = crate::util::rng("shards-test", 0);
+        // Moved off the initialisation, whose zero convolutions (Palette) block gradients.
+        let weights: Weights = models::init_weights(&cfg, 1, &dev)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                let n = crate::util::normal_vec(&mut rng, v.elem_count());
+                let n = (Tensor::from_vec(n, v.shape(), &dev).unwrap() * 0.05).unwrap();
+                (k, (v + n).unwrap())
+            })
+            .collect();
+        let model = models::build(&cfg, &weights, true, &dev).unwrap();
+        let s = cfg.image_size();
+        let px: Vec<f32> = crate::util::normal_vec(&mut rng, 8 * 3 * s * s)
+            .into_iter()
+            .map(|v| (0.5 + 0.2 * v).clamp(0.0, 1.0))
+            .collect();
+        let pixels = Tensor::from_vec(px, (8, 3, s, s), &dev).unwrap();
+        let keys: Vec<u64> = (0..8).collect();
+        let mask = model.training_masks(&keys, &mut rng).unwrap();
+        let input = model.prepare(&pixels, &mask, &mut rng).unwrap();
+        let vars: Vec<(String, Var)> = trainable(&*model, Scope::Full)
+            .into_iter()
+            .map(|(n, v, _)| (n, v))
+            .collect();
+        let whole = model
+            .training_loss(&input, &input.pixels, Mode::Train)
+            .unwrap();
+        let whole_grads = whole.backward().unwrap();
+        let whole = whole.to_scalar::<f32>().unwrap() as f64;
+        for shards in [2, 4] {
+            let (loss, grads) = Shards::new(shards)
+                .unwrap()
+                .gradient(&*model, &input, &vars)
+                .unwrap();
+            assert!(
+                (loss - whole).abs() <= 1e-5 * whole.abs(),
+                "{shards} shards: loss {loss} vs {whole}"
+            );
+            // Gradients that are zero in exact arithmetic (the key bias under softmax) are
+            // rounding noise on both sides: measured against the largest gradient.
+            let mut global = 0f32;
+            for (_, v) in &vars {
+                if let Some(a) = whole_grads.get(v.as_tensor()) {
+                    global = global.max(a.abs().unwrap().max_all().unwrap().to_scalar().unwrap());
+                }
+            }
+            let mut compared = 0;
+            for (name, v) in &vars {
+                let (a, b) = (whole_grads.get(v.as_tensor()), grads.get(v.as_tensor()));
+                assert_eq!(
+                    a.is_some(),
+                    b.is_some(),
+                    "{shards} shards: gradient of {name}"
+                );
+                let (Some(a), Some(b)) = (a, b) else { continue };
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = crate::util::max_abs_diff(a, b).unwrap();
+                assert!(
+                    diff <= 1e-4 * scale + 1e-6 * global,
+                    "{shards} shards: gradient of {name} differs by {diff} (max {scale})"
+                );
+                compared += (scale > 0.0) as usize;
+            }
+            assert!(
+                compared > vars.len() / 2,
+                "only {compared} non-zero gradients"
+            );
+        }
+    }
+
+    #[test]
+    fn mae_shards_match_the_whole_batch() {
+        let cfg = crate::models::mae::MaeConfig {
+            image_size: 16,
+            patch_size: 4,
+            hidden_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            decoder_hidden_size: 16,
+            decoder_num_hidden_layers: 1,
+            decoder_num_attention_heads: 2,
+            decoder_intermediate_size: 32,
+            ..Default::default()
+        };
+        shards_match_the_whole_batch(FamilyConfig::Mae(cfg));
+    }
+
+    #[test]
+    fn mage_shards_match_the_whole_batch() {
+        let v = serde_json::json!({
+            "vqgan": {"embed_dim": 16, "n_embed": 16,
+                      "ddconfig": {"z_channels": 16, "resolution": 16, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1}},
+            "mage": {"img_size": 16, "patch_size": 2, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                     "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+        });
+        let cfg = MageConfig::from_yaml_value(&v).unwrap();
+        shards_match_the_whole_batch(FamilyConfig::Mage(cfg));
+    }
+
+    #[test]
+    fn palette_shards_match_the_whole_batch() {
+        let mut c = crate::models::palette::PaletteConfig::default();
+        c.unet.inner_channel = 32;
+        c.unet.channel_mults = vec![1, 2];
+        c.unet.attn_res = vec![2];
+        c.unet.num_head_channels = 16;
+        c.unet.res_blocks = 1;
+        c.unet.image_size = 8;
+        c.beta_schedule.train.n_timestep = 50;
+        c.beta_schedule.test.n_timestep = 50;
+        shards_match_the_whole_batch(FamilyConfig::Palette(c));
+    }
 }

@@ -66,6 +66,12 @@ pub struct PretrainSpec {
     /// changing the evaluation masks keeps the original model).
     pub task_masks: Vec<crate::masks::MaskSpec>,
     pub seed: u64,
+    /// Split each batch into this many equal shards whose gradients are computed at the same
+    /// time, one per thread, and summed: the whole batch's gradient up to float rounding, and
+    /// the same weights whatever the thread count. On small models this keeps both cores busy,
+    /// where splitting every op over threads leaves one mostly idle. 1 = the whole batch at once.
+    #[serde(skip_serializing_if = "is_one")]
+    pub shards: usize,
     /// The tokenizer's own pre-training, first (families with a tokenizer: MAGE).
     #[serde(skip_serializing_if = "TokenizerPretrain::is_default")]
     pub tokenizer: TokenizerPretrain,
@@ -127,9 +133,16 @@ impl Default for PretrainSpec {
             task_mask_share: 0.0,
             task_masks: vec![],
             seed: 0,
+            shards: 1,
             tokenizer: TokenizerPretrain::default(),
         }
     }
+}
+
+/// Pre-training keys leave `shards: 1` out, so the weights cached before the field existed keep
+/// their key.
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl PretrainSpec {
@@ -139,6 +152,15 @@ impl PretrainSpec {
         }
         if self.batch_size == 0 {
             return Err(("batch_size", "must be at least 1".into()));
+        }
+        if self.shards == 0 || self.batch_size % self.shards != 0 {
+            return Err((
+                "shards",
+                format!(
+                    "must be at least 1 and divide batch_size {}, got {}",
+                    self.batch_size, self.shards
+                ),
+            ));
         }
         self.validate_optim()?;
         if !(0.0..=1.0).contains(&self.task_mask_share) {

@@ -78,6 +78,21 @@ impl ModelInput {
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()
     }
+    /// Images `start .. start + len` (pixels, masks, and the per-step randomness, which is
+    /// batch-first in every family).
+    pub fn shard(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            pixels: self.pixels.narrow(0, start, len)?,
+            mask: BatchMask {
+                masks: self.mask.masks[start..start + len].to_vec(),
+            },
+            cond: self
+                .cond
+                .iter()
+                .map(|t| t.narrow(0, start, len))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
 }
 
 /// An encoder embedding: the tensors the paper's loss compares.
@@ -169,7 +184,7 @@ impl GenerateOptions {
 }
 
 /// The operations unlearning, training and evaluation need from a family.
-pub trait I2IModel {
+pub trait I2IModel: Send + Sync {
     fn config(&self) -> &FamilyConfig;
     /// Image side in pixels.
     fn image_size(&self) -> usize {
@@ -208,6 +223,10 @@ pub trait I2IModel {
     /// The family's training loss, the hidden region of `input` predicted toward `target`'s
     /// (`[B, 3, S, S]` in [0, 1]).
     fn training_loss(&self, input: &ModelInput, target: &Tensor, mode: Mode) -> Result<Tensor>;
+    /// What `training_loss` divides its sum by for `input` (hidden patches, masked tokens, or
+    /// elements), so that the losses of a batch's shards combine into the whole batch's:
+    /// `Σ_s (d_s / d) · loss_s`.
+    fn loss_denominator(&self, input: &ModelInput) -> f64;
     /// The training loss toward a random target (Noisy Label's forget term): by default toward
     /// the noise image `noise`; MAGE overrides with random tokens.
     fn random_target_loss(

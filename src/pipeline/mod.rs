@@ -27,7 +27,6 @@ use crate::progress::Progress;
 use crate::store::{self, GridManifest, Store};
 use anyhow::Result;
 use candle_core::Device;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -222,10 +221,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             }
         };
         let res = if opts.jobs > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(opts.jobs)
-                .build()?;
-            pool.install(|| (0..jobs.len()).into_par_iter().try_for_each(run_one))
+            run_on_workers(opts.jobs, jobs.len(), run_one)
         } else {
             (0..jobs.len()).try_for_each(run_one)
         };
@@ -285,5 +281,43 @@ impl Drop for Cleanup<'_> {
         if self.armed && empty("cells") && empty("unlearned") {
             std::fs::remove_dir_all(self.dir).ok();
         }
+    }
+}
+
+/// Runs `f(0)`, `f(1)`, … `f(n − 1)` on `workers` threads, each taking the next index in order
+/// and running it on a one-thread rayon pool of its own: a job's ops (candle's, ours) then never
+/// wait behind another job's, as they do when the jobs share one pool and steal each other's
+/// pieces. No new index is handed out after an error; the error of the lowest index is returned.
+fn run_on_workers(workers: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let errors = std::sync::Mutex::new(Vec::<(usize, anyhow::Error)>::new());
+    let work = || -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= n {
+                break;
+            }
+            if let Err(e) = pool.install(|| f(i)) {
+                failed.store(true, Ordering::SeqCst);
+                errors.lock().expect("errors lock").push((i, e));
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(n)).map(|_| scope.spawn(work)).collect();
+        for h in handles {
+            h.join().expect("an unlearning worker panicked")?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let mut errors = errors.into_inner().expect("errors lock");
+    errors.sort_by_key(|(i, _)| *i);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
 }

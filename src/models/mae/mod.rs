@@ -428,6 +428,14 @@ impl I2IModel for Mae {
         let logits = self.output(input, mode)?;
         self.patch_loss(&logits, target, &input.mask)
     }
+    fn loss_denominator(&self, input: &ModelInput) -> f64 {
+        input
+            .mask
+            .masks
+            .iter()
+            .map(|m| m.num_hidden())
+            .sum::<usize>() as f64
+    }
     /// One decoder pass; with `norm_pix_loss`, hidden patches are un-standardised with the
     /// statistics of the input's own patches, as transformers' examples do (a visualisation
     /// convention, not blind inpainting).

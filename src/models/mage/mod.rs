@@ -391,6 +391,14 @@ impl I2IModel for Mage {
             self.cfg.mage.label_smoothing,
         )
     }
+    fn loss_denominator(&self, input: &ModelInput) -> f64 {
+        input
+            .mask
+            .masks
+            .iter()
+            .map(|m| m.num_hidden())
+            .sum::<usize>() as f64
+    }
     /// Noisy Label's forget term as the official code: cross-entropy toward random tokens drawn
     /// from a normal with the batch's token mean and (unbiased) std, rounded and clamped to the
     /// codebook.

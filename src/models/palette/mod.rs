@@ -284,6 +284,9 @@ impl I2IModel for Palette {
         let x = self.net_input(input, signal)?;
         self.masked_noise_loss(input, &x, mode)
     }
+    fn loss_denominator(&self, input: &ModelInput) -> f64 {
+        input.pixels.elem_count() as f64
+    }
     /// Noisy Label's forget term as the official code: the hole of the noisy image is pure noise
     /// and the network is trained to predict that noise.
     fn random_target_loss(
