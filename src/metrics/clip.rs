@@ -145,13 +145,13 @@ impl ClipVision {
                 let l = v.pp("encoder").pp("layers").pp(i);
                 let a = l.pp("self_attn");
                 Ok(Layer {
-                    attn: SelfAttention {
-                        q: Linear::load(a.pp("q_proj"), h, h, true)?,
-                        k: Linear::load(a.pp("k_proj"), h, h, true)?,
-                        v: Linear::load(a.pp("v_proj"), h, h, true)?,
-                        out: Linear::load(a.pp("out_proj"), h, h, true)?,
-                        heads: cfg.num_attention_heads,
-                    },
+                    attn: SelfAttention::new(
+                        Linear::load_as_stored(a.pp("q_proj"), h, h, true)?,
+                        Linear::load_as_stored(a.pp("k_proj"), h, h, true)?,
+                        Linear::load_as_stored(a.pp("v_proj"), h, h, true)?,
+                        Linear::load(a.pp("out_proj"), h, h, true)?,
+                        cfg.num_attention_heads,
+                    ),
                     ln1: LayerNorm::load(l.pp("layer_norm1"), h, eps)?,
                     ln2: LayerNorm::load(l.pp("layer_norm2"), h, eps)?,
                     fc1: Linear::load(l.pp("mlp").pp("fc1"), h, inter, true)?,

@@ -48,12 +48,6 @@ impl SelfAttention {
                 },
             })
         };
-        Ok(Self {
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
-            out,
-            heads,
-        })
+        Ok(Self::new(part(0)?, part(1)?, part(2)?, out, heads))
     }
 }

@@ -34,7 +34,26 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A weight that tracks no gradient (a frozen model's) is stored transposed: the same
+    /// `[out, in]` tensor as a view of a contiguous `[in, out]` copy, so that the `x Wᵀ` of
+    /// [`Linear::forward`] hands gemm a contiguous right-hand side, which it multiplies faster
+    /// than the transposed view of the checkpoint's layout (docs/speed.md). The products are
+    /// the same.
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let mut l = Self::load_as_stored(vb, in_dim, out_dim, bias)?;
+        l.weight = frozen_layout(l.weight)?;
+        Ok(l)
+    }
+
+    /// In the checkpoint's layout whatever the weight: for projections that are only multiplied
+    /// fused with others (attention's q, k and v, see [`SelfAttention`]), where a transposed
+    /// copy would be memory spent for nothing.
+    pub fn load_as_stored(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = if bias {
             Some(vb.get(out_dim, "bias")?)
@@ -57,6 +76,16 @@ impl Linear {
         *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// `w` (`[out, in]`) as a view of its contiguous transpose when it tracks no gradient; as it is
+/// otherwise (a trained variable is updated in place, and must stay the tensor the optimiser
+/// holds).
+pub fn frozen_layout(w: Tensor) -> Result<Tensor> {
+    if w.track_op() || w.rank() != 2 {
+        return Ok(w);
+    }
+    Ok(w.t()?.contiguous()?.t()?)
 }
 
 /// LayerNorm over the last dimension.
@@ -169,15 +198,24 @@ pub struct SelfAttention {
     pub v: Linear,
     pub out: Linear,
     pub heads: usize,
+    /// The fused projection of frozen weights, built on first use.
+    frozen_qkv: std::sync::OnceLock<Linear>,
 }
 
 impl SelfAttention {
-    /// q, k and v in one matmul (the 1/√d scale folded into the query weights), split into heads
-    /// with a single copy.
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let hd = h / self.heads;
-        let scale = 1.0 / (hd as f64).sqrt();
+    pub fn new(q: Linear, k: Linear, v: Linear, out: Linear, heads: usize) -> Self {
+        Self {
+            q,
+            k,
+            v,
+            out,
+            heads,
+            frozen_qkv: Default::default(),
+        }
+    }
+
+    /// q, k and v as one projection, the 1/√d scale folded into the query rows.
+    fn fused_qkv(&self, scale: f64) -> Result<Linear> {
         let w = Tensor::cat(
             &[&(&self.q.weight * scale)?, &self.k.weight, &self.v.weight],
             0,
@@ -186,7 +224,29 @@ impl SelfAttention {
             (Some(bq), Some(bk), Some(bv)) => Some(Tensor::cat(&[&(bq * scale)?, bk, bv], 0)?),
             _ => None,
         };
-        let qkv = Linear { weight: w, bias }.forward(x)?;
+        Ok(Linear { weight: w, bias })
+    }
+
+    /// q, k and v in one matmul, split into heads with a single copy. Trained weights are fused
+    /// on every call (they change, and gradients flow through the fusion); frozen ones once, in
+    /// the layout of [`frozen_layout`].
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let frozen = [&self.q, &self.k, &self.v]
+            .iter()
+            .all(|l| !l.weight.track_op() && l.bias.as_ref().is_none_or(|b| !b.track_op()));
+        let qkv = if frozen {
+            if self.frozen_qkv.get().is_none() {
+                let mut l = self.fused_qkv(scale)?;
+                l.weight = frozen_layout(l.weight)?;
+                let _ = self.frozen_qkv.set(l);
+            }
+            self.frozen_qkv.get().expect("set above").forward(x)?
+        } else {
+            self.fused_qkv(scale)?.forward(x)?
+        };
         let qkv = qkv
             .reshape(vec![b, t, 3, self.heads, hd])?
             .permute(vec![2, 0, 3, 1, 4])?
@@ -252,6 +312,64 @@ mod tests {
         let g = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(w.as_tensor()).is_some());
         assert!(g.get(b.as_tensor()).is_some());
+    }
+
+    /// Frozen weights are multiplied from their contiguous transpose, trained ones from the
+    /// checkpoint layout: the same products, bit for bit, on the shapes of the tiny and the
+    /// base models (and the fused q/k/v of attention, built once when frozen).
+    #[test]
+    fn frozen_layout_gives_the_same_products() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [
+            (130, 64, 192),
+            (133, 768, 3072),
+            (197, 3072, 768),
+            (5, 16, 48),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.1, n, &dev).unwrap();
+            let trained = Linear {
+                weight: Var::from_tensor(&w).unwrap().as_tensor().clone(),
+                bias: Some(b.clone()),
+            };
+            let frozen = Linear {
+                weight: frozen_layout(w.clone()).unwrap(),
+                bias: Some(b),
+            };
+            assert!(!frozen.weight.is_contiguous() && frozen.weight.dims() == [n, k]);
+            let (a, f) = (trained.forward(&x).unwrap(), frozen.forward(&x).unwrap());
+            assert_eq!(
+                crate::util::max_abs_diff(&a, &f).unwrap(),
+                0.0,
+                "{m}x{k}x{n}"
+            );
+        }
+        let h = 64;
+        let lin = |var: bool| {
+            let w = Tensor::randn(0f32, 0.1, (h, h), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.1, h, &dev).unwrap();
+            move |frozen: bool| Linear {
+                weight: if frozen {
+                    frozen_layout(w.clone()).unwrap()
+                } else if var {
+                    Var::from_tensor(&w).unwrap().as_tensor().clone()
+                } else {
+                    w.clone()
+                },
+                bias: Some(b.clone()),
+            }
+        };
+        let (q, k, v, o) = (lin(true), lin(true), lin(true), lin(false));
+        let x = Tensor::randn(0f32, 1.0, (3, 17, h), &dev).unwrap();
+        let trained = SelfAttention::new(q(false), k(false), v(false), o(false), 4);
+        let frozen = SelfAttention::new(q(true), k(true), v(true), o(true), 4);
+        let a = trained.forward(&x, Mode::Infer).unwrap();
+        for _ in 0..2 {
+            let f = frozen.forward(&x, Mode::Infer).unwrap();
+            assert_eq!(crate::util::max_abs_diff(&a, &f).unwrap(), 0.0);
+        }
+        assert!(frozen.frozen_qkv.get().is_some() && trained.frozen_qkv.get().is_none());
     }
 
     #[test]

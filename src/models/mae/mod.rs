@@ -44,13 +44,13 @@ impl Layer {
         let att = vb.pp("attention");
         let a = att.pp("attention");
         Ok(Self {
-            attention: SelfAttention {
-                q: Linear::load(a.pp("query"), h, h, cfg.qkv_bias)?,
-                k: Linear::load(a.pp("key"), h, h, cfg.qkv_bias)?,
-                v: Linear::load(a.pp("value"), h, h, cfg.qkv_bias)?,
-                out: Linear::load(att.pp("output").pp("dense"), h, h, true)?,
+            attention: SelfAttention::new(
+                Linear::load_as_stored(a.pp("query"), h, h, cfg.qkv_bias)?,
+                Linear::load_as_stored(a.pp("key"), h, h, cfg.qkv_bias)?,
+                Linear::load_as_stored(a.pp("value"), h, h, cfg.qkv_bias)?,
+                Linear::load(att.pp("output").pp("dense"), h, h, true)?,
                 heads,
-            },
+            ),
             layernorm_before: LayerNorm::load(vb.pp("layernorm_before"), h, cfg.layer_norm_eps)?,
             layernorm_after: LayerNorm::load(vb.pp("layernorm_after"), h, cfg.layer_norm_eps)?,
             intermediate: Linear::load(vb.pp("intermediate").pp("dense"), h, inter, true)?,
