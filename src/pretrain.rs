@@ -59,8 +59,8 @@ pub fn pretrain(
         .map(|(n, v, _)| (n.clone(), v.clone()))
         .collect();
     let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
-    let shards = (spec.shards > 1)
-        .then(|| Shards::new(spec.shards))
+    let data_parallel = (spec.data_parallel > 1)
+        .then(|| DataParallel::new(spec.data_parallel))
         .transpose()?;
     let mut rng = crate::util::rng("pretrain", spec.seed);
     let mut sampler = Sampler::new(data.len());
@@ -79,8 +79,8 @@ pub fn pretrain(
             model.training_masks(&keys, &mut rng)?
         };
         let input = model.prepare(&batch.pixels, &mask, &mut rng)?;
-        let grads = if let Some(shards) = &shards {
-            let (loss, grads) = shards.gradient(&*model, &input, &var_list)?;
+        let grads = if let Some(dp) = &data_parallel {
+            let (loss, grads) = dp.gradient(&*model, &input, &var_list)?;
             last = loss;
             grads
         } else {
@@ -104,11 +104,11 @@ pub fn pretrain(
 /// Computes a batch's loss and gradient as equal shards at the same time, each on a one-thread
 /// pool of its own: on small models whole shards per core beat splitting every op over the cores
 /// (their hand-offs cost more than the ops), and no shard's ops wait behind another's.
-pub struct Shards {
+pub struct DataParallel {
     pools: Vec<rayon::ThreadPool>,
 }
 
-impl Shards {
+impl DataParallel {
     pub fn new(n: usize) -> Result<Self> {
         let pools = (0..n)
             .map(|s| {
@@ -139,7 +139,7 @@ impl Shards {
         let len = n / shards;
         let total = model.loss_denominator(input);
         let one = |s: usize| -> Result<(f64, GradStore)> {
-            let part = input.shard(s * len, len)?;
+            let part = input.slice(s * len, len)?;
             let loss = model.training_loss(&part, &part.pixels, Mode::Train)?;
             let loss = (loss * (model.loss_denominator(&part) / total))?;
             Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
@@ -342,7 +342,7 @@ mod tests {
         let whole_grads = whole.backward().unwrap();
         let whole = whole.to_scalar::<f32>().unwrap() as f64;
         for shards in [2, 4] {
-            let (loss, grads) = Shards::new(shards)
+            let (loss, grads) = DataParallel::new(shards)
                 .unwrap()
                 .gradient(&*model, &input, &vars)
                 .unwrap();

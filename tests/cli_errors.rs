@@ -110,8 +110,14 @@ fn semantic_errors_point_at_the_culprit() {
         "pretrain: {grad_clip: -1, steps: 15,",
     );
     check_error(&y, &["models[0].pretrain.grad_clip", "≥ 0"]);
-    let y = tiny_yaml("t", "").replace("pretrain: {steps: 15,", "pretrain: {shards: 3, steps: 15,");
-    check_error(&y, &["models[0].pretrain.shards", "divide batch_size"]);
+    let y = tiny_yaml("t", "").replace(
+        "pretrain: {steps: 15,",
+        "pretrain: {data_parallel: 3, steps: 15,",
+    );
+    check_error(
+        &y,
+        &["models[0].pretrain.data_parallel", "divide batch_size"],
+    );
     let y = tiny_yaml("t", "").replace(
         "domain: {steps: 15,",
         "domain: {weight_decay: .nan, steps: 15,",

@@ -2,7 +2,7 @@
 //! retain-set FID within 25% of the original model's while its forget-set FID at least doubles.
 //! Its report has the membership audit's AUC for every model and a bootstrap interval on every
 //! FID, IS, similarity and AUC (the oracle's row is tested on a smaller grid in
-//! tests/oracle_audit.rs). Runs the real quickstart (about 3 minutes on 2 cores).
+//! tests/oracle_audit.rs). Runs the real quickstart (about 2 minutes on 2 cores).
 
 mod common;
 use common::*;

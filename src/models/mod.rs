@@ -71,7 +71,7 @@ pub struct PretrainSpec {
     /// the same weights whatever the thread count. On small models this keeps both cores busy,
     /// where splitting every op over threads leaves one mostly idle. 1 = the whole batch at once.
     #[serde(skip_serializing_if = "is_one")]
-    pub shards: usize,
+    pub data_parallel: usize,
     /// The tokenizer's own pre-training, first (families with a tokenizer: MAGE).
     #[serde(skip_serializing_if = "TokenizerPretrain::is_default")]
     pub tokenizer: TokenizerPretrain,
@@ -133,7 +133,7 @@ impl Default for PretrainSpec {
             task_mask_share: 0.0,
             task_masks: vec![],
             seed: 0,
-            shards: 1,
+            data_parallel: 1,
             tokenizer: TokenizerPretrain::default(),
         }
     }
@@ -153,12 +153,12 @@ impl PretrainSpec {
         if self.batch_size == 0 {
             return Err(("batch_size", "must be at least 1".into()));
         }
-        if self.shards == 0 || self.batch_size % self.shards != 0 {
+        if self.data_parallel == 0 || self.batch_size % self.data_parallel != 0 {
             return Err((
-                "shards",
+                "data_parallel",
                 format!(
                     "must be at least 1 and divide batch_size {}, got {}",
-                    self.batch_size, self.shards
+                    self.batch_size, self.data_parallel
                 ),
             ));
         }

@@ -80,7 +80,7 @@ impl ModelInput {
     }
     /// Images `start .. start + len` (pixels, masks, and the per-step randomness, which is
     /// batch-first in every family).
-    pub fn shard(&self, start: usize, len: usize) -> Result<Self> {
+    pub fn slice(&self, start: usize, len: usize) -> Result<Self> {
         Ok(Self {
             pixels: self.pixels.narrow(0, start, len)?,
             mask: BatchMask {
