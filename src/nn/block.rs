@@ -29,9 +29,17 @@ pub struct PreNormBlock {
 }
 
 impl PreNormBlock {
+    /// `[B, T, H]` → `[B, T, H]`, the tokens handled as `[B·T, H]` rows inside (one reshape each
+    /// way instead of a pair around every linear layer).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let h = (self.attn.forward(&self.norm1.forward(x, mode)?, mode)? + x)?;
-        Ok((self.mlp.forward(&self.norm2.forward(&h, mode)?)? + h)?)
+        let (b, t, d) = x.dims3()?;
+        let x = x.reshape((b * t, d))?;
+        let h = (self
+            .attn
+            .forward_rows(&self.norm1.forward(&x, mode)?, b, t, mode)?
+            + x)?;
+        let y = (self.mlp.forward(&self.norm2.forward(&h, mode)?)? + h)?;
+        Ok(y.reshape((b, t, d))?)
     }
 }
 

@@ -63,18 +63,29 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// Over the last dimension of `x`; a 2-D `x` (rows) is multiplied as it is, higher ranks
+    /// are flattened to rows and back. Each reshape is an edge of the autograd graph, whose
+    /// backward pass candle pays with a zero tensor and an add, so blocks keep their tokens as
+    /// rows (see [`SelfAttention::forward_rows`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 2 {
+            return self.forward_rows(x);
+        }
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank ≥ 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = add_bias(&y, b)?;
-        }
+        let y = self.forward_rows(&x.reshape((rows, in_dim))?)?;
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
         Ok(y.reshape(out_dims)?)
+    }
+
+    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => add_bias(&y, b),
+            None => Ok(y),
+        }
     }
 }
 
@@ -232,6 +243,14 @@ impl SelfAttention {
     /// the layout of [`frozen_layout`].
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
+        let y = self.forward_rows(&x.reshape((b * t, h))?, b, t, mode)?;
+        Ok(y.reshape((b, t, h))?)
+    }
+
+    /// The same over `b` sequences of `t` tokens given as rows, `[b·t, H]` → `[b·t, H]`: what
+    /// a block calls, so that its linear layers need no reshapes.
+    pub fn forward_rows(&self, x: &Tensor, b: usize, t: usize, mode: Mode) -> Result<Tensor> {
+        let h = x.dim(1)?;
         let hd = h / self.heads;
         let scale = 1.0 / (hd as f64).sqrt();
         let frozen = [&self.q, &self.k, &self.v]
@@ -254,7 +273,7 @@ impl SelfAttention {
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let scores = q.matmul(&k.t()?)?;
         let probs = softmax_last(&scores, mode)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h))?;
         self.out.forward(&ctx)
     }
 }

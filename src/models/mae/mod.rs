@@ -59,17 +59,23 @@ impl Layer {
         })
     }
 
+    /// `[B, T, H]` → `[B, T, H]`, the tokens handled as `[B·T, H]` rows inside (see
+    /// `nn::Linear::forward`).
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let h = (self
-            .attention
-            .forward(&self.layernorm_before.forward(x, mode)?, mode)?
-            + x)?;
+        let (b, t, d) = x.dims3()?;
+        let x = x.reshape((b * t, d))?;
+        let h = (self.attention.forward_rows(
+            &self.layernorm_before.forward(&x, mode)?,
+            b,
+            t,
+            mode,
+        )? + x)?;
         let m = self.act.forward(
             &self
                 .intermediate
                 .forward(&self.layernorm_after.forward(&h, mode)?)?,
         )?;
-        Ok((self.output.forward(&m)? + h)?)
+        Ok((self.output.forward(&m)? + h)?.reshape((b, t, d))?)
     }
 }
 
