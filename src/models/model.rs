@@ -78,6 +78,21 @@ impl ModelInput {
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()
     }
+    /// Batches of images joined into one (pixels, masks and per-step randomness along the
+    /// batch).
+    pub fn concat(parts: &[ModelInput]) -> Result<Self> {
+        anyhow::ensure!(!parts.is_empty(), "no batch to join");
+        let cat = |ts: Vec<&Tensor>| Tensor::cat(&ts, 0);
+        Ok(Self {
+            pixels: cat(parts.iter().map(|p| &p.pixels).collect())?,
+            mask: BatchMask {
+                masks: parts.iter().flat_map(|p| p.mask.masks.clone()).collect(),
+            },
+            cond: (0..parts[0].cond.len())
+                .map(|i| cat(parts.iter().map(|p| &p.cond[i]).collect()))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
     /// Images `start .. start + len` (pixels, masks, and the per-step randomness, which is
     /// batch-first in every family).
     pub fn slice(&self, start: usize, len: usize) -> Result<Self> {
@@ -223,6 +238,18 @@ pub trait I2IModel: Send + Sync {
     /// The family's training loss, the hidden region of `input` predicted toward `target`'s
     /// (`[B, 3, S, S]` in [0, 1]).
     fn training_loss(&self, input: &ModelInput, target: &Tensor, mode: Mode) -> Result<Tensor>;
+    /// The training loss of every image of `input` on its own, toward its own pixels (what the
+    /// membership audit thresholds). By default one image at a time; a family whose batch rows do
+    /// not interact computes them in one pass, every value the one-image loss up to float rounding.
+    fn per_image_loss(&self, input: &ModelInput, mode: Mode) -> Result<Vec<f64>> {
+        (0..input.len())
+            .map(|i| {
+                let one = input.slice(i, 1)?;
+                let loss = self.training_loss(&one, &one.pixels, mode)?;
+                Ok(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+            })
+            .collect()
+    }
     /// What `training_loss` divides its sum by for `input` (hidden patches, masked tokens, or
     /// elements), so that the losses of a batch's shards combine into the whole batch's:
     /// `Σ_s (d_s / d) · loss_s`.

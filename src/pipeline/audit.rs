@@ -7,29 +7,37 @@ use crate::data::split::{Audit, AuditPair};
 use crate::data::ImageSet;
 use crate::masks::MaskSpec;
 use crate::metrics::MetricValue;
-use crate::models::I2IModel;
+use crate::models::{I2IModel, ModelInput};
 use crate::nn::Mode;
 use anyhow::Result;
 
 /// The family's training loss of every image of `set` on its own, under the evaluation mask
 /// `mask`. The family's per-batch randomness (a diffusion noise level and noise) comes from one
 /// stream per image id, so every model of a grid is scored on the same draws.
+/// Images are prepared one at a time and scored [`AUDIT_BATCH`] at a time
+/// ([`I2IModel::per_image_loss`]: each value is the image's own loss).
 pub fn losses(model: &dyn I2IModel, set: &ImageSet, mask: MaskSpec, seed: u64) -> Result<Vec<f64>> {
     let grid = model.mask_grid();
-    (0..set.len())
-        .map(|i| {
-            let one = set.slice(i, 1)?;
-            let m = mask.batch(
-                grid,
-                &crate::unlearn::trainer::mask_keys(&one.ids, seed, None),
-            )?;
-            let mut rng = crate::util::rng("audit", crate::util::mix(&[one.ids[0], seed]));
-            let input = model.prepare(&one.pixels, &m, &mut rng)?;
-            let loss = model.training_loss(&input, &one.pixels, Mode::Infer)?;
-            Ok(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(set.len());
+    for start in (0..set.len()).step_by(AUDIT_BATCH) {
+        let inputs = (start..set.len().min(start + AUDIT_BATCH))
+            .map(|i| {
+                let one = set.slice(i, 1)?;
+                let m = mask.batch(
+                    grid,
+                    &crate::unlearn::trainer::mask_keys(&one.ids, seed, None),
+                )?;
+                let mut rng = crate::util::rng("audit", crate::util::mix(&[one.ids[0], seed]));
+                model.prepare(&one.pixels, &m, &mut rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.extend(model.per_image_loss(&ModelInput::concat(&inputs)?, Mode::Infer)?);
+    }
+    Ok(out)
 }
+
+/// Images per pass of the audit's scoring.
+pub const AUDIT_BATCH: usize = 50;
 
 /// The audit's AUC on the forget and the retain classes, each with its bootstrap interval:
 /// `(set, value)` pairs for the cell's rows.
