@@ -390,45 +390,19 @@ mod tests {
 
     #[test]
     fn mae_shards_match_the_whole_batch() {
-        let cfg = crate::models::mae::MaeConfig {
-            image_size: 16,
-            patch_size: 4,
-            hidden_size: 16,
-            num_hidden_layers: 1,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            decoder_hidden_size: 16,
-            decoder_num_hidden_layers: 1,
-            decoder_num_attention_heads: 2,
-            decoder_intermediate_size: 32,
-            ..Default::default()
-        };
-        shards_match_the_whole_batch(FamilyConfig::Mae(cfg));
+        let (cfg, ..) = crate::selfcheck::tiny_setup(&Device::Cpu).unwrap();
+        shards_match_the_whole_batch(cfg);
     }
 
     #[test]
     fn mage_shards_match_the_whole_batch() {
-        let v = serde_json::json!({
-            "vqgan": {"embed_dim": 16, "n_embed": 16,
-                      "ddconfig": {"z_channels": 16, "resolution": 16, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1}},
-            "mage": {"img_size": 16, "patch_size": 2, "embed_dim": 16, "depth": 1, "num_heads": 2,
-                     "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
-        });
-        let cfg = MageConfig::from_yaml_value(&v).unwrap();
+        let (cfg, _) = crate::models::mage::tests::tiny();
         shards_match_the_whole_batch(FamilyConfig::Mage(cfg));
     }
 
     #[test]
     fn palette_shards_match_the_whole_batch() {
-        let mut c = crate::models::palette::PaletteConfig::default();
-        c.unet.inner_channel = 32;
-        c.unet.channel_mults = vec![1, 2];
-        c.unet.attn_res = vec![2];
-        c.unet.num_head_channels = 16;
-        c.unet.res_blocks = 1;
-        c.unet.image_size = 8;
-        c.beta_schedule.train.n_timestep = 50;
-        c.beta_schedule.test.n_timestep = 50;
-        shards_match_the_whole_batch(FamilyConfig::Palette(c));
+        let cfg = crate::models::palette::tests::tiny_cfg();
+        shards_match_the_whole_batch(FamilyConfig::Palette(cfg));
     }
 }

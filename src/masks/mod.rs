@@ -308,6 +308,10 @@ impl BatchMask {
     pub fn num_visible(&self) -> usize {
         self.num_patches() - self.masks[0].num_hidden()
     }
+    /// Hidden cells summed over the batch.
+    pub fn total_hidden(&self) -> usize {
+        self.masks.iter().map(|m| m.num_hidden()).sum()
+    }
     /// The first `r` images' masks and the rest.
     pub fn split_at(&self, r: usize) -> (Self, Self) {
         let (a, b) = self.masks.split_at(r);

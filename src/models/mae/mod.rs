@@ -449,12 +449,7 @@ impl I2IModel for Mae {
             .to_vec1::<f64>()?)
     }
     fn loss_denominator(&self, input: &ModelInput) -> f64 {
-        input
-            .mask
-            .masks
-            .iter()
-            .map(|m| m.num_hidden())
-            .sum::<usize>() as f64
+        input.mask.total_hidden() as f64
     }
     /// One decoder pass; with `norm_pix_loss`, hidden patches are un-standardised with the
     /// statistics of the input's own patches, as transformers' examples do (a visualisation
@@ -497,26 +492,13 @@ impl I2IModel for Mae {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{self, FamilyConfig};
+    use crate::models;
 
     /// The audit's batched per-image losses are the one-image losses, up to float rounding.
     #[test]
     fn per_image_losses_in_one_pass_equal_one_image_at_a_time() {
         let dev = Device::Cpu;
-        let cfg = FamilyConfig::Mae(MaeConfig {
-            image_size: 16,
-            patch_size: 4,
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            decoder_hidden_size: 16,
-            decoder_num_hidden_layers: 1,
-            decoder_num_attention_heads: 2,
-            decoder_intermediate_size: 32,
-            ..Default::default()
-        });
-        let w = models::init_weights(&cfg, 5, &dev).unwrap();
+        let (cfg, w, ..) = crate::selfcheck::tiny_setup(&dev).unwrap();
         let model = models::build(&cfg, &w, false, &dev).unwrap();
         let mut rng = crate::util::rng("per-image-test", 0);
         let px: Vec<f32> = crate::util::normal_vec(&mut rng, 7 * 3 * 16 * 16)

@@ -392,12 +392,7 @@ impl I2IModel for Mage {
         )
     }
     fn loss_denominator(&self, input: &ModelInput) -> f64 {
-        input
-            .mask
-            .masks
-            .iter()
-            .map(|m| m.num_hidden())
-            .sum::<usize>() as f64
+        input.mask.total_hidden() as f64
     }
     /// Noisy Label's forget term as the official code: cross-entropy toward random tokens drawn
     /// from a normal with the batch's token mean and (unbiased) std, rounded and clamped to the
@@ -500,7 +495,7 @@ impl I2IModel for Mage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::masks::MaskSpec;
 
@@ -551,7 +546,7 @@ mod tests {
         }
     }
 
-    fn tiny() -> (MageConfig, Mage) {
+    pub(crate) fn tiny() -> (MageConfig, Mage) {
         let v = serde_json::json!({
             "vqgan": {"embed_dim": 32, "n_embed": 16,
                       "ddconfig": {"z_channels": 32, "resolution": 16, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1}},

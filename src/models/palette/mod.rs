@@ -381,7 +381,7 @@ impl I2IModel for Palette {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn tiny_cfg() -> PaletteConfig {
