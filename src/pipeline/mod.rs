@@ -321,3 +321,37 @@ fn run_on_workers(workers: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sy
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run_on_workers;
+    use std::sync::Mutex;
+
+    /// Every job runs exactly once, each on a one-thread pool; the lowest failing job's error is
+    /// the run's, and no job is handed out after a failure is seen.
+    #[test]
+    fn workers_run_every_job_once_and_report_the_first_failure() {
+        let seen = Mutex::new(Vec::new());
+        run_on_workers(2, 9, |i| {
+            assert_eq!(rayon::current_num_threads(), 1);
+            seen.lock().unwrap().push(i);
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..9).collect::<Vec<_>>());
+
+        let started = Mutex::new(Vec::new());
+        let err = run_on_workers(2, 50, |i| {
+            started.lock().unwrap().push(i);
+            if i == 3 || i == 4 {
+                anyhow::bail!("job {i} failed");
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "job 3 failed");
+        assert!(started.into_inner().unwrap().len() < 50);
+    }
+}
