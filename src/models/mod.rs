@@ -139,7 +139,7 @@ impl Default for PretrainSpec {
     }
 }
 
-/// Pre-training keys leave `shards: 1` out, so the weights cached before the field existed keep
+/// Pre-training keys leave `data_parallel: 1` out, so the weights cached before the field existed keep
 /// their key.
 fn is_one(n: &usize) -> bool {
     *n == 1

@@ -14,6 +14,7 @@ use anyhow::Result;
 /// The family's training loss of every image of `set` on its own, under the evaluation mask
 /// `mask`. The family's per-batch randomness (a diffusion noise level and noise) comes from one
 /// stream per image id, so every model of a grid is scored on the same draws.
+///
 /// Images are prepared one at a time and scored [`AUDIT_BATCH`] at a time
 /// ([`I2IModel::per_image_loss`]: each value is the image's own loss).
 pub fn losses(model: &dyn I2IModel, set: &ImageSet, mask: MaskSpec, seed: u64) -> Result<Vec<f64>> {

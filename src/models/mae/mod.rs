@@ -358,10 +358,22 @@ impl Mae {
 
     /// MSE over the hidden patches (transformers' `forward_loss`).
     pub fn patch_loss(&self, logits: &Tensor, target: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+        let (errors, m) = self.hidden_patch_errors(logits, target, mask)?;
+        Ok((errors.sum_all()? / m.sum_all()?.to_scalar::<f32>()? as f64)?)
+    }
+
+    /// Each patch's mean squared error, zero where the patch is visible, `[B, N]`; and the
+    /// hidden-patch mask `[B, N]`.
+    fn hidden_patch_errors(
+        &self,
+        logits: &Tensor,
+        target: &Tensor,
+        mask: &BatchMask,
+    ) -> Result<(Tensor, Tensor)> {
         let t = self.target_patches(target)?;
         let per_patch = (logits - t)?.sqr()?.mean(D::Minus1)?;
         let m = mask.patch_mask(logits.device())?;
-        Ok(((per_patch * &m)?.sum_all()? / m.sum_all()?.to_scalar::<f32>()? as f64)?)
+        Ok(((per_patch * &m)?, m))
     }
 
     /// Logits → image on the [0, 1] scale. With `norm_pix_loss`, patches are un-standardised with
@@ -439,10 +451,8 @@ impl I2IModel for Mae {
     /// count are the one-image ones), up to the rounding of the batch's matrix products.
     fn per_image_loss(&self, input: &ModelInput, mode: Mode) -> Result<Vec<f64>> {
         let logits = self.output(input, mode)?;
-        let t = self.target_patches(&input.pixels)?;
-        let per_patch = (logits - t)?.sqr()?.mean(D::Minus1)?;
-        let m = input.mask.patch_mask(per_patch.device())?;
-        let sums = (per_patch * &m)?.sum(D::Minus1)?;
+        let (errors, _) = self.hidden_patch_errors(&logits, &input.pixels, &input.mask)?;
+        let sums = errors.sum(D::Minus1)?;
         let hidden = input.mask.masks[0].num_hidden() as f32;
         Ok((sums / hidden as f64)?
             .to_dtype(candle_core::DType::F64)?
