@@ -5,6 +5,9 @@
 //!   cargo run --release --example mae_bench -- --size base --batch 8 --iters 3 --what forward
 //!   cargo run --release --example mae_bench -- --size large --batch 4 --iters 1 --what unlearn
 //!
+//! On a CPU the forward runs the batch as one shard per rayon thread, each on a core of its own,
+//! as `inpaint` does (`--shards 1`: every op split over the threads instead).
+//!
 //! `--device cuda` (a `--features cuda` build) times the same on the first GPU; the GPU's memory
 //! is then read by tools/gpu/check.sh with nvidia-smi (peak_rss_mib is the host's).
 
@@ -46,13 +49,31 @@ fn main() -> anyhow::Result<()> {
     let keys: Vec<u64> = (0..batch as u64).collect();
     let m = mask.batch(cfg.grid(), &keys)?;
     let threads = candle_core::utils::get_num_threads();
+    let default_shards = if dev.is_cpu() {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let shards: usize = arg("--shards", &default_shards.to_string()).parse()?;
+    let shards = i2i_unlearn::parallel::Shards::new(shards)?;
     let (secs, per) = match what.as_str() {
         "forward" => {
-            teacher.predict(&x, &m)?; // warm-up
+            // As `inpaint` runs it on a CPU: the batch in one shard per thread.
+            let forward = || -> anyhow::Result<()> {
+                if shards.len() == 1 {
+                    teacher.predict(&x, &m)?;
+                    return Ok(());
+                }
+                shards.map(batch, |_, r| {
+                    teacher.predict(&x.narrow(0, r.start, r.len())?, &m.slice(r.start, r.len()))
+                })?;
+                Ok(())
+            };
+            forward()?; // warm-up
             dev.synchronize()?;
             let t = Instant::now();
             for _ in 0..iters {
-                teacher.predict(&x, &m)?;
+                forward()?;
             }
             dev.synchronize()?;
             (t.elapsed().as_secs_f64() / iters as f64, batch)
@@ -100,7 +121,8 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("--what forward|unlearn, got {other}"),
     };
     println!(
-        "{{\"impl\": \"i2i-unlearn (candle)\", \"size\": \"{size}\", \"what\": \"{what}\", \"batch\": {batch}, \"threads\": {threads}, \"seconds_per_iter\": {secs:.4}, \"images_per_s\": {:.3}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"impl\": \"i2i-unlearn (candle)\", \"size\": \"{size}\", \"what\": \"{what}\", \"batch\": {batch}, \"threads\": {threads}, \"shards\": {}, \"seconds_per_iter\": {secs:.4}, \"images_per_s\": {:.3}, \"peak_rss_mib\": {:.0}}}",
+        shards.len(),
         per as f64 / secs,
         peak_rss_mib()
     );

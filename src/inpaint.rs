@@ -31,8 +31,14 @@ pub fn load_model(
     device: &Device,
 ) -> Result<(Box<dyn I2IModel>, String, String)> {
     let hub = crate::hub::Hub::from_env()?;
-    let p = models::load_pretrained(family, spec, Some(&hub), device)?;
-    let sha = p.checkpoint.sha256()?;
+    let ck = models::resolve_checkpoint(family, spec, Some(&hub))?;
+    // The hash reads the file on one core while the other copies its tensors out.
+    let (p, sha) = std::thread::scope(|s| {
+        let sha = s.spawn(|| ck.sha256());
+        let p = models::load_resolved(family, ck.clone(), device);
+        (p, sha.join().expect("the hashing thread panicked"))
+    });
+    let (p, sha) = (p?, sha?);
     Ok((
         models::build(&p.config, &p.weights, false, device)?,
         sha,
@@ -68,6 +74,8 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
     ));
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bar = p.bar(files.len() as u64, "inpaint");
+    // Each batch as one shard per thread, each shard on a core of its own (the same outputs).
+    let shards = crate::parallel::Shards::per_thread()?;
     let mut saved: HashMap<&str, Vec<Tensor>> = HashMap::new();
     let mut names: Vec<String> = vec![];
     let mut skipped = vec![];
@@ -99,13 +107,21 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
         // A second bar over the sampling steps of this batch, for families that sample in
         // steps (diffusion: up to 2000 network passes per batch).
         let mut steps_bar: Option<crate::progress::Bar> = None;
-        let out = model.generate(&x, &m, &mut rngs, &a.generate, &mut |_, total| {
-            if total > 1 {
-                steps_bar
-                    .get_or_insert_with(|| p.bar(total as u64, "sampling steps"))
-                    .inc(1);
-            }
-        })?;
+        let out = models::generate_in_shards(
+            model.as_ref(),
+            &shards,
+            &x,
+            &m,
+            &mut rngs,
+            &a.generate,
+            &mut |_, total| {
+                if total > 1 {
+                    steps_bar
+                        .get_or_insert_with(|| p.bar(total as u64, "sampling steps"))
+                        .inc(1);
+                }
+            },
+        )?;
         if let Some(b) = steps_bar {
             b.finish_and_clear();
         }

@@ -102,23 +102,17 @@ pub fn pretrain(
 }
 
 /// Computes a batch's loss and gradient as equal shards at the same time, each on a one-thread
-/// pool of its own: on small models whole shards per core beat splitting every op over the cores
-/// (their hand-offs cost more than the ops), and no shard's ops wait behind another's.
+/// pool of its own ([`crate::parallel::Shards`]): on small models whole shards per core beat
+/// splitting every op over the cores (their hand-offs cost more than the ops).
 pub struct DataParallel {
-    pools: Vec<rayon::ThreadPool>,
+    shards: crate::parallel::Shards,
 }
 
 impl DataParallel {
     pub fn new(n: usize) -> Result<Self> {
-        let pools = (0..n)
-            .map(|s| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(move |_| format!("shard-{s}"))
-                    .build()
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(Self { pools })
+        Ok(Self {
+            shards: crate::parallel::Shards::new(n)?,
+        })
     }
 
     /// The whole batch's training loss and gradient: shard `s` contributes `(d_s / d) · loss_s`,
@@ -131,37 +125,21 @@ impl DataParallel {
         input: &ModelInput,
         vars: &[(String, Var)],
     ) -> Result<(f64, GradStore)> {
-        let (n, shards) = (input.len(), self.pools.len());
+        let (n, shards) = (input.len(), self.shards.len());
         anyhow::ensure!(
             n % shards == 0,
             "a batch of {n} does not split into {shards} shards"
         );
-        let len = n / shards;
         let total = model.loss_denominator(input);
-        let one = |s: usize| -> Result<(f64, GradStore)> {
-            let part = input.slice(s * len, len)?;
+        let parts = self.shards.map(n, |_, r| -> Result<(f64, GradStore)> {
+            let part = input.slice(r.start, r.len())?;
             let loss = model.training_loss(&part, &part.pixels, Mode::Train)?;
             let loss = (loss * (model.loss_denominator(&part) / total))?;
             Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
-        };
-        let parts: Vec<Result<(f64, GradStore)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self.pools[1..]
-                .iter()
-                .enumerate()
-                .map(|(i, pool)| scope.spawn(move || pool.install(|| one(i + 1))))
-                .collect();
-            let mut parts = vec![self.pools[0].install(|| one(0))];
-            parts.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a shard's thread panicked")),
-            );
-            parts
-        });
+        })?;
         let mut parts = parts.into_iter();
-        let (mut loss, mut grads) = parts.next().expect("at least one shard")?;
-        for part in parts {
-            let (l, g) = part?;
+        let (mut loss, mut grads) = parts.next().expect("at least one shard");
+        for (l, g) in parts {
             loss += l;
             crate::train::accumulate(&mut grads, &g, vars)?;
         }

@@ -317,6 +317,12 @@ impl BatchMask {
         let (a, b) = self.masks.split_at(r);
         (Self { masks: a.to_vec() }, Self { masks: b.to_vec() })
     }
+    /// Images `start .. start + len`'s masks.
+    pub fn slice(&self, start: usize, len: usize) -> Self {
+        Self {
+            masks: self.masks[start..start + len].to_vec(),
+        }
+    }
     /// The first `n` images' masks.
     pub fn head(&self, n: usize) -> Self {
         Self {

@@ -7,8 +7,10 @@ pub mod mae;
 pub mod mage;
 pub mod model;
 pub mod palette;
+pub mod sharded;
 
 pub use model::{Embedding, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
+pub use sharded::generate_in_shards;
 
 use crate::locate::Seg;
 use crate::weights::checkpoint;
@@ -472,7 +474,15 @@ pub fn load_pretrained(
     hub: Option<&crate::hub::Hub>,
     device: &Device,
 ) -> Result<Pretrained> {
-    let ck = resolve_checkpoint(family, spec, hub)?;
+    load_resolved(family, resolve_checkpoint(family, spec, hub)?, device)
+}
+
+/// [`load_pretrained`] of a checkpoint already resolved.
+pub fn load_resolved(
+    family: FamilyName,
+    ck: checkpoint::Checkpoint,
+    device: &Device,
+) -> Result<Pretrained> {
     let config = checkpoint_config(family, &ck)?;
     let (weights, layout) = load_checkpoint(&config, &ck, device)?;
     Ok(Pretrained {

@@ -98,9 +98,7 @@ impl ModelInput {
     pub fn slice(&self, start: usize, len: usize) -> Result<Self> {
         Ok(Self {
             pixels: self.pixels.narrow(0, start, len)?,
-            mask: BatchMask {
-                masks: self.mask.masks[start..start + len].to_vec(),
-            },
+            mask: self.mask.slice(start, len),
             cond: self
                 .cond
                 .iter()

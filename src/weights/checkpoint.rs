@@ -393,15 +393,23 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, candle_
         super::torch_legacy::read(&bytes, device)
             .with_context(|| format!("reading legacy torch file {}", path.display()))
     } else {
-        Ok(candle_core::safetensors::load(path, device)
-            .with_context(|| {
-                format!(
-                    "reading {} (neither safetensors nor a torch file)",
-                    path.display()
-                )
-            })?
+        let what = || {
+            format!(
+                "reading {} (neither safetensors nor a torch file)",
+                path.display()
+            )
+        };
+        // SAFETY: the map lives until every tensor is copied out of it below; the file changing
+        // under it meanwhile is the one risk memmap2 names, as for any reader of a file in use.
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.with_context(what)?;
+        st.tensors()
             .into_iter()
-            .collect())
+            .map(|(name, view)| {
+                use candle_core::safetensors::Load;
+                Ok((name, view.load(device).with_context(what)?))
+            })
+            .collect()
     }
 }
 
