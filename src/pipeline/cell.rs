@@ -509,14 +509,7 @@ mod tests {
                 &mut |_, _| steps += 1,
             )
             .unwrap();
-            let diff = (whole - shards)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::util::max_abs_diff(&whole, &shards).unwrap();
             // MAE's matrix products round a few values by their row count (measured: 1.2e-7);
             // Palette and MAGE came out bit for bit the same.
             assert!(diff <= 1e-6, "{diff}: {}", model.describe_generation(&opts));
