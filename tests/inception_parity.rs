@@ -244,6 +244,21 @@ fn pytorch_fid_mode_features_and_fid_match() {
         rel(f, want)
     );
     assert!(rel(f, want) < 1e-3);
+    // On a CPU a batch runs as one shard per thread: the features must not depend on how many.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let f1 = one.install(|| ex.run_rgb(&a[..7]).unwrap().features);
+    let f3 = three.install(|| ex.run_rgb(&a[..7]).unwrap().features);
+    assert!(
+        f1 == f3 && f1[..] == fa[..f1.len()],
+        "features depend on the thread count"
+    );
     for (dims, key) in [
         (64, "pf_feat64_A"),
         (192, "pf_feat192_A"),

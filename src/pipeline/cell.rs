@@ -197,8 +197,6 @@ fn image_rngs(ids: &[u64], seed: u64) -> Vec<rand_chacha::ChaCha8Rng> {
 fn generate(exp: &Experiment, cell: &Cell, model: &dyn I2IModel, set: &ImageSet) -> Result<Tensor> {
     let (mask, seed, batch, opts) = (cell.mask, cell.seed, exp.metrics.batch_size, &exp.generate);
     let grid = model.mask_grid();
-    // A shard per thread of the calling pool: one (a plain call) inside an unlearning worker.
-    let shards = crate::parallel::Shards::per_thread()?;
     let mut outs = vec![];
     let mut start = 0;
     while start < set.len() {
@@ -206,15 +204,7 @@ fn generate(exp: &Experiment, cell: &Cell, model: &dyn I2IModel, set: &ImageSet)
         let part = set.slice(start, b)?;
         let m = mask.batch(grid, &trainer::mask_keys(&part.ids, seed, None))?;
         let mut rngs = image_rngs(&part.ids, seed);
-        outs.push(models::generate_in_shards(
-            model,
-            &shards,
-            &part.pixels,
-            &m,
-            &mut rngs,
-            opts,
-            &mut |_, _| {},
-        )?);
+        outs.push(model.generate(&part.pixels, &m, &mut rngs, opts, &mut |_, _| {})?);
         start += b;
     }
     Ok(Tensor::cat(&outs, 0)?)
@@ -460,62 +450,4 @@ fn evaluate_cell(
                 .unwrap_or(0),
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::masks::MaskSpec;
-    use crate::models::{self, FamilyConfig, GenerateOptions, I2IModel};
-    use crate::parallel::Shards;
-    use candle_core::{Device, Tensor};
-
-    /// Every family generates each image from its own pixels, mask and stream: shards of the
-    /// batch give the batch's outputs, up to float rounding.
-    #[test]
-    fn generation_in_shards_equals_the_whole_batch() {
-        let dev = Device::Cpu;
-        let (mae, w, ..) = crate::selfcheck::tiny_setup(&dev).unwrap();
-        let palette = FamilyConfig::Palette(models::palette::tests::tiny_cfg());
-        let pw = models::init_weights(&palette, 1, &dev).unwrap();
-        let (mage, _) = models::mage::tests::tiny();
-        let mage = FamilyConfig::Mage(mage);
-        let gw = models::init_weights(&mage, 2, &dev).unwrap();
-        let opts = GenerateOptions {
-            steps: Some(3),
-            ..Default::default()
-        };
-        for (cfg, w) in [(mae, w), (palette, pw), (mage, gw)] {
-            let model: Box<dyn I2IModel> = models::build(&cfg, &w, false, &dev).unwrap();
-            let (n, s) = (5, model.image_size());
-            let pixels = Tensor::rand(0f32, 1.0, (n, 3, s, s), &dev).unwrap();
-            let keys: Vec<u64> = (0..n as u64).collect();
-            let mask = MaskSpec::Center {
-                k: model.mask_grid() / 2,
-            }
-            .batch(model.mask_grid(), &keys)
-            .unwrap();
-            let rngs = || -> Vec<_> { keys.iter().map(|&k| crate::util::rng("t", k)).collect() };
-            let whole = model
-                .generate(&pixels, &mask, &mut rngs(), &opts, &mut |_, _| {})
-                .unwrap();
-            let mut steps = 0;
-            let shards = models::generate_in_shards(
-                model.as_ref(),
-                &Shards::new(3).unwrap(),
-                &pixels,
-                &mask,
-                &mut rngs(),
-                &opts,
-                &mut |_, _| steps += 1,
-            )
-            .unwrap();
-            let diff = crate::util::max_abs_diff(&whole, &shards).unwrap();
-            // MAE's matrix products round a few values by their row count (measured: 1.2e-7);
-            // Palette and MAGE came out bit for bit the same.
-            assert!(diff <= 1e-6, "{diff}: {}", model.describe_generation(&opts));
-            if matches!(cfg, FamilyConfig::Palette(_)) {
-                assert_eq!(steps, 3, "the first shard's sampling steps are reported");
-            }
-        }
-    }
 }

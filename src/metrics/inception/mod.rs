@@ -212,7 +212,38 @@ impl InceptionExtractor {
         self.run_prepared(prepared)
     }
 
+    /// On a CPU the batch runs as one shard per thread of the calling pool, each shard on a core
+    /// of its own ([`crate::parallel::Shards`]): every image's features are its own, and whole
+    /// images per core beat splitting every layer over the cores (the thin first layers and the
+    /// 8 × 8 ones above all).
     fn run_prepared(&self, prepared: Vec<Vec<f32>>) -> Result<HostOut> {
+        let shards = if self.device.is_cpu() {
+            crate::parallel::Shards::per_thread()?
+        } else {
+            crate::parallel::Shards::new(1)?
+        };
+        if shards.ranges(prepared.len()).len() <= 1 {
+            return self.run_shard(&prepared);
+        }
+        let parts = shards.map(prepared.len(), |_, r| self.run_shard(&prepared[r]))?;
+        let join = |get: fn(&HostOut) -> Option<&Vec<f32>>| -> Option<Vec<f32>> {
+            parts
+                .iter()
+                .map(|p| get(p).map(|v| v.as_slice()))
+                .collect::<Option<Vec<&[f32]>>>()
+                .map(|v| v.concat())
+        };
+        Ok(HostOut {
+            features: parts
+                .iter()
+                .flat_map(|p| p.features.iter().copied())
+                .collect(),
+            logits_unbiased: join(|p| p.logits_unbiased.as_ref()),
+            logits: join(|p| p.logits.as_ref()),
+        })
+    }
+
+    fn run_shard(&self, prepared: &[Vec<f32>]) -> Result<HostOut> {
         let n = prepared.len();
         let x = Tensor::from_vec(prepared.concat(), (n, 3, 299, 299), &self.device)?;
         let out = self.net.forward(&x, self.dims)?;
