@@ -1,6 +1,7 @@
 //! The CPU backend of the staged InceptionV3 ([`super::net`]): activations in NHWC (channels
 //! last), each convolution as im2col with contiguous channel copies plus one `gemm` call that
-//! writes the output already in NHWC with bias and ReLU fused, pools as channel-contiguous loops.
+//! writes the output already in NHWC with bias and ReLU fused (the stride-1 3 × 3 ones by
+//! Winograd F(2×2, 3×3), [`super::winograd`]), pools as channel-contiguous loops.
 //!
 //! candle's CPU conv2d builds its im2col tiles with strided single-element writes and scatters
 //! the result back to NCHW; on InceptionV3 that took 62% of the time. Same maths, same weights
@@ -35,6 +36,8 @@ pub struct CpuConv {
     co: usize,
     stride: usize,
     pad: (usize, usize),
+    /// The same convolution by Winograd F(2×2, 3×3), for the stride-1 3 × 3 ones.
+    winograd: Option<super::winograd::Winograd3x3>,
 }
 
 impl CpuConv {
@@ -58,6 +61,8 @@ impl CpuConv {
                 }
             }
         }
+        let winograd = (kh == 3 && kw == 3 && stride == 1)
+            .then(|| super::winograd::Winograd3x3::new(&w, bias.clone(), ci, co, pad));
         Self {
             w,
             b: bias,
@@ -67,7 +72,14 @@ impl CpuConv {
             co,
             stride,
             pad,
+            winograd,
         }
+    }
+
+    /// Weights `[kh·kw·ci, co]` row-major.
+    #[cfg(test)]
+    pub(super) fn weights(&self) -> &[f32] {
+        &self.w
     }
 
     /// From a folded convolution of the staged description.
@@ -98,6 +110,14 @@ impl CpuConv {
     }
 
     pub fn forward(&self, x: &Act) -> Act {
+        match &self.winograd {
+            Some(w) => w.forward(x),
+            None => self.im2col_forward(x),
+        }
+    }
+
+    /// The convolution as im2col and one `gemm`.
+    pub(super) fn im2col_forward(&self, x: &Act) -> Act {
         assert_eq!(x.c, self.ci, "input channels");
         let (ph, pw) = self.pad;
         let ho = (x.h + 2 * ph - self.kh) / self.stride + 1;
