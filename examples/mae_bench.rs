@@ -49,13 +49,10 @@ fn main() -> anyhow::Result<()> {
     let keys: Vec<u64> = (0..batch as u64).collect();
     let m = mask.batch(cfg.grid(), &keys)?;
     let threads = candle_core::utils::get_num_threads();
-    let default_shards = if dev.is_cpu() {
-        rayon::current_num_threads()
-    } else {
-        1
+    let shards = match arg("--shards", "") {
+        n if n.is_empty() => i2i_unlearn::parallel::Shards::for_device(&dev)?,
+        n => i2i_unlearn::parallel::Shards::new(n.parse()?)?,
     };
-    let shards: usize = arg("--shards", &default_shards.to_string()).parse()?;
-    let shards = i2i_unlearn::parallel::Shards::new(shards)?;
     let (secs, per) = match what.as_str() {
         "forward" => {
             // As `inpaint` runs it on a CPU: the batch in one shard per thread.

@@ -74,9 +74,9 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
     ));
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bar = p.bar(files.len() as u64, "inpaint");
-    // Each batch as one shard per thread, each shard on a core of its own: every image's output
-    // is its own (see `models::generate_in_shards`).
-    let shards = crate::parallel::Shards::per_thread()?;
+    // On a CPU each batch as one shard per thread, each shard on a core of its own: every
+    // image's output is its own (see `models::generate_in_shards`). A GPU takes it whole.
+    let shards = crate::parallel::Shards::for_device(&a.device)?;
     let mut saved: HashMap<&str, Vec<Tensor>> = HashMap::new();
     let mut names: Vec<String> = vec![];
     let mut skipped = vec![];

@@ -32,6 +32,16 @@ impl Shards {
         Self::new(rayon::current_num_threads())
     }
 
+    /// [`Shards::per_thread`] on a CPU; one shard (the plain call) on a GPU, which takes a batch
+    /// whole.
+    pub fn for_device(device: &candle_core::Device) -> Result<Self> {
+        if device.is_cpu() {
+            Self::per_thread()
+        } else {
+            Self::new(1)
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.pools.len()
     }

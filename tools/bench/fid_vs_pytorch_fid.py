@@ -3,8 +3,8 @@
 
   /path/to/venv/bin/python tools/bench/fid_vs_pytorch_fid.py --a DIR_A --b DIR_B --threads 2
 
-1. Inception throughput: pytorch-fid's `calculate_fid_given_paths` (batch 50, CPU, no worker
-   processes) against `i2i-unlearn fid A B` on the same folders, with the same (random) weights:
+1. Inception throughput: pytorch-fid's `calculate_fid_given_paths` (batch 50, CPU, data-loader
+   worker processes as its command line picks them: min(CPUs, 8); --ref-workers) against `i2i-unlearn fid A B` on the same folders, with the same (random) weights:
    pytorch-fid's FID network is built as it builds it, its state dict saved as safetensors and
    given to i2i-unlearn with --weights. Wall time of each whole command; images/s = images / s.
 2. The Fréchet distance of 2048-d statistics: two .npz files (mu, sigma of 4096 random 2048-d
@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--b", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "target"))
+    # `python -m pytorch_fid` uses min(available CPUs, 8) loader processes unless told otherwise.
+    ap.add_argument("--ref-workers", type=int, default=min(len(os.sched_getaffinity(0)), 8))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -59,7 +61,7 @@ def main():
     pi.load_state_dict_from_url = fake_download
     n_images = sum(len([f for f in fs if f.lower().endswith((".png", ".jpg", ".jpeg"))]) for d in (a.a, a.b) for _, _, fs in os.walk(d))
     t = time.perf_counter()
-    ref_fid = fid_score.calculate_fid_given_paths([a.a, a.b], 50, "cpu", 2048, num_workers=0)
+    ref_fid = fid_score.calculate_fid_given_paths([a.a, a.b], 50, "cpu", 2048, num_workers=a.ref_workers)
     t_ref = time.perf_counter() - t
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,7 @@ def main():
 
     model, cpus, isa = cpu_line()
     print(f"CPU: {model} ({cpus} logical CPUs; {', '.join(isa)})")
-    print(f"{a.threads} threads each side (torch.set_num_threads, RAYON_NUM_THREADS), torch {torch.__version__}, pytorch-fid 0.3.0")
+    print(f"{a.threads} threads each side (torch.set_num_threads, RAYON_NUM_THREADS), torch {torch.__version__}, pytorch-fid 0.3.0 with {a.ref_workers} loader processes")
     print(f"FID of two folders ({n_images} images), whole command:")
     print(f"  pytorch-fid  {t_ref:8.2f} s  {n_images / t_ref:7.2f} img/s  FID {ref_fid:.6f}")
     print(f"  i2i-unlearn  {t_ours:8.2f} s  {n_images / t_ours:7.2f} img/s  FID {ours_fid:.6f}  speed-up {t_ref / t_ours:.2f}x")

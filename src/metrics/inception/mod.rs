@@ -218,11 +218,7 @@ impl InceptionExtractor {
     /// images per core beat splitting every layer over the cores (the thin first layers and the
     /// 8 × 8 ones above all).
     fn run_prepared(&self, prepared: Vec<Vec<f32>>) -> Result<HostOut> {
-        let shards = if self.device.is_cpu() {
-            crate::parallel::Shards::per_thread()?
-        } else {
-            crate::parallel::Shards::new(1)?
-        };
+        let shards = crate::parallel::Shards::for_device(&self.device)?;
         if shards.ranges(prepared.len()).len() <= 1 {
             return self.run_shard(&prepared);
         }
