@@ -187,30 +187,7 @@ impl candle_core::CustomOp2 for Conv2dOp {
         for (xi, yi) in x.chunks(per_in).zip(out.chunks_mut(o * p)) {
             im2col_image(&g, xi, &mut cols);
             // y[O, P] = w[O, K] · cols[K, P], written straight in NCHW order.
-            // SAFETY: the slices hold O·K, K·P and O·P elements; strides are row-major.
-            unsafe {
-                gemm::gemm(
-                    o,
-                    p,
-                    k,
-                    yi.as_mut_ptr(),
-                    1,
-                    p as isize,
-                    false,
-                    w.as_ptr(),
-                    1,
-                    k as isize,
-                    cols.as_ptr(),
-                    1,
-                    p as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                );
-            }
+            super::gemm::gemm_rows((o, p, k), yi, p, w, k, &cols, p, false);
         }
         Ok((CpuStorage::F32(out), Shape::from((b, o, oh, ow))))
     }

@@ -8,6 +8,7 @@
 pub mod block;
 pub mod conv;
 pub mod fused;
+pub mod gemm;
 pub mod im2col;
 pub mod init;
 pub mod simd;

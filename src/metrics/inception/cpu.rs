@@ -182,30 +182,7 @@ fn gemm_bias_relu(
     for row in out.chunks_mut(n) {
         row.copy_from_slice(bias);
     }
-    // SAFETY: the slices hold m·k, k·n and m·n elements (checked above); strides are row-major.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
-    }
+    crate::nn::gemm::gemm_rows((m, n, k), out, n, a, k, w, n, true);
     out.par_chunks_mut(1 << 14)
         .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
 }

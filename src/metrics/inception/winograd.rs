@@ -94,31 +94,17 @@ impl Winograd3x3 {
                     },
                 );
             for xi in 0..16 {
-                // SAFETY: `v` holds t·16·ci and `m` t·16·co values and `u` 16·ci·co; row ξ of
-                // tile k is at (k·16 + ξ)·ci in `v` and (k·16 + ξ)·co in `m`.
-                unsafe {
-                    gemm::gemm(
-                        t,
-                        co,
-                        ci,
-                        m.as_mut_ptr().add(xi * co),
-                        1,
-                        (16 * co) as isize,
-                        false,
-                        v.as_ptr().add(xi * ci),
-                        1,
-                        (16 * ci) as isize,
-                        self.u.as_ptr().add(xi * ci * co),
-                        1,
-                        co as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
-                }
+                // Row ξ of tile k is at (k·16 + ξ)·ci in `v` and (k·16 + ξ)·co in `m`.
+                crate::nn::gemm::gemm_rows(
+                    (t, co, ci),
+                    &mut m[xi * co..],
+                    16 * co,
+                    &v[xi * ci..],
+                    16 * ci,
+                    &self.u[xi * ci * co..(xi + 1) * ci * co],
+                    co,
+                    false,
+                );
             }
             // Output transform: each tile's 2 × 2 outputs into the first 4·co values of its
             // block of `m`, then copied into place (fewer at the right and bottom edges).
