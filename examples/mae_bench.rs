@@ -57,10 +57,6 @@ fn main() -> anyhow::Result<()> {
         "forward" => {
             // As `inpaint` runs it on a CPU: the batch in one shard per thread.
             let forward = || -> anyhow::Result<()> {
-                if shards.len() == 1 {
-                    teacher.predict(&x, &m)?;
-                    return Ok(());
-                }
                 shards.map(batch, |_, r| {
                     teacher.predict(&x.narrow(0, r.start, r.len())?, &m.slice(r.start, r.len()))
                 })?;

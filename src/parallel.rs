@@ -1,9 +1,11 @@
-//! Work split into shards of a batch, each shard computed on a one-thread rayon pool of its own.
+//! Work on one-thread rayon pools of its own: a batch split into shards ([`Shards`]), or
+//! independent jobs handed to workers ([`run_on_workers`]).
 //!
 //! On 2 cores, two threads splitting every op of one batch hand work back and forth at every op
-//! (and idle at every serial one); whole shards per core do not. Used by data-parallel
-//! pre-training and by sharded generation. Each shard's ops (candle's, ours) see a one-thread
-//! pool, so none of them waits behind another shard's.
+//! (and idle at every serial one); whole shards per core do not. Shards serve data-parallel
+//! pre-training, sharded generation and the Inception extractor; workers serve the grid's
+//! unlearning jobs. Each shard's or job's ops (candle's, ours) see a one-thread pool, so none of
+//! them waits behind another's.
 
 use anyhow::Result;
 use std::ops::Range;
@@ -69,12 +71,17 @@ impl Shards {
 
     /// `f(i, range_i)` for each range of [`Shards::ranges`]`(n)`, at the same time, each on its
     /// own pool; the results in shard order. The error of the lowest failing shard is returned.
+    /// With one shard (or at most one item) it is `f(0, 0..n)` on the calling thread and its
+    /// pool, every op split over that pool's threads as without shards.
     pub fn map<T: Send>(
         &self,
         n: usize,
         f: impl Fn(usize, Range<usize>) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         let ranges = self.ranges(n);
+        if ranges.len() <= 1 {
+            return Ok(vec![f(0, 0..n)?]);
+        }
         let f = &f;
         let parts: Vec<Result<T>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ranges
@@ -87,10 +94,7 @@ impl Shards {
                     scope.spawn(move || pool.install(|| f(i, r)))
                 })
                 .collect();
-            let mut parts = Vec::with_capacity(ranges.len());
-            if let Some(r) = ranges.first() {
-                parts.push(self.pools[0].install(|| f(0, r.clone())));
-            }
+            let mut parts = vec![self.pools[0].install(|| f(0, ranges[0].clone()))];
             parts.extend(
                 handles
                     .into_iter()
@@ -102,9 +106,52 @@ impl Shards {
     }
 }
 
+/// Runs `f(0)`, `f(1)`, … `f(n − 1)` on `workers` threads, each taking the next index in order
+/// and running it on a one-thread rayon pool of its own: a job's ops (candle's, ours) then never
+/// wait behind another job's, as they do when the jobs share one pool and steal each other's
+/// pieces. No new index is handed out after an error; the error of the lowest index is returned.
+pub fn run_on_workers(
+    workers: usize,
+    n: usize,
+    f: impl Fn(usize) -> Result<()> + Sync,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let errors = std::sync::Mutex::new(Vec::<(usize, anyhow::Error)>::new());
+    let work = || -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= n {
+                break;
+            }
+            if let Err(e) = pool.install(|| f(i)) {
+                failed.store(true, Ordering::SeqCst);
+                errors.lock().expect("errors lock").push((i, e));
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(n)).map(|_| scope.spawn(work)).collect();
+        for h in handles {
+            h.join().expect("a worker panicked")?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let mut errors = errors.into_inner().expect("errors lock");
+    errors.sort_by_key(|(i, _)| *i);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Shards;
+    use super::{run_on_workers, Shards};
+    use std::sync::Mutex;
 
     #[test]
     fn ranges_cover_every_item_once_in_order() {
@@ -136,5 +183,40 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.to_string(), "shard 1 failed");
+        // One shard: the caller's own pool (here the test's, RAYON_NUM_THREADS wide).
+        let caller = rayon::current_num_threads();
+        let one = Shards::new(1)
+            .unwrap()
+            .map(7, |i, r| Ok((i, r, rayon::current_num_threads())))
+            .unwrap();
+        assert_eq!(one, [(0, 0..7, caller)]);
+    }
+
+    /// Every job runs exactly once, each on a one-thread pool; the lowest failing job's error is
+    /// the run's, and no job is handed out after a failure is seen.
+    #[test]
+    fn workers_run_every_job_once_and_report_the_first_failure() {
+        let seen = Mutex::new(Vec::new());
+        run_on_workers(2, 9, |i| {
+            assert_eq!(rayon::current_num_threads(), 1);
+            seen.lock().unwrap().push(i);
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..9).collect::<Vec<_>>());
+
+        let started = Mutex::new(Vec::new());
+        let err = run_on_workers(2, 50, |i| {
+            started.lock().unwrap().push(i);
+            if i == 3 || i == 4 {
+                anyhow::bail!("job {i} failed");
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "job 3 failed");
+        assert!(started.into_inner().unwrap().len() < 50);
     }
 }

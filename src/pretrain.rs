@@ -7,7 +7,7 @@ use crate::models::{
     self, FamilyConfig, I2IModel, ModelInput, PretrainSpec, TokenizerPretrain, Weights,
 };
 use crate::nn::Mode;
-use crate::train::{AdamW, Sampler};
+use crate::train::{AdamW, Sampler, TrainVar};
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -54,11 +54,7 @@ pub fn pretrain(
     let model = models::build(cfg, &init, true, device)?;
     // Everything trains; the family decides weight decay, as for unlearning.
     let vars = crate::unlearn::trainer::trainable(&*model, crate::unlearn::Scope::Full);
-    let var_list: Vec<(String, Var)> = vars
-        .iter()
-        .map(|(n, v, _)| (n.clone(), v.clone()))
-        .collect();
-    let mut opt = AdamW::new(vars, spec.optim(spec.steps))?;
+    let mut opt = AdamW::new(vars.clone(), spec.optim(spec.steps))?;
     let data_parallel = (spec.data_parallel > 1)
         .then(|| DataParallel::new(spec.data_parallel))
         .transpose()?;
@@ -80,7 +76,7 @@ pub fn pretrain(
         };
         let input = model.prepare(&batch.pixels, &mask, &mut rng)?;
         let grads = if let Some(dp) = &data_parallel {
-            let (loss, grads) = dp.gradient(&*model, &input, &var_list)?;
+            let (loss, grads) = dp.gradient(&*model, &input, &vars)?;
             last = loss;
             grads
         } else {
@@ -123,7 +119,7 @@ impl DataParallel {
         &self,
         model: &dyn I2IModel,
         input: &ModelInput,
-        vars: &[(String, Var)],
+        vars: &[TrainVar],
     ) -> Result<(f64, GradStore)> {
         let (n, shards) = (input.len(), self.shards.len());
         anyhow::ensure!(
@@ -310,10 +306,7 @@ mod tests {
         let keys: Vec<u64> = (0..8).collect();
         let mask = model.training_masks(&keys, &mut rng).unwrap();
         let input = model.prepare(&pixels, &mask, &mut rng).unwrap();
-        let vars: Vec<(String, Var)> = trainable(&*model, Scope::Full)
-            .into_iter()
-            .map(|(n, v, _)| (n, v))
-            .collect();
+        let vars = trainable(&*model, Scope::Full);
         let whole = model
             .training_loss(&input, &input.pixels, Mode::Train)
             .unwrap();
@@ -331,13 +324,13 @@ mod tests {
             // Gradients that are zero in exact arithmetic (the key bias under softmax) are
             // rounding noise on both sides: measured against the largest gradient.
             let mut global = 0f32;
-            for (_, v) in &vars {
+            for (_, v, _) in &vars {
                 if let Some(a) = whole_grads.get(v.as_tensor()) {
                     global = global.max(a.abs().unwrap().max_all().unwrap().to_scalar().unwrap());
                 }
             }
             let mut compared = 0;
-            for (name, v) in &vars {
+            for (name, v, _) in &vars {
                 let (a, b) = (whole_grads.get(v.as_tensor()), grads.get(v.as_tensor()));
                 assert_eq!(
                     a.is_some(),

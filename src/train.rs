@@ -366,8 +366,8 @@ fn sum_sq(g: &Tensor) -> Result<f64> {
 }
 
 /// Add `src`'s gradients for `vars` into `acc`.
-pub fn accumulate(acc: &mut GradStore, src: &GradStore, vars: &[(String, Var)]) -> Result<()> {
-    for (_, v) in vars {
+pub fn accumulate(acc: &mut GradStore, src: &GradStore, vars: &[TrainVar]) -> Result<()> {
+    for (_, v, _) in vars {
         if let Some(g) = src.get(v.as_tensor()) {
             let sum = match acc.get(v.as_tensor()) {
                 Some(a) => (a + g)?,

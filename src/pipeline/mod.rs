@@ -221,7 +221,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             }
         };
         let res = if opts.jobs > 1 {
-            run_on_workers(opts.jobs, jobs.len(), run_one)
+            crate::parallel::run_on_workers(opts.jobs, jobs.len(), run_one)
         } else {
             (0..jobs.len()).try_for_each(run_one)
         };
@@ -281,77 +281,5 @@ impl Drop for Cleanup<'_> {
         if self.armed && empty("cells") && empty("unlearned") {
             std::fs::remove_dir_all(self.dir).ok();
         }
-    }
-}
-
-/// Runs `f(0)`, `f(1)`, … `f(n − 1)` on `workers` threads, each taking the next index in order
-/// and running it on a one-thread rayon pool of its own: a job's ops (candle's, ours) then never
-/// wait behind another job's, as they do when the jobs share one pool and steal each other's
-/// pieces. No new index is handed out after an error; the error of the lowest index is returned.
-fn run_on_workers(workers: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let errors = std::sync::Mutex::new(Vec::<(usize, anyhow::Error)>::new());
-    let work = || -> Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-        while !failed.load(Ordering::SeqCst) {
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            if i >= n {
-                break;
-            }
-            if let Err(e) = pool.install(|| f(i)) {
-                failed.store(true, Ordering::SeqCst);
-                errors.lock().expect("errors lock").push((i, e));
-            }
-        }
-        Ok(())
-    };
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(n)).map(|_| scope.spawn(work)).collect();
-        for h in handles {
-            h.join().expect("an unlearning worker panicked")?;
-        }
-        Ok::<(), anyhow::Error>(())
-    })?;
-    let mut errors = errors.into_inner().expect("errors lock");
-    errors.sort_by_key(|(i, _)| *i);
-    match errors.into_iter().next() {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::run_on_workers;
-    use std::sync::Mutex;
-
-    /// Every job runs exactly once, each on a one-thread pool; the lowest failing job's error is
-    /// the run's, and no job is handed out after a failure is seen.
-    #[test]
-    fn workers_run_every_job_once_and_report_the_first_failure() {
-        let seen = Mutex::new(Vec::new());
-        run_on_workers(2, 9, |i| {
-            assert_eq!(rayon::current_num_threads(), 1);
-            seen.lock().unwrap().push(i);
-            Ok(())
-        })
-        .unwrap();
-        let mut seen = seen.into_inner().unwrap();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..9).collect::<Vec<_>>());
-
-        let started = Mutex::new(Vec::new());
-        let err = run_on_workers(2, 50, |i| {
-            started.lock().unwrap().push(i);
-            if i == 3 || i == 4 {
-                anyhow::bail!("job {i} failed");
-            }
-            Ok(())
-        })
-        .unwrap_err();
-        assert_eq!(err.to_string(), "job 3 failed");
-        assert!(started.into_inner().unwrap().len() < 50);
     }
 }

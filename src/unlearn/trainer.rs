@@ -109,10 +109,6 @@ pub fn run(
         method.name().as_str()
     );
     let s = job.spec;
-    let plain: Vec<_> = vars
-        .iter()
-        .map(|(n, v, _)| (n.clone(), v.clone()))
-        .collect();
     let mut opt = AdamW::new(vars.clone(), s.optim(s.steps))?;
     let mut rng = crate::util::rng(&format!("unlearn-{}", method.name().as_str()), job.seed);
     // Streams of their own, so that turning augmentation on (or another family's mask draws)
@@ -166,7 +162,7 @@ pub fn run(
             let g = scaled.backward()?;
             match acc.as_mut() {
                 None => acc = Some(g),
-                Some(a) => accumulate(a, &g, &plain)?,
+                Some(a) => accumulate(a, &g, &vars)?,
             }
             last = Some(loss);
         }

@@ -219,10 +219,10 @@ impl InceptionExtractor {
     /// 8 × 8 ones above all).
     fn run_prepared(&self, prepared: Vec<Vec<f32>>) -> Result<HostOut> {
         let shards = crate::parallel::Shards::for_device(&self.device)?;
-        if shards.ranges(prepared.len()).len() <= 1 {
-            return self.run_shard(&prepared);
+        let mut parts = shards.map(prepared.len(), |_, r| self.run_shard(&prepared[r]))?;
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
         }
-        let parts = shards.map(prepared.len(), |_, r| self.run_shard(&prepared[r]))?;
         let join = |get: fn(&HostOut) -> Option<&Vec<f32>>| -> Option<Vec<f32>> {
             parts
                 .iter()
