@@ -1,7 +1,8 @@
 //! The CPU backend of the staged InceptionV3 ([`super::net`]): activations in NHWC (channels
 //! last), each convolution as im2col with contiguous channel copies plus one `gemm` call that
-//! writes the output already in NHWC with bias and ReLU fused (the stride-1 3 × 3 ones by
-//! Winograd F(2×2, 3×3), [`super::winograd`]), pools as channel-contiguous loops.
+//! writes the output already in NHWC with bias and ReLU fused (the stride-1 ones with 3, 5 or 7
+//! taps per axis by Winograd minimal filtering, [`super::winograd`]), pools as
+//! channel-contiguous loops.
 //!
 //! candle's CPU conv2d builds its im2col tiles with strided single-element writes and scatters
 //! the result back to NCHW; on InceptionV3 that took 62% of the time. Same maths, same weights
@@ -36,8 +37,9 @@ pub struct CpuConv {
     co: usize,
     stride: usize,
     pad: (usize, usize),
-    /// The same convolution by Winograd F(2×2, 3×3), for the stride-1 3 × 3 ones.
-    winograd: Option<super::winograd::Winograd3x3>,
+    /// The same convolution by Winograd minimal filtering, for the stride-1 ones with 3, 5 or 7
+    /// taps per axis.
+    winograd: Option<super::winograd::Winograd>,
 }
 
 impl CpuConv {
@@ -61,8 +63,11 @@ impl CpuConv {
                 }
             }
         }
-        let winograd = (kh == 3 && kw == 3 && stride == 1)
-            .then(|| super::winograd::Winograd3x3::new(&w, bias.clone(), ci, co, pad));
+        let winograd = if stride == 1 {
+            super::winograd::Winograd::new(&w, bias.clone(), (kh, kw), ci, co, pad)
+        } else {
+            None
+        };
         Self {
             w,
             b: bias,
