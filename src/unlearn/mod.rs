@@ -268,7 +268,7 @@ pub struct Loss {
 
 impl Loss {
     /// `retain + w · forget`.
-    fn sum(retain: Tensor, forget: Tensor, w: f64) -> Result<Self> {
+    pub(crate) fn sum(retain: Tensor, forget: Tensor, w: f64) -> Result<Self> {
         Ok(Self {
             total: (&retain + (&forget * w)?)?,
             retain,
@@ -277,11 +277,45 @@ impl Loss {
     }
 }
 
+/// One part of a [`Split`] loss: computes its term (building its own graph).
+pub type Part<'a> = Box<dyn FnOnce() -> Result<Tensor> + Send + 'a>;
+
+/// A loss `retain + w · forget` whose two terms share no computation (each has its own forward
+/// passes of student and teacher), so that each term's forward and backward pass can run on a
+/// core of its own. Each variable's gradient is then the sum of the two parts' gradients, the
+/// same two contributions one backward pass over the whole loss adds.
+pub struct Split<'a> {
+    /// The retain term, as [`Loss::retain`] records it.
+    pub retain: Part<'a>,
+    /// The forget term, as [`Loss::forget`] records it.
+    pub forget: Part<'a>,
+    pub w: f64,
+}
+
+impl Split<'_> {
+    /// Both terms one after the other, as one loss whose graph spans both.
+    pub fn loss(self) -> Result<Loss> {
+        let retain = (self.retain)()?;
+        Loss::sum(retain, (self.forget)()?, self.w)
+    }
+}
+
 /// An unlearning method.
 pub trait Method {
     fn name(&self) -> MethodName;
     fn scope(&self) -> Scope;
     fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss>;
+    /// The same loss as a [`Split`], for methods whose terms share no computation; the trainer
+    /// then runs the two terms at the same time when it has two threads. Drawing from `rng` as
+    /// `loss` does, so that either route sees the same randomness. `None`: use `loss`.
+    fn split<'a>(
+        &self,
+        _ctx: &'a Ctx<'a>,
+        _batch: &'a StepBatch,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
+        Ok(None)
+    }
 }
 
 struct Original;

@@ -12,9 +12,10 @@
 //!
 //! [`I2IModel::noise_input`]: crate::models::I2IModel::noise_input
 
-use super::{noise_like, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{noise_like, Ctx, Loss, Method, MethodName, Scope, Split, StepBatch};
 use crate::nn::Mode;
 use anyhow::Result;
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
 pub struct Ours;
@@ -27,29 +28,43 @@ impl Method for Ours {
         Scope::Encoder
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain_target = ctx.teacher.encode(&b.retain, Mode::Infer)?;
-        let retain = ctx
-            .student
-            .encode(&b.retain, Mode::Train)?
-            .mse(&retain_target)?;
+        self.split(ctx, b, rng)?.expect("Ours splits").loss()
+    }
+    /// The retain term (student and teacher on the retain batch) and the forget term (the noise
+    /// image drawn first, then teacher on the noise and student on the forget batch) share no
+    /// computation.
+    fn split<'a>(
+        &self,
+        ctx: &'a Ctx<'a>,
+        b: &'a StepBatch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
         let noise = noise_like(&b.forget.pixels, ctx.noise, b.noise_stats, rng)?;
-        let forget_target = ctx
-            .teacher
-            .encode(&ctx.teacher.noise_input(&b.forget, &noise)?, Mode::Infer)?;
-        let forget = ctx
-            .student
-            .encode(&b.forget, Mode::Train)?
-            .mse(&forget_target)?;
-        if ctx.paper_compat {
-            let (r, f) = (b.retain.len() as f64, b.forget.len() as f64);
-            let n = r + f;
-            let loss = Loss::sum(
-                (&retain * (2.0 * r / n))?,
-                (&forget * (2.0 * f / n))?,
-                ctx.alpha,
-            )?;
-            return Ok(loss);
-        }
-        Loss::sum(retain, forget, ctx.alpha)
+        // `paper_compat`: the official code's per-sample weights, 2·R/B and 2·F/B.
+        let (r, f) = (b.retain.len() as f64, b.forget.len() as f64);
+        let weight = move |t: Tensor, k: f64| -> Result<Tensor> {
+            Ok(if ctx.paper_compat {
+                (&t * (2.0 * k / (r + f)))?
+            } else {
+                t
+            })
+        };
+        let retain = Box::new(move || {
+            let target = ctx.teacher.encode(&b.retain, Mode::Infer)?;
+            let t = ctx.student.encode(&b.retain, Mode::Train)?.mse(&target)?;
+            weight(t, r)
+        });
+        let forget = Box::new(move || {
+            let target = ctx
+                .teacher
+                .encode(&ctx.teacher.noise_input(&b.forget, &noise)?, Mode::Infer)?;
+            let t = ctx.student.encode(&b.forget, Mode::Train)?.mse(&target)?;
+            weight(t, f)
+        });
+        Ok(Some(Split {
+            retain,
+            forget,
+            w: ctx.alpha,
+        }))
     }
 }

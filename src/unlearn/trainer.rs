@@ -4,17 +4,19 @@
 //! (AdamW with the family's weight-decay rule, warm-up + cosine, clipping, gradient accumulation).
 
 use super::{
-    scalar_stats, Ctx, Loss, Method, NoiseStats, Scope, StepBatch, UnlearnMask, UnlearnSpec,
+    scalar_stats, Ctx, Loss, Method, NoiseStats, Scope, Split, StepBatch, UnlearnMask, UnlearnSpec,
 };
 use crate::data::ImageSet;
 use crate::masks::{BatchMask, MaskSpec};
 use crate::models::{I2IModel, Role};
+use crate::parallel::Shards;
 use crate::train::{accumulate, AdamW, Sampler, TrainVar};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// What an unlearning run did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -116,6 +118,9 @@ pub fn run(
     let mut aug_rng = crate::util::rng("unlearn-augment", job.seed);
     let mut mask_rng = crate::util::rng("unlearn-masks", job.seed);
     let mut prep_rng = crate::util::rng("unlearn-prepare", job.seed);
+    // A split loss's two terms run at the same time on two one-thread pools when this thread's
+    // pool has two threads (one after the other otherwise: the same numbers either way).
+    let shards = Shards::for_device(job.retain.pixels.device())?;
     let mut rs = Sampler::new(job.retain.len());
     let mut fs = Sampler::new(job.forget.len());
     let mut log = UnlearnLog {
@@ -153,13 +158,19 @@ pub fn run(
                 forget: ctx.student.prepare(&f.pixels, &fm, &mut prep_rng)?,
                 noise_stats,
             };
-            let loss = method.loss(ctx, &batch, &mut rng)?;
-            let scaled = if s.grad_accum > 1 {
-                (&loss.total / s.grad_accum as f64)?
-            } else {
-                loss.total.clone()
+            let (loss, g) = match method.split(ctx, &batch, &mut rng)? {
+                Some(split) => run_split(split, s.grad_accum, &vars, &shards)?,
+                None => {
+                    let loss = method.loss(ctx, &batch, &mut rng)?;
+                    let scaled = if s.grad_accum > 1 {
+                        (&loss.total / s.grad_accum as f64)?
+                    } else {
+                        loss.total.clone()
+                    };
+                    let g = scaled.backward()?;
+                    (loss, g)
+                }
             };
-            let g = scaled.backward()?;
             match acc.as_mut() {
                 None => acc = Some(g),
                 Some(a) => accumulate(a, &g, &vars)?,
@@ -184,6 +195,44 @@ pub fn run(
     log.steps = s.steps;
     log.seconds = start.elapsed().as_secs_f64();
     Ok(log)
+}
+
+/// A [`Split`] loss's terms, each with its own backward pass (at the same time on `shards`' pools
+/// when there are two), the gradients summed retain first; the loss as one tensor for the logs.
+fn run_split(
+    split: Split,
+    grad_accum: usize,
+    vars: &[TrainVar],
+    shards: &Shards,
+) -> Result<(Loss, GradStore)> {
+    let w = split.w;
+    let parts = [(split.retain, 1.0), (split.forget, w)].map(|p| Mutex::new(Some(p)));
+    let run = |i: usize| -> Result<(Tensor, GradStore)> {
+        let (part, scale) = parts[i]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a loss part panicked"))?
+            .take()
+            .expect("each part runs once");
+        let term = part()?;
+        // The ops a whole loss's backward pass meets on this term's way, in its order:
+        // `(retain + w · forget) / grad_accum`.
+        let mut root = term.clone();
+        if scale != 1.0 {
+            root = (&root * scale)?;
+        }
+        if grad_accum > 1 {
+            root = (&root / grad_accum as f64)?;
+        }
+        Ok((term.detach(), root.backward()?))
+    };
+    let mut out = shards
+        .map(2, |_, r| r.map(run).collect::<Result<Vec<_>>>())?
+        .into_iter()
+        .flatten();
+    let (retain, mut g) = out.next().expect("the retain part");
+    let (forget, gf) = out.next().expect("the forget part");
+    accumulate(&mut g, &gf, vars)?;
+    Ok((Loss::sum(retain, forget, w)?, g))
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
