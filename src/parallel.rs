@@ -107,9 +107,11 @@ impl Shards {
 }
 
 /// Runs `f(0)`, `f(1)`, … `f(n − 1)` on `workers` threads, each taking the next index in order
-/// and running it on a one-thread rayon pool of its own: a job's ops (candle's, ours) then never
-/// wait behind another job's, as they do when the jobs share one pool and steal each other's
-/// pieces. No new index is handed out after an error; the error of the lowest index is returned.
+/// and running it on a rayon pool of its own: a job's ops (candle's, ours) then never wait
+/// behind another job's, as they do when the jobs share one pool and steal each other's pieces.
+/// Each pool has one thread, or `workers / n` when there are fewer jobs than workers, so that a
+/// lone job still has every core. No new index is handed out after an error; the error of the
+/// lowest index is returned.
 pub fn run_on_workers(
     workers: usize,
     n: usize,
@@ -119,8 +121,11 @@ pub fn run_on_workers(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let errors = std::sync::Mutex::new(Vec::<(usize, anyhow::Error)>::new());
+    let threads = (workers / workers.min(n).max(1)).max(1);
     let work = || -> Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         while !failed.load(Ordering::SeqCst) {
             let i = next.fetch_add(1, Ordering::SeqCst);
             if i >= n {
@@ -192,10 +197,22 @@ mod tests {
         assert_eq!(one, [(0, 0..7, caller)]);
     }
 
-    /// Every job runs exactly once, each on a one-thread pool; the lowest failing job's error is
-    /// the run's, and no job is handed out after a failure is seen.
+    /// Every job runs exactly once, each on a one-thread pool (the workers' threads shared out
+    /// when there are fewer jobs); the lowest failing job's error is the run's, and no job is
+    /// handed out after a failure is seen.
     #[test]
     fn workers_run_every_job_once_and_report_the_first_failure() {
+        for (workers, n, threads) in [(2, 1, 2), (4, 2, 2), (3, 2, 1), (1, 3, 1)] {
+            run_on_workers(workers, n, |_| {
+                assert_eq!(
+                    rayon::current_num_threads(),
+                    threads,
+                    "{workers} workers, {n} jobs"
+                );
+                Ok(())
+            })
+            .unwrap();
+        }
         let seen = Mutex::new(Vec::new());
         run_on_workers(2, 9, |i| {
             assert_eq!(rayon::current_num_threads(), 1);
