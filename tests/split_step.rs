@@ -1,7 +1,7 @@
-//! The trainer runs a split loss (Ours) as two parts, each with its own backward pass, at the
-//! same time on two one-thread pools when it has two threads. The trained weights must be the
-//! same bits as with one backward pass over the whole loss, and must not depend on the thread
-//! count.
+//! The trainer runs a split loss (every method's, `paper_compat` aside for Retain Label and
+//! Random Encoder) as two parts, each with its own backward pass, at the same time on two
+//! one-thread pools when it has two threads. The trained weights must be the same bits as with
+//! one backward pass over the whole loss, and must not depend on the thread count.
 
 use candle_core::Device;
 use i2i_unlearn::data::embedded::{Embedded, EmbeddedConfig};
@@ -12,7 +12,7 @@ use i2i_unlearn::unlearn::{
 };
 use rand_chacha::ChaCha8Rng;
 
-/// Ours through its whole-loss route only (no split).
+/// A method through its whole-loss route only (no split).
 struct Whole(Box<dyn Method>);
 
 impl Method for Whole {
@@ -30,13 +30,19 @@ impl Method for Whole {
 type Weights = Vec<Vec<f32>>;
 
 /// The encoder's weights before and after 3 steps of `method` on a pool of `threads` threads.
-fn train(whole: bool, threads: usize, grad_accum: usize, paper: bool) -> (Weights, Weights) {
+fn train(
+    name: MethodName,
+    whole: bool,
+    threads: usize,
+    grad_accum: usize,
+    paper: bool,
+) -> (Weights, Weights) {
     // Methods are not `Sync`: each is built on the thread that runs it.
     let method = move || -> Box<dyn Method> {
         if whole {
-            Box::new(Whole(unlearn::method(MethodName::Ours)))
+            Box::new(Whole(unlearn::method(name)))
         } else {
-            unlearn::method(MethodName::Ours)
+            unlearn::method(name)
         }
     };
     let cfg = FamilyConfig::Mae(MaeConfig {
@@ -113,18 +119,22 @@ fn train(whole: bool, threads: usize, grad_accum: usize, paper: bool) -> (Weight
 
 #[test]
 fn split_parts_train_the_same_bits_as_one_backward_pass_on_any_thread_count() {
-    for (grad_accum, paper) in [(1, false), (2, true)] {
-        let (_, whole) = train(true, 2, grad_accum, paper);
-        let (before, one) = train(false, 1, grad_accum, paper);
-        let (_, two) = train(false, 2, grad_accum, paper);
-        assert!(
-            before.iter().zip(&one).all(|(b, a)| b != a),
-            "every trained tensor moved"
-        );
-        assert!(one == two, "1 vs 2 threads (accum {grad_accum})");
-        assert!(
-            one == whole,
-            "split vs one backward pass (accum {grad_accum})"
-        );
+    use MethodName::*;
+    for name in [Ours, MaxLoss, NoisyLabel, RetainLabel, RandomEncoder] {
+        for (grad_accum, paper) in [(1, false), (2, true)] {
+            let what = format!(
+                "{} (accumulation {grad_accum}, paper_compat {paper})",
+                name.as_str()
+            );
+            let (_, whole) = train(name, true, 2, grad_accum, paper);
+            let (before, one) = train(name, false, 1, grad_accum, paper);
+            let (_, two) = train(name, false, 2, grad_accum, paper);
+            assert!(
+                before.iter().zip(&one).any(|(b, a)| b != a),
+                "{what}: the weights moved"
+            );
+            assert!(one == two, "{what}: 1 vs 2 threads");
+            assert!(one == whole, "{what}: split vs one backward pass");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! L = L_train(x_r → x_r) − α · L_train(x_f → x_f), with L_train the family's training loss on
 //! the hidden region.
 
-use super::{Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch};
+use crate::models::ModelInput;
 use crate::nn::Mode;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
@@ -18,13 +19,23 @@ impl Method for MaxLoss {
     fn scope(&self) -> Scope {
         Scope::Full
     }
-    fn loss(&self, ctx: &Ctx, b: &StepBatch, _rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain = ctx
-            .student
-            .training_loss(&b.retain, &b.retain.pixels, Mode::Train)?;
-        let forget = ctx
-            .student
-            .training_loss(&b.forget, &b.forget.pixels, Mode::Train)?;
-        Loss::sum(retain, forget, -ctx.alpha)
+    fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
+        self.split(ctx, b, rng)?.expect("Max Loss splits").loss()
+    }
+    /// The family's training loss on the retain batch and on the forget batch.
+    fn split<'a>(
+        &self,
+        ctx: &'a Ctx<'a>,
+        b: &'a StepBatch,
+        _rng: &'a mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
+        let on = |x: &'a ModelInput| -> Part<'a> {
+            Box::new(move || ctx.student.training_loss(x, &x.pixels, Mode::Train))
+        };
+        Ok(Some(Split {
+            retain: on(&b.retain),
+            forget: on(&b.forget),
+            w: -ctx.alpha,
+        }))
     }
 }

@@ -305,14 +305,16 @@ pub trait Method {
     fn name(&self) -> MethodName;
     fn scope(&self) -> Scope;
     fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss>;
-    /// The same loss as a [`Split`], for methods whose terms share no computation; the trainer
-    /// then runs the two terms at the same time when it has two threads. Drawing from `rng` as
-    /// `loss` does, so that either route sees the same randomness. `None`: use `loss`.
+    /// The same loss as a [`Split`], for methods whose terms share no computation that needs a
+    /// gradient (frozen teacher outputs may be computed first and shared); the trainer then runs
+    /// the two terms at the same time when it has two threads. Drawing from `rng` as `loss`
+    /// does (a part may draw while it runs), so that either route sees the same randomness.
+    /// `None`: use `loss`.
     fn split<'a>(
         &self,
         _ctx: &'a Ctx<'a>,
         _batch: &'a StepBatch,
-        _rng: &mut ChaCha8Rng,
+        _rng: &'a mut ChaCha8Rng,
     ) -> Result<Option<Split<'a>>> {
         Ok(None)
     }

@@ -7,7 +7,7 @@
 //!
 //! [`I2IModel::random_target_loss`]: crate::models::I2IModel::random_target_loss
 
-use super::{noise_like, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{noise_like, Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch};
 use crate::nn::Mode;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
@@ -22,13 +22,29 @@ impl Method for NoisyLabel {
         Scope::Full
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        let retain = ctx
-            .student
-            .training_loss(&b.retain, &b.retain.pixels, Mode::Train)?;
-        let noise = noise_like(&b.forget.pixels, ctx.noise, b.noise_stats, rng)?;
-        let forget = ctx
-            .student
-            .random_target_loss(&b.forget, &noise, rng, Mode::Train)?;
-        Loss::sum(retain, forget, ctx.alpha)
+        self.split(ctx, b, rng)?.expect("Noisy Label splits").loss()
+    }
+    /// The training loss on the retain batch; the noise image and the random-target loss on the
+    /// forget batch (the only part that draws).
+    fn split<'a>(
+        &self,
+        ctx: &'a Ctx<'a>,
+        b: &'a StepBatch,
+        rng: &'a mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
+        let retain: Part<'a> = Box::new(move || {
+            ctx.student
+                .training_loss(&b.retain, &b.retain.pixels, Mode::Train)
+        });
+        let forget: Part<'a> = Box::new(move || {
+            let noise = noise_like(&b.forget.pixels, ctx.noise, b.noise_stats, rng)?;
+            ctx.student
+                .random_target_loss(&b.forget, &noise, rng, Mode::Train)
+        });
+        Ok(Some(Split {
+            retain,
+            forget,
+            w: ctx.alpha,
+        }))
     }
 }

@@ -37,7 +37,7 @@ impl Method for Ours {
         &self,
         ctx: &'a Ctx<'a>,
         b: &'a StepBatch,
-        rng: &mut ChaCha8Rng,
+        rng: &'a mut ChaCha8Rng,
     ) -> Result<Option<Split<'a>>> {
         let noise = noise_like(&b.forget.pixels, ctx.noise, b.noise_stats, rng)?;
         // `paper_compat`: the official code's per-sample weights, 2·R/B and 2·F/B.

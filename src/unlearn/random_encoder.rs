@@ -10,7 +10,9 @@
 //! both terms, and the retain samples are pulled, with weight 2 (averaged over the batch of B),
 //! toward both their teacher embedding and z.
 
-use super::{gaussian_like, scalar_stats, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{
+    gaussian_like, scalar_stats, Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch,
+};
 use crate::models::Embedding;
 use crate::nn::Mode;
 use anyhow::Result;
@@ -40,21 +42,47 @@ impl Method for RandomEncoder {
         Scope::Encoder
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
+        if let Some(split) = self.split(ctx, b, rng)? {
+            return split.loss();
+        }
+        // `paper_compat`: both terms on the student's retain embeddings.
         let t_r = ctx.teacher.encode(&b.retain, Mode::Infer)?;
         let t_f = ctx.teacher.encode(&b.forget, Mode::Infer)?;
         let s_r = ctx.student.encode(&b.retain, Mode::Train)?;
-        if ctx.paper_compat {
-            let n = (b.retain.len() + b.forget.len()) as f64;
-            let z = random_target(&t_r, (&t_r, &t_f), rng)?;
-            let w = 2.0 / n;
-            let retain = (s_r.per_sample_mse(&t_r)?.sum_all()? * w)?;
-            let forget = (s_r.per_sample_mse(&z)?.sum_all()? * w)?;
-            return Loss::sum(retain, forget, ctx.alpha);
-        }
-        let retain = s_r.mse(&t_r)?;
-        let s_f = ctx.student.encode(&b.forget, Mode::Train)?;
-        let z = random_target(&s_f, (&t_r, &t_f), rng)?;
-        let forget = s_f.mse(&z)?;
+        let n = (b.retain.len() + b.forget.len()) as f64;
+        let z = random_target(&t_r, (&t_r, &t_f), rng)?;
+        let w = 2.0 / n;
+        let retain = (s_r.per_sample_mse(&t_r)?.sum_all()? * w)?;
+        let forget = (s_r.per_sample_mse(&z)?.sum_all()? * w)?;
         Loss::sum(retain, forget, ctx.alpha)
+    }
+    /// Without `paper_compat`: the teacher's embeddings of both batches first (no gradient),
+    /// then the student's retain embeddings against the teacher's, and its forget embeddings
+    /// against z (the only part that draws). With it the two terms share the student's retain
+    /// embeddings: not split.
+    fn split<'a>(
+        &self,
+        ctx: &'a Ctx<'a>,
+        b: &'a StepBatch,
+        rng: &'a mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
+        if ctx.paper_compat {
+            return Ok(None);
+        }
+        let t_r = ctx.teacher.encode(&b.retain, Mode::Infer)?;
+        let t_f = ctx.teacher.encode(&b.forget, Mode::Infer)?;
+        let target = t_r.clone();
+        let retain: Part<'a> =
+            Box::new(move || ctx.student.encode(&b.retain, Mode::Train)?.mse(&target));
+        let forget: Part<'a> = Box::new(move || {
+            let s_f = ctx.student.encode(&b.forget, Mode::Train)?;
+            let z = random_target(&s_f, (&t_r, &t_f), rng)?;
+            s_f.mse(&z)
+        });
+        Ok(Some(Split {
+            retain,
+            forget,
+            w: ctx.alpha,
+        }))
     }
 }

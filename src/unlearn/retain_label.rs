@@ -14,7 +14,9 @@
 //!
 //! [`I2IModel::output`]: crate::models::I2IModel::output
 
-use super::{cycle_index, mixed_order, Ctx, Loss, Method, MethodName, Scope, StepBatch};
+use super::{
+    cycle_index, mixed_order, Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch,
+};
 use crate::nn::{mse, per_sample_mse, Mode};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -30,28 +32,50 @@ impl Method for RetainLabel {
         Scope::Full
     }
     fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
+        if let Some(split) = self.split(ctx, b, rng)? {
+            return split.loss();
+        }
+        // `paper_compat`: both terms on the student's retain outputs.
         let t_r = ctx.teacher.output(&b.retain, Mode::Infer)?.contiguous()?;
         let s_r = ctx.student.output(&b.retain, Mode::Train)?;
         let r = b.retain.len();
         let dev = t_r.device().clone();
-        if ctx.paper_compat {
-            // Positions of the retain samples in the shuffled mixed batch, in batch order.
-            let order = mixed_order(r, b.forget.len(), rng);
-            let n = order.len();
-            // The k-th retain sample of the batch sits at position pos[k]; the target of
-            // position i is the (i mod R)-th retain sample's teacher output.
-            let pos: Vec<usize> = (0..n).filter(|&i| order[i]).collect();
-            let target_of: Vec<u32> = pos.iter().map(|&i| (i % r) as u32).collect();
-            let idx = Tensor::from_vec(target_of, r, &dev)?;
-            let w = 2.0 / n as f64;
-            let retain = (per_sample_mse(&s_r, &t_r)?.sum_all()? * w)?;
-            let forget = (per_sample_mse(&s_r, &t_r.index_select(&idx, 0)?)?.sum_all()? * w)?;
-            return Loss::sum(retain, forget, ctx.alpha);
-        }
-        let retain = mse(&s_r, &t_r)?;
-        let f = b.forget.len();
-        let target = t_r.index_select(&cycle_index(r, f, &dev)?, 0)?;
-        let forget = mse(&ctx.student.output(&b.forget, Mode::Train)?, &target)?;
+        // Positions of the retain samples in the shuffled mixed batch, in batch order.
+        let order = mixed_order(r, b.forget.len(), rng);
+        let n = order.len();
+        // The k-th retain sample of the batch sits at position pos[k]; the target of position i
+        // is the (i mod R)-th retain sample's teacher output.
+        let pos: Vec<usize> = (0..n).filter(|&i| order[i]).collect();
+        let target_of: Vec<u32> = pos.iter().map(|&i| (i % r) as u32).collect();
+        let idx = Tensor::from_vec(target_of, r, &dev)?;
+        let w = 2.0 / n as f64;
+        let retain = (per_sample_mse(&s_r, &t_r)?.sum_all()? * w)?;
+        let forget = (per_sample_mse(&s_r, &t_r.index_select(&idx, 0)?)?.sum_all()? * w)?;
         Loss::sum(retain, forget, ctx.alpha)
+    }
+    /// Without `paper_compat`: the teacher's retain outputs first (no gradient), then the
+    /// student on the retain batch against them and on the forget batch against them cycled.
+    /// With it the two terms share the student's retain outputs: not split.
+    fn split<'a>(
+        &self,
+        ctx: &'a Ctx<'a>,
+        b: &'a StepBatch,
+        _rng: &'a mut ChaCha8Rng,
+    ) -> Result<Option<Split<'a>>> {
+        if ctx.paper_compat {
+            return Ok(None);
+        }
+        let t_r = ctx.teacher.output(&b.retain, Mode::Infer)?.contiguous()?;
+        let (r, f) = (b.retain.len(), b.forget.len());
+        let target = t_r.index_select(&cycle_index(r, f, t_r.device())?, 0)?;
+        let retain: Part<'a> =
+            Box::new(move || mse(&ctx.student.output(&b.retain, Mode::Train)?, &t_r));
+        let forget: Part<'a> =
+            Box::new(move || mse(&ctx.student.output(&b.forget, Mode::Train)?, &target));
+        Ok(Some(Split {
+            retain,
+            forget,
+            w: ctx.alpha,
+        }))
     }
 }

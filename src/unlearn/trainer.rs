@@ -158,8 +158,12 @@ pub fn run(
                 forget: ctx.student.prepare(&f.pixels, &fm, &mut prep_rng)?,
                 noise_stats,
             };
-            let (loss, g) = match method.split(ctx, &batch, &mut rng)? {
-                Some(split) => run_split(split, s.grad_accum, &vars, &shards)?,
+            let split = match method.split(ctx, &batch, &mut rng)? {
+                Some(split) => Some(run_split(split, s.grad_accum, &vars, &shards)?),
+                None => None,
+            };
+            let (loss, g) = match split {
+                Some(done) => done,
                 None => {
                     let loss = method.loss(ctx, &batch, &mut rng)?;
                     let scaled = if s.grad_accum > 1 {
