@@ -26,6 +26,7 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     i2i_unlearn::tune_allocator();
+    i2i_unlearn::default_candle_threads();
     eprintln!("{}", i2i_unlearn::host::describe());
     let size = arg("--size", "base");
     let batch: usize = arg("--batch", "1").parse()?;

@@ -55,10 +55,16 @@ pub fn gemm_kernel() -> &'static str {
     }
 }
 
-/// One line: CPU, logical CPUs, SIMD sets, GEMM kernel, rayon and candle threads.
+/// One line: CPU, logical CPUs, SIMD sets, GEMM kernel, rayon threads and the threads of
+/// candle's element-wise pool (`CANDLE_NUM_THREADS`, else candle's rayon count, as candle reads
+/// it; `candle_core::utils::get_num_threads` reports the rayon count only).
 pub fn describe() -> String {
+    let candle = std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(candle_core::utils::get_num_threads);
     format!(
-        "CPU: {} ({} logical CPUs; {}); GEMM kernel: {}; threads: rayon {}, candle {}",
+        "CPU: {} ({} logical CPUs; {}); GEMM kernel: {}; threads: rayon {}, candle element-wise {}",
         cpu_model(),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -66,6 +72,6 @@ pub fn describe() -> String {
         simd().join(", "),
         gemm_kernel(),
         rayon::current_num_threads(),
-        candle_core::utils::get_num_threads()
+        candle
     )
 }

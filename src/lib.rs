@@ -40,6 +40,17 @@ unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
+/// One thread for candle's element-wise pool unless `CANDLE_NUM_THREADS` says otherwise: that
+/// pool spin-waits, and next to rayon's threads (which run the GEMMs, the shards and the
+/// unlearning jobs) on a small machine it costs more than it gains; with the split Ours step's
+/// two parts each on a core, its 2 extra threads made an MAE-base step 4.9 → 5.9 s. Call at
+/// start-up, before any candle op (the pool is created on first use).
+pub fn default_candle_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Keep freed memory mapped (mimalloc's `purge_delay` = -1): a training step frees and
 /// re-allocates the same large buffers, and purging them made the kernel zero fresh pages on
 /// every step (27% of an MAE-base unlearning step).

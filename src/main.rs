@@ -18,12 +18,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     i2i_unlearn::tune_allocator();
-    // candle's element-wise thread pool spin-waits; next to rayon's matmul threads on a small
-    // machine it costs more than it gains, and we parallelise over cells instead. Respect an
-    // explicit setting. (Set before any candle op: the pool is created on first use.)
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    i2i_unlearn::default_candle_threads();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
