@@ -1,6 +1,7 @@
 //! Each method's loss on a tiny MAE, against the formula of docs/methods.md computed here
 //! independently (plain f64 arithmetic over the tensors the model returns), including the
-//! official code's `(1 ± l)` weighting under `paper_compat`.
+//! official code's `(1 ± l)` weighting under `paper_compat`; and the trainer's split route (each
+//! term with its own backward pass, on a core each) against one backward pass over the loss.
 
 use candle_core::{Device, Tensor};
 use i2i_unlearn::data::embedded::{Embedded, EmbeddedConfig};
@@ -8,8 +9,11 @@ use i2i_unlearn::data::{DataSource, ImageSet, Split};
 use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig, I2IModel, ModelInput};
 use i2i_unlearn::nn::Mode;
-use i2i_unlearn::unlearn::{self, Ctx, Loss, MethodName, NoiseKind, StepBatch};
+use i2i_unlearn::unlearn::{
+    self, trainer, Ctx, Loss, Method, MethodName, NoiseKind, Scope, StepBatch, UnlearnSpec,
+};
 use i2i_unlearn::util::normal_vec;
+use rand_chacha::ChaCha8Rng;
 
 const ALPHA: f64 = 0.4;
 
@@ -18,6 +22,8 @@ struct Setup {
     teacher: Box<dyn I2IModel>,
     retain: ModelInput,
     forget: ModelInput,
+    retain_set: ImageSet,
+    forget_set: ImageSet,
 }
 
 fn setup() -> Setup {
@@ -60,6 +66,8 @@ fn setup() -> Setup {
         forget: ModelInput::plain(&f.pixels, &fm),
         student,
         teacher,
+        retain_set: r,
+        forget_set: f,
     }
 }
 
@@ -289,4 +297,98 @@ fn max_loss_and_noisy_label_use_the_familys_training_loss() {
     let f = mae_loss(&*s.student, &s.forget, &noise);
     close("noisy forget", scalar(&nl.forget), f);
     close("noisy total", scalar(&nl.total), r + ALPHA * f);
+}
+
+/// A method through its whole-loss route only (no split).
+struct Whole(Box<dyn Method>);
+
+impl Method for Whole {
+    fn name(&self) -> MethodName {
+        self.0.name()
+    }
+    fn scope(&self) -> Scope {
+        self.0.scope()
+    }
+    fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> anyhow::Result<Loss> {
+        self.0.loss(ctx, batch, rng)
+    }
+}
+
+type Weights = Vec<Vec<f32>>;
+
+/// The trained weights before and after 3 steps of `name` (through its whole loss when
+/// `whole`) on a pool of `threads` threads.
+fn train(
+    name: MethodName,
+    whole: bool,
+    threads: usize,
+    grad_accum: usize,
+    paper: bool,
+) -> (Weights, Weights) {
+    let s = setup();
+    // Methods are not `Sync`: each is built on the thread that runs it.
+    let method = move || -> Box<dyn Method> {
+        match whole {
+            true => Box::new(Whole(unlearn::method(name))),
+            false => unlearn::method(name),
+        }
+    };
+    let ctx = Ctx {
+        student: &*s.student,
+        teacher: &*s.teacher,
+        alpha: ALPHA,
+        noise: NoiseKind::Normal,
+        paper_compat: paper,
+    };
+    let spec = UnlearnSpec {
+        steps: 3,
+        retain_batch: 3,
+        forget_batch: 4,
+        grad_accum,
+        warmup_steps: 0,
+        ..Default::default()
+    };
+    let job = trainer::UnlearnJob {
+        spec: &spec,
+        retain: &s.retain_set,
+        forget: &s.forget_set,
+        eval_mask: None,
+        seed: 7,
+    };
+    let weights = || -> Weights {
+        trainer::trainable(&*s.student, method().scope())
+            .iter()
+            .map(|(_, v, _)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    let before = weights();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| trainer::run(&*method(), &ctx, &job, |_, _| {}).unwrap());
+    (before, weights())
+}
+
+/// The trainer runs a split loss (every method's, `paper_compat` aside for Retain Label and
+/// Random Encoder) as two parts with a backward pass each, at the same time on two one-thread
+/// pools when it has two threads: the trained weights are the same bits as with one backward
+/// pass over the whole loss, on any thread count.
+#[test]
+fn split_parts_train_the_same_bits_as_one_backward_pass_on_any_thread_count() {
+    use MethodName::*;
+    for name in [Ours, MaxLoss, NoisyLabel, RetainLabel, RandomEncoder] {
+        for (grad_accum, paper) in [(1, false), (2, true)] {
+            let what = format!(
+                "{} (accumulation {grad_accum}, paper_compat {paper})",
+                name.as_str()
+            );
+            let (_, whole) = train(name, true, 2, grad_accum, paper);
+            let (before, one) = train(name, false, 1, grad_accum, paper);
+            let (_, two) = train(name, false, 2, grad_accum, paper);
+            assert!(before != one, "{what}: the weights moved");
+            assert!(one == two, "{what}: 1 vs 2 threads");
+            assert!(one == whole, "{what}: split vs one backward pass");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! L = L_train(x_r → x_r) − α · L_train(x_f → x_f), with L_train the family's training loss on
 //! the hidden region.
 
-use super::{Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch};
+use super::{Ctx, Method, MethodName, Part, Scope, Split, StepBatch};
 use crate::models::ModelInput;
 use crate::nn::Mode;
 use anyhow::Result;
@@ -18,9 +18,6 @@ impl Method for MaxLoss {
     }
     fn scope(&self) -> Scope {
         Scope::Full
-    }
-    fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        self.split(ctx, b, rng)?.expect("Max Loss splits").loss()
     }
     /// The family's training loss on the retain batch and on the forget batch.
     fn split<'a>(

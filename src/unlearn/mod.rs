@@ -304,7 +304,14 @@ impl Split<'_> {
 pub trait Method {
     fn name(&self) -> MethodName;
     fn scope(&self) -> Scope;
-    fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss>;
+    /// The loss of one step; by default the [`Split`]'s terms one after the other (a method
+    /// defines `loss`, `split`, or both).
+    fn loss(&self, ctx: &Ctx, batch: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
+        match self.split(ctx, batch, rng)? {
+            Some(split) => split.loss(),
+            None => anyhow::bail!("method `{}` defines no loss", self.name().as_str()),
+        }
+    }
     /// The same loss as a [`Split`], for methods whose terms share no computation that needs a
     /// gradient (frozen teacher outputs may be computed first and shared); the trainer then runs
     /// the two terms at the same time when it has two threads. Drawing from `rng` as `loss`

@@ -7,7 +7,7 @@
 //!
 //! [`I2IModel::random_target_loss`]: crate::models::I2IModel::random_target_loss
 
-use super::{noise_like, Ctx, Loss, Method, MethodName, Part, Scope, Split, StepBatch};
+use super::{noise_like, Ctx, Method, MethodName, Part, Scope, Split, StepBatch};
 use crate::nn::Mode;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
@@ -20,9 +20,6 @@ impl Method for NoisyLabel {
     }
     fn scope(&self) -> Scope {
         Scope::Full
-    }
-    fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        self.split(ctx, b, rng)?.expect("Noisy Label splits").loss()
     }
     /// The training loss on the retain batch; the noise image and the random-target loss on the
     /// forget batch (the only part that draws).

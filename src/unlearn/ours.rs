@@ -12,7 +12,7 @@
 //!
 //! [`I2IModel::noise_input`]: crate::models::I2IModel::noise_input
 
-use super::{noise_like, Ctx, Loss, Method, MethodName, Scope, Split, StepBatch};
+use super::{noise_like, Ctx, Method, MethodName, Scope, Split, StepBatch};
 use crate::nn::Mode;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -26,9 +26,6 @@ impl Method for Ours {
     }
     fn scope(&self) -> Scope {
         Scope::Encoder
-    }
-    fn loss(&self, ctx: &Ctx, b: &StepBatch, rng: &mut ChaCha8Rng) -> Result<Loss> {
-        self.split(ctx, b, rng)?.expect("Ours splits").loss()
     }
     /// The retain term (student and teacher on the retain batch) and the forget term (the noise
     /// image drawn first, then teacher on the noise and student on the forget batch) share no
