@@ -268,7 +268,7 @@ pub struct Loss {
 
 impl Loss {
     /// `retain + w · forget`.
-    pub(crate) fn sum(retain: Tensor, forget: Tensor, w: f64) -> Result<Self> {
+    fn sum(retain: Tensor, forget: Tensor, w: f64) -> Result<Self> {
         Ok(Self {
             total: (&retain + (&forget * w)?)?,
             retain,
@@ -316,7 +316,8 @@ pub trait Method {
     /// gradient (frozen teacher outputs may be computed first and shared); the trainer then runs
     /// the two terms at the same time when it has two threads. Drawing from `rng` as `loss`
     /// does (a part may draw while it runs), so that either route sees the same randomness.
-    /// `None`: use `loss`.
+    /// `None` (returned before drawing anything, as the trainer then calls `loss` with the same
+    /// stream): use `loss`.
     fn split<'a>(
         &self,
         _ctx: &'a Ctx<'a>,

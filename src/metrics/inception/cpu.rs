@@ -22,6 +22,19 @@ pub struct Act {
     pub c: usize,
 }
 
+impl Act {
+    /// Pixel (`iy`, `ix`) of image `img` (its `c` channels) into `dst`, or zeros where the
+    /// position lies outside the map (a convolution's zero padding).
+    pub fn pixel_into(&self, img: usize, iy: isize, ix: isize, dst: &mut [f32]) {
+        if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+            dst.fill(0.0);
+        } else {
+            let s = ((img * self.h + iy as usize) * self.w + ix as usize) * self.c;
+            dst.copy_from_slice(&self.data[s..s + self.c]);
+        }
+    }
+}
+
 /// Bytes of im2col columns built and multiplied at a time (see `CpuConv::forward`).
 const COL_TILE_BYTES: usize = 8 << 20;
 /// Output pixels per parallel im2col task.
@@ -98,18 +111,12 @@ impl CpuConv {
         let (img, rem) = (p / (ho * wo), p % (ho * wo));
         let (oy, ox) = (rem / wo, rem % wo);
         let (ph, pw) = self.pad;
-        let src = &x.data[img * x.h * x.w * x.c..(img + 1) * x.h * x.w * x.c];
         for ky in 0..self.kh {
             let iy = (oy * self.stride + ky) as isize - ph as isize;
             for kx in 0..self.kw {
                 let ix = (ox * self.stride + kx) as isize - pw as isize;
                 let dst = &mut row[(ky * self.kw + kx) * x.c..(ky * self.kw + kx + 1) * x.c];
-                if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
-                    dst.fill(0.0);
-                } else {
-                    let s = (iy as usize * x.w + ix as usize) * x.c;
-                    dst.copy_from_slice(&src[s..s + x.c]);
-                }
+                x.pixel_into(img, iy, ix, dst);
             }
         }
     }

@@ -386,7 +386,6 @@ impl Winograd {
         let mut v = vec![0f32; chunk.min(total) * np * ci];
         let mut m = vec![0f32; chunk.min(total) * np * co];
         let mut out = vec![0f32; x.b * ho * wo * co];
-        let plane = x.h * x.w * ci;
         let mut start = 0;
         while start < total {
             let t = chunk.min(total - start);
@@ -399,18 +398,11 @@ impl Winograd {
                         let tile = start + k;
                         let (img, rem) = (tile / (th * tw), tile % (th * tw));
                         let (ty, tx) = (rem / tw, rem % tw);
-                        let src = &x.data[img * plane..(img + 1) * plane];
                         // The nh × nw input patch, zeros outside the map.
                         for p in 0..np {
                             let iy = (rows.m * ty + p / nw) as isize - ph as isize;
                             let ix = (cols.m * tx + p % nw) as isize - pw as isize;
-                            let dst = &mut patch[p * ci..(p + 1) * ci];
-                            if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
-                                dst.fill(0.0);
-                            } else {
-                                let s = (iy as usize * x.w + ix as usize) * ci;
-                                dst.copy_from_slice(&src[s..s + ci]);
-                            }
+                            x.pixel_into(img, iy, ix, &mut patch[p * ci..(p + 1) * ci]);
                         }
                         input_transform(patch, tmp, vt, rows, cols, ci);
                     },
