@@ -164,8 +164,7 @@ fn checkpoint_errors_before_any_output() {
 #[test]
 fn inpaint_command_writes_pngs_and_tensors() {
     let Some(data) = shared_data() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let d = tempfile::tempdir().unwrap();
     let imgs = d.path().join("in");

@@ -64,8 +64,7 @@ fn tiny_gelu_matches_transformers() {
 #[test]
 fn preprocessing_matches_clip_image_processor_on_photographs() {
     let Some(data) = common::shared_data() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let t = candle_core::safetensors::load(dir("preprocess.safetensors"), &Device::Cpu).unwrap();
     let files = [

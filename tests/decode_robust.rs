@@ -94,8 +94,7 @@ fn gray_jpeg(rgb: &image::RgbImage) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn cmyk_jpeg_becomes_the_right_rgb() {
     let Some((_, rgb)) = photo() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let out = decode_rgb_checked(&cmyk_jpeg(&rgb)).unwrap();
     assert_eq!(out.dimensions(), rgb.dimensions());
@@ -110,8 +109,7 @@ fn cmyk_jpeg_becomes_the_right_rgb() {
 #[test]
 fn png_named_jpeg_is_sniffed_by_content() {
     let Some((_, rgb)) = photo() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let out = decode_rgb_checked(&png(&rgb)).unwrap();
     assert_eq!(out.as_raw(), rgb.as_raw(), "PNG is lossless");
@@ -120,8 +118,7 @@ fn png_named_jpeg_is_sniffed_by_content() {
 #[test]
 fn grayscale_and_palette_become_rgb() {
     let Some((_, rgb)) = photo() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let (g, luma) = gray_jpeg(&rgb);
     let out = decode_rgb_checked(&g).unwrap();
@@ -138,8 +135,7 @@ fn grayscale_and_palette_become_rgb() {
 #[test]
 fn truncated_and_garbage_files_are_errors() {
     let Some((bytes, rgb)) = photo() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let e = decode_rgb_checked(&bytes[..bytes.len() / 2]).unwrap_err();
     assert!(format!("{e:#}").contains("truncated JPEG"), "{e:#}");
@@ -155,8 +151,7 @@ fn truncated_and_garbage_files_are_errors() {
 #[test]
 fn image_folder_draw_uses_readable_kinds_and_names_the_broken() {
     let Some((bytes, rgb)) = photo() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let d = tempfile::tempdir().unwrap();
     let cls = d.path().join("train/n0");

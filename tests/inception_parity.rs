@@ -214,8 +214,7 @@ fn metric_maths_from_stored_features() {
 #[test]
 fn pytorch_fid_mode_features_and_fid_match() {
     let (Some(a), Some(b)) = (images("set_A"), images("set_B")) else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let v = values();
     let c = case();
@@ -280,8 +279,7 @@ fn pytorch_fid_mode_features_and_fid_match() {
 #[test]
 fn torch_fidelity_and_clean_modes_match() {
     let (Some(a), Some(b)) = (images("set_A"), images("set_B")) else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let v = values();
     let c = case();
@@ -361,8 +359,7 @@ fn torch_fidelity_and_clean_modes_match() {
 #[test]
 fn paper_inception_score_matches_the_official_evaluation() {
     let (Some(a), Some(b)) = (images("set_A"), images("set_B")) else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("paper_is_v2.json")).unwrap())

@@ -10,6 +10,7 @@
 //! ≤ 1e-4 · max |ref|); images 1e-3; tokens identical except where two codebook distances tie
 //! within float error — the match rate is printed and must be ≥ 99%.
 
+mod common;
 use candle_core::{DType, Device, Tensor};
 use i2i_unlearn::masks::{BatchMask, MaskSpec};
 use i2i_unlearn::models::mage::{keep_all, Mage, Tokens};
@@ -23,7 +24,7 @@ fn shared_fixture() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("../shared/fixtures/mage not found: skipped");
+        common::absent("../shared/fixtures/mage");
         None
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Tolerance (the fixtures README's): 1e-4 relative (max |ours − ref| ≤ 1e-4 · max |ref|).
 
+mod common;
 use candle_core::{Device, Tensor};
 use i2i_unlearn::models::palette::{diffusion, Palette, Schedule};
 use i2i_unlearn::models::{self, FamilyConfig, FamilyName};
@@ -24,7 +25,7 @@ fn shared_fixture() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("../shared/fixtures/palette not found: skipped");
+        common::absent("../shared/fixtures/palette");
         None
     }
 }

@@ -189,3 +189,17 @@ pub fn run_online_then_offline(exp: &Path, dir: &Path, endpoint: &str) {
         assert!(text.lines().any(|l| l.contains(",ours,")), "{text}");
     }
 }
+
+/// Called where a test's `../shared` input is missing: fails, naming what is missing, so that an
+/// absent folder can never turn a red test green. Set `I2I_SKIP_SHARED=1` to skip such tests
+/// knowingly (the note is printed); `.ci/run` never sets it.
+pub fn absent(what: &str) {
+    if std::env::var("I2I_SKIP_SHARED").is_ok_and(|v| v == "1") {
+        eprintln!("skipped (I2I_SKIP_SHARED=1): {what} is absent");
+        return;
+    }
+    panic!(
+        "{what} is absent: put the team's shared folder beside this repository (../shared), \
+         or set I2I_SKIP_SHARED=1 to skip the tests that read it"
+    );
+}
