@@ -3,8 +3,8 @@
 //! shards the run needs are fetched, a download cut half-way resumes, a corrupted image is
 //! reported, and a second run works offline from the cache with the same numbers.
 
-// Hub parquet sources (and this test's shard writer) need the default `report` feature (Polars).
-#![cfg(feature = "report")]
+// Hub parquet sources (and this test's shard writer) need the `parquet` feature (Polars, on by default).
+#![cfg(feature = "parquet")]
 
 mod common;
 #[path = "common/hub_server.rs"]
@@ -44,8 +44,7 @@ fn shard(images: &[(Vec<u8>, String, i64)]) -> Vec<u8> {
 #[test]
 fn hub_parquet_dataset_download_decode_split_offline() {
     let Some(data) = shared_data() else {
-        eprintln!("skipped: ../shared/data is absent");
-        return;
+        return common::absent("../shared/data");
     };
     let tin = data.join("tiny-imagenet-200");
     let wnids: Vec<String> = std::fs::read_to_string(tin.join("wnids.txt"))

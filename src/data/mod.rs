@@ -9,7 +9,7 @@
 pub mod augment;
 pub mod embedded;
 pub mod folder;
-#[cfg(feature = "report")]
+#[cfg(feature = "parquet")]
 pub mod hub_parquet;
 pub mod hub_shards;
 pub mod hub_tar;
@@ -113,7 +113,7 @@ pub enum SourceSpec {
     /// A local folder of images (class sub-folders or label files).
     ImageFolder(image_folder::FolderConfig),
     /// A hub dataset repository of parquet shards (image bytes + integer label).
-    #[cfg(feature = "report")]
+    #[cfg(feature = "parquet")]
     HubParquet(hub_parquet::ParquetConfig),
     /// A hub dataset repository of tar shards (webdataset `.cls` labels, or labels in file names
     /// or folders), plain or gzipped.
@@ -144,7 +144,7 @@ impl SourceSpec {
                     c.root = join(base, &c.root);
                 }
             }
-            #[cfg(feature = "report")]
+            #[cfg(feature = "parquet")]
             SourceSpec::HubParquet(c) => {
                 if let Some(f) = c.classes_file.as_mut() {
                     local(f, base);
@@ -167,7 +167,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Embedded(_) => true,
             SourceSpec::ImageFolder(c) => c.root.is_dir(),
-            #[cfg(feature = "report")]
+            #[cfg(feature = "parquet")]
             SourceSpec::HubParquet(_) => false,
             SourceSpec::HubTar(_) => false,
         }
@@ -179,7 +179,7 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
     Ok(match spec {
         SourceSpec::Embedded(c) => Box::new(embedded::Embedded::new(c.clone())?),
         SourceSpec::ImageFolder(c) => Box::new(image_folder::ImageFolder::open(c.clone())?),
-        #[cfg(feature = "report")]
+        #[cfg(feature = "parquet")]
         SourceSpec::HubParquet(c) => Box::new(hub_parquet::open(c)?),
         SourceSpec::HubTar(c) => Box::new(hub_tar::open(c)?),
     })
