@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use i2i_unlearn::data::ImageSet;
 use i2i_unlearn::masks::{Composite, MaskSpec};
 use i2i_unlearn::models::mage::MageConfig;
-use i2i_unlearn::models::{self, FamilyConfig, GenerateOptions};
+use i2i_unlearn::models::{FamilyConfig, GenerateOptions};
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
 
 #[global_allocator]
@@ -25,8 +25,8 @@ fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     let cfg = MageConfig::default();
     let fc = FamilyConfig::Mage(cfg.clone());
-    let w = models::init_weights(&fc, 0, &dev).expect("init");
-    let teacher = models::build(&fc, &w, false, &dev).expect("teacher");
+    let w = fc.init_weights(0, &dev).expect("init");
+    let teacher = fc.build(&w, false, &dev).expect("teacher");
     let grid = cfg.grid();
     let x = Tensor::rand(0f32, 1.0, (1, 3, 256, 256), &dev).expect("image");
     let mask = MaskSpec::Center { k: grid / 2 }
@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
                 .expect("inpaint")
         })
     });
-    let student = models::build(&fc, &w, true, &dev).expect("student");
+    let student = fc.build(&w, true, &dev).expect("student");
     let method = unlearn::method(MethodName::Ours);
     let ctx = Ctx {
         student: &*student,

@@ -8,7 +8,6 @@ use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use i2i_unlearn::config;
 use i2i_unlearn::data::split::Splits;
-use i2i_unlearn::models;
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnSpec};
 
 #[global_allocator]
@@ -26,13 +25,13 @@ fn bench(c: &mut Criterion) {
         .expect("valid config")
         .expect("quickstart has a config");
     let splits = Splits::build(&exp.datasets[0], 32, &dev).expect("data");
-    let w = models::init_weights(&fc, 0, &dev).expect("init");
-    let teacher = models::build(&fc, &w, false, &dev).expect("teacher");
+    let w = fc.init_weights(0, &dev).expect("init");
+    let teacher = fc.build(&w, false, &dev).expect("teacher");
     let mut g = c.benchmark_group("unlearn_step_tiny_mae");
     g.sample_size(10);
     for name in [MethodName::Ours, MethodName::MaxLoss] {
         let method = unlearn::method(name);
-        let student = models::build(&fc, &w, true, &dev).expect("student");
+        let student = fc.build(&w, true, &dev).expect("student");
         let ctx = Ctx {
             student: &*student,
             teacher: &*teacher,

@@ -20,7 +20,7 @@ static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 use candle_core::Tensor;
 use i2i_unlearn::data::ImageSet;
 use i2i_unlearn::masks::MaskSpec;
-use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig};
+use i2i_unlearn::models::{mae::MaeConfig, FamilyConfig};
 use i2i_unlearn::unlearn::{self, trainer, Ctx, MethodName, NoiseKind, UnlearnMask, UnlearnSpec};
 use std::time::Instant;
 
@@ -44,8 +44,8 @@ fn main() -> anyhow::Result<()> {
     }
     let dev = common::device_arg()?;
     let fc = FamilyConfig::Mae(cfg.clone());
-    let w = models::init_weights(&fc, 0, &dev)?;
-    let teacher = models::build(&fc, &w, false, &dev)?;
+    let w = fc.init_weights(0, &dev)?;
+    let teacher = fc.build(&w, false, &dev)?;
     let x = Tensor::rand(0f32, 1.0, (batch, 3, 224, 224), &dev)?;
     let keys: Vec<u64> = (0..batch as u64).collect();
     let m = mask.batch(cfg.grid(), &keys)?;
@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             (t.elapsed().as_secs_f64() / iters as f64, batch)
         }
         "unlearn" => {
-            let student = models::build(&fc, &w, true, &dev)?;
+            let student = fc.build(&w, true, &dev)?;
             let set = ImageSet {
                 pixels: x.clone(),
                 labels: vec![0; batch],

@@ -19,7 +19,7 @@ static GLOBAL: i2i_unlearn::Allocator = i2i_unlearn::Allocator;
 use candle_core::Tensor;
 use i2i_unlearn::masks::MaskSpec;
 use i2i_unlearn::models::mage::MageConfig;
-use i2i_unlearn::models::{self, FamilyConfig, GenerateOptions};
+use i2i_unlearn::models::{FamilyConfig, GenerateOptions};
 use i2i_unlearn::unlearn::UnlearnSpec;
 use std::time::Instant;
 
@@ -46,8 +46,8 @@ fn main() -> anyhow::Result<()> {
     let s = cfg.mage.img_size;
     let grid = cfg.grid();
     let fc = FamilyConfig::Mage(cfg.clone());
-    let w = models::init_weights(&fc, 0, &dev)?;
-    let teacher = models::build(&fc, &w, false, &dev)?;
+    let w = fc.init_weights(0, &dev)?;
+    let teacher = fc.build(&w, false, &dev)?;
     let x = Tensor::rand(0f32, 1.0, (batch, 3, s, s), &dev)?;
     let keys: Vec<u64> = (0..batch as u64).collect();
     let threads = candle_core::utils::get_num_threads();
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             (t.elapsed().as_secs_f64() / iters as f64, batch)
         }
         "unlearn" => {
-            let student = models::build(&fc, &w, true, &dev)?;
+            let student = fc.build(&w, true, &dev)?;
             // Distinct images every step (MAGE's token cache never hits: every step tokenizes
             // its batch, as the official one) and the family's training masks (ratio from the
             // truncated normal, half the tokens dropped), as the official step.

@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let dev = common::device_arg()?;
     let s = cfg.unet.image_size;
     let fc = FamilyConfig::Palette(cfg.clone());
-    let w = models::init_weights(&fc, 0, &dev)?;
+    let w = fc.init_weights(0, &dev)?;
     let teacher = models::palette::Palette::new(cfg.clone(), &w, false, &dev)?;
     let threads = candle_core::utils::get_num_threads();
     let (secs, per) = match what.as_str() {
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
             (best, batch)
         }
         "unlearn" => {
-            let student = models::build(&fc, &w, true, &dev)?;
+            let student = fc.build(&w, true, &dev)?;
             // The official optimiser: Adam, lr 5e-5, no weight decay, no clipping.
             let spec = UnlearnSpec {
                 lr: 5e-5,

@@ -39,27 +39,52 @@ pub fn load_model(
         (p, sha.join().expect("the hashing thread panicked"))
     });
     let (p, sha) = (p?, sha?);
-    Ok((
-        models::build(&p.config, &p.weights, false, device)?,
-        sha,
-        p.layout,
-    ))
+    Ok((p.config.build(&p.weights, false, device)?, sha, p.layout))
 }
 
-pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
-    if !a.images.is_dir() {
+/// The images under `--images` (bad input when there is no folder or no image).
+fn list_inputs(images: &Path) -> Result<Vec<PathBuf>> {
+    if !images.is_dir() {
         return Err(crate::error::user(format!(
             "--images {}: not a folder",
-            a.images.display()
+            images.display()
         )));
     }
-    let files = folder::list_images(a.images)?;
+    let files = folder::list_images(images)?;
     if files.is_empty() {
         return Err(crate::error::user(format!(
             "no PNG or JPEG images under {}",
-            a.images.display()
+            images.display()
         )));
     }
+    Ok(files)
+}
+
+/// `--save-tensors`: every batch's tensors joined, and the file order beside them.
+fn write_tensors(
+    path: &Path,
+    saved: HashMap<&str, Vec<Tensor>>,
+    names: &[String],
+    p: &Progress,
+) -> Result<()> {
+    let mut map = HashMap::new();
+    for (k, v) in saved {
+        map.insert(k.to_string(), Tensor::cat(&v, 0)?);
+    }
+    candle_core::safetensors::save(&map, path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let list = PathBuf::from(format!("{}.files.txt", path.display()));
+    std::fs::write(&list, names.join("\n") + "\n")?;
+    p.note(&format!(
+        "wrote {} (inputs, predictions = raw, unpasted, on the [0, 1] scale; outputs = pasted; mask = 1 where hidden; rows in the order of {})",
+        path.display(),
+        list.display()
+    ));
+    Ok(())
+}
+
+pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
+    let files = list_inputs(a.images)?;
     let (model, sha, layout) = load_model(a.family, a.model, &a.device)?;
     let size = model.image_size();
     let grid = model.mask_grid();
@@ -157,19 +182,7 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
         eprintln!("{}", d.warning().expect("non-empty"));
     }
     if let Some(path) = a.save_tensors {
-        let mut map = HashMap::new();
-        for (k, v) in saved {
-            map.insert(k.to_string(), Tensor::cat(&v, 0)?);
-        }
-        candle_core::safetensors::save(&map, path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        let list = PathBuf::from(format!("{}.files.txt", path.display()));
-        std::fs::write(&list, names.join("\n") + "\n")?;
-        p.note(&format!(
-            "wrote {} (inputs, predictions = raw, unpasted, on the [0, 1] scale; outputs = pasted; mask = 1 where hidden; rows in the order of {})",
-            path.display(),
-            list.display()
-        ));
+        write_tensors(path, saved, &names, p)?;
     }
     Ok(names.len())
 }
@@ -195,16 +208,16 @@ mod tests {
         let dev = Device::Cpu;
         let (mae, w, ..) = crate::selfcheck::tiny_setup(&dev).unwrap();
         let palette = FamilyConfig::Palette(models::palette::tests::tiny_cfg());
-        let pw = models::init_weights(&palette, 1, &dev).unwrap();
+        let pw = palette.init_weights(1, &dev).unwrap();
         let (mage, _) = models::mage::tests::tiny();
         let mage = FamilyConfig::Mage(mage);
-        let gw = models::init_weights(&mage, 2, &dev).unwrap();
+        let gw = mage.init_weights(2, &dev).unwrap();
         let opts = GenerateOptions {
             steps: Some(3),
             ..Default::default()
         };
         for (cfg, w) in [(mae, w), (palette, pw), (mage, gw)] {
-            let model: Box<dyn I2IModel> = models::build(&cfg, &w, false, &dev).unwrap();
+            let model: Box<dyn I2IModel> = cfg.build(&w, false, &dev).unwrap();
             let (n, s) = (5, model.image_size());
             let pixels = Tensor::rand(0f32, 1.0, (n, 3, s, s), &dev).unwrap();
             let keys: Vec<u64> = (0..n as u64).collect();

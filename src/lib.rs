@@ -8,8 +8,11 @@
 //! `hub`, `progress`, `nn` (differentiable layers), `masks`, `train` (the optimiser).
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
+#[cfg(feature = "report")]
+pub mod draw;
 pub mod error;
 pub mod host;
 pub mod hub;
@@ -18,6 +21,7 @@ pub mod locate;
 pub mod masks;
 pub mod metrics;
 pub mod models;
+pub mod names;
 pub mod nn;
 pub mod parallel;
 pub mod pipeline;

@@ -1,8 +1,8 @@
 //! `i2i-unlearn selfcheck`: checks of the installation itself, runnable on any device — the
 //! device script (tools/gpu/check.sh) runs them on CUDA, the test suite on the CPU.
 //!
-//! - `grads`: one step of every unlearning method on a tiny MAE and a tiny Palette UNet (the
-//!   transformer and the convolutional building blocks). Every parameter the method trains must
+//! - `grads`: one step of every unlearning method on the tiny model of every family of the
+//!   registry (the transformer and the convolutional building blocks). Every parameter the method trains must
 //!   receive a finite, non-zero gradient and move; every other parameter must stay
 //!   bit-identical. candle has ops whose backward is silently missing (fused LayerNorm / softmax),
 //!   and backends differ, so this is checked per device.
@@ -11,7 +11,7 @@
 
 use crate::data::embedded::{Embedded, EmbeddedConfig};
 use crate::data::{DataSource, ImageSet, Split};
-use crate::models::{self, mae::MaeConfig, FamilyConfig, Role};
+use crate::models::{self, FamilyConfig, FamilyName, Role};
 use crate::unlearn::{
     self, trainer, Ctx, MethodName, NoiseKind, Scope, StepBatch, UnlearnMask, UnlearnSpec,
 };
@@ -47,21 +47,9 @@ impl GradReport {
 /// The tiny MAE (config, initial weights on `device`) and two classes of textures (forget,
 /// retain) the checks use.
 pub fn tiny_setup(device: &Device) -> Result<(FamilyConfig, models::Weights, ImageSet, ImageSet)> {
-    let cfg = MaeConfig {
-        image_size: 16,
-        patch_size: 4,
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        decoder_hidden_size: 16,
-        decoder_num_hidden_layers: 1,
-        decoder_num_attention_heads: 2,
-        decoder_intermediate_size: 32,
-        ..Default::default()
-    };
-    let fc = FamilyConfig::Mae(cfg);
-    let w = models::init_weights(&fc, 3, &Device::Cpu)?
+    let fc = FamilyName::Mae.tiny();
+    let w = fc
+        .init_weights(3, &Device::Cpu)?
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_device(device)?)))
         .collect::<Result<models::Weights>>()?;
@@ -85,22 +73,18 @@ fn nonzero(t: &candle_core::Tensor) -> Result<bool> {
     Ok(n > 0.0 && n.is_finite())
 }
 
-/// A tiny Palette UNet (16 px) with every weight moved off its initial value (the official
-/// initialisation zeroes the last convolution of each block, which would block the gradients of
-/// what feeds it), and the same two classes of textures.
-pub fn tiny_palette_setup(
+/// The tiny architecture of `family` ([`crate::models::Family::tiny`]) with every weight moved
+/// off its initial value (Palette's initialisation zeroes the last convolution of each block,
+/// which would block the gradients of what feeds it), and the textures of [`tiny_setup`].
+pub fn tiny_family_setup(
+    family: FamilyName,
     device: &Device,
 ) -> Result<(FamilyConfig, models::Weights, ImageSet, ImageSet)> {
     let (_, _, forget, retain) = tiny_setup(device)?;
-    let mut cfg = models::palette::PaletteConfig::default();
-    cfg.unet.inner_channel = 32;
-    cfg.unet.channel_mults = vec![1, 1];
-    cfg.unet.attn_res = vec![2];
-    cfg.unet.res_blocks = 1;
-    cfg.unet.image_size = 16;
-    let fc = FamilyConfig::Palette(cfg);
+    let fc = family.tiny();
     let mut rng = crate::util::rng("selfcheck-palette", 0);
-    let w = models::init_weights(&fc, 3, &Device::Cpu)?
+    let w = fc
+        .init_weights(3, &Device::Cpu)?
         .into_iter()
         .map(|(k, v)| {
             let n = crate::util::normal_vec(&mut rng, v.elem_count());
@@ -111,11 +95,13 @@ pub fn tiny_palette_setup(
     Ok((fc, w, forget, retain))
 }
 
-/// One step of every training method on `device`, for each family of [`tiny_setup`] and
-/// [`tiny_palette_setup`].
+/// One step of every training method on `device`, for every family of the registry
+/// ([`tiny_family_setup`]).
 pub fn grads(device: &Device) -> Result<Vec<GradReport>> {
-    let mut out = grads_of(tiny_setup(device)?, device)?;
-    out.extend(grads_of(tiny_palette_setup(device)?, device)?);
+    let mut out = vec![];
+    for &family in FamilyName::ALL {
+        out.extend(grads_of(tiny_family_setup(family, device)?, device)?);
+    }
     Ok(out)
 }
 
@@ -123,12 +109,12 @@ fn grads_of(
     (fc, w, forget, retain): (FamilyConfig, models::Weights, ImageSet, ImageSet),
     device: &Device,
 ) -> Result<Vec<GradReport>> {
-    let family = format!("{:?}", fc.family()).to_lowercase();
+    let family = fc.family().as_str().to_string();
     let mut out = vec![];
-    for name in MethodName::ALL.into_iter().filter(|m| m.trains()) {
+    for &name in MethodName::ALL.iter().filter(|m| m.trains()) {
         let method = unlearn::method(name);
-        let student = models::build(&fc, &w, true, device)?;
-        let teacher = models::build(&fc, &w, false, device)?;
+        let student = fc.build(&w, true, device)?;
+        let teacher = fc.build(&w, false, device)?;
         let ctx = Ctx {
             student: &*student,
             teacher: &*teacher,
@@ -178,7 +164,7 @@ fn grads_of(
         report.wrong_scope = trained.len() != student.params().with_roles(roles).len();
 
         // One real trainer step: trained parameters move, all others are bit-identical.
-        let student = models::build(&fc, &w, true, device)?;
+        let student = fc.build(&w, true, device)?;
         let ctx = Ctx {
             student: &*student,
             ..ctx

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use i2i_unlearn::data::embedded::{Embedded, EmbeddedConfig};
 use i2i_unlearn::data::{DataSource, ImageSet, Split};
 use i2i_unlearn::masks::MaskSpec;
-use i2i_unlearn::models::{self, mae::MaeConfig, FamilyConfig, I2IModel, ModelInput};
+use i2i_unlearn::models::{mae::MaeConfig, Family, FamilyConfig, I2IModel, ModelInput};
 use i2i_unlearn::nn::Mode;
 use i2i_unlearn::unlearn::{
     self, trainer, Ctx, Loss, Method, MethodName, NoiseKind, Scope, StepBatch, UnlearnSpec,
@@ -28,23 +28,13 @@ struct Setup {
 
 fn setup() -> Setup {
     let cfg = FamilyConfig::Mae(MaeConfig {
-        image_size: 16,
-        patch_size: 4,
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        decoder_hidden_size: 16,
-        decoder_num_hidden_layers: 1,
-        decoder_num_attention_heads: 2,
-        decoder_intermediate_size: 32,
         mask_ratio: 0.5,
-        ..Default::default()
+        ..<MaeConfig as Family>::tiny()
     });
     let dev = Device::Cpu;
     // Student and teacher differ, so that every term is non-zero.
-    let ws = models::init_weights(&cfg, 1, &dev).unwrap();
-    let wt = models::init_weights(&cfg, 2, &dev).unwrap();
+    let ws = cfg.init_weights(1, &dev).unwrap();
+    let wt = cfg.init_weights(2, &dev).unwrap();
     let src = Embedded::new(EmbeddedConfig {
         classes: 4,
         size: 16,
@@ -56,8 +46,8 @@ fn setup() -> Setup {
     };
     // 3 retain and 5 forget images: unequal halves, so the pairing and weights show.
     let (r, f) = (set(1, 3), set(0, 5));
-    let student = models::build(&cfg, &ws, true, &dev).unwrap();
-    let teacher = models::build(&cfg, &wt, false, &dev).unwrap();
+    let student = cfg.build(&ws, true, &dev).unwrap();
+    let teacher = cfg.build(&wt, false, &dev).unwrap();
     let mut rng = i2i_unlearn::util::rng("masks", 0);
     let rm = student.training_masks(&r.ids, &mut rng).unwrap();
     let fm = MaskSpec::Center { k: 2 }.batch(4, &f.ids).unwrap();

@@ -71,7 +71,15 @@ fn run_skip_determinism_and_shards() {
         "the domain extractor must not be called Inception"
     );
     assert!(std::fs::read_dir(out.join("charts")).unwrap().count() >= 3);
-    assert!(std::fs::read_dir(out.join("samples")).unwrap().count() == 8);
+    // One sheet per cell, named for a person: samples/<dataset>_<model>/<method>_<mask>_a<α>_s<seed>.png.
+    let sheets = out.join("samples").join("tex_mae");
+    assert!(std::fs::read_dir(&sheets).unwrap().count() == 8);
+    assert!(sheets.join("ours-proxy_center-2_a0.25_s1.png").is_file());
+    assert!(sheets.join("original_center-2_s0.png").is_file());
+    assert!(
+        !out.join("claims").exists(),
+        "a finished run leaves no claims/ folder"
+    );
 
     // Re-run: nothing to do, nothing changes.
     let before = std::fs::read(out.join("runs.csv")).unwrap();

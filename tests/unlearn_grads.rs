@@ -11,7 +11,7 @@ use i2i_unlearn::unlearn::MethodName;
 fn every_trainable_parameter_gets_a_gradient_and_frozen_ones_stay() {
     // The same check `i2i-unlearn selfcheck grads --device cuda` runs on a GPU.
     let reports = i2i_unlearn::selfcheck::grads(&Device::Cpu).unwrap();
-    for family in ["mae", "palette"] {
+    for family in models::FamilyName::ALL.iter().map(|f| f.as_str()) {
         assert_eq!(
             reports.iter().filter(|r| r.family == family).count(),
             MethodName::ALL.iter().filter(|m| m.trains()).count(),
@@ -28,7 +28,7 @@ fn every_trainable_parameter_gets_a_gradient_and_frozen_ones_stay() {
 fn fused_inference_and_differentiable_training_paths_agree() {
     let (fc, w, forget, _) = i2i_unlearn::selfcheck::tiny_setup(&Device::Cpu).unwrap();
     let dev = Device::Cpu;
-    let m = models::build(&fc, &w, true, &dev).unwrap();
+    let m = fc.build(&w, true, &dev).unwrap();
     let mask = MaskSpec::RandomBox { k: 2 }.batch(4, &forget.ids).unwrap();
     let input = ModelInput::plain(&forget.pixels, &mask);
     let a = m.encode(&input, i2i_unlearn::nn::Mode::Train).unwrap();

@@ -59,6 +59,17 @@ enum Kind {
     Dots,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Stripes => "stripes",
+            Kind::Checks => "checks",
+            Kind::Waves => "waves",
+            Kind::Dots => "dots",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct ClassStyle {
     kind: Kind,
@@ -187,7 +198,7 @@ impl DataSource for Embedded {
         (0..self.cfg.classes)
             .map(|c| {
                 let s = style(c);
-                format!("{:?}-{}", s.kind, c).to_lowercase()
+                format!("{}-{c}", s.kind.as_str())
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 //! get one line in [`open_source`].
 
 pub mod augment;
+mod classes;
 pub mod embedded;
 pub mod folder;
 #[cfg(feature = "parquet")]

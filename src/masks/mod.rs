@@ -179,6 +179,14 @@ impl PatchMask {
     }
 }
 
+/// Mask keys for a batch: image id mixed with the seed and (for training) the step, so random masks
+/// differ across steps but are reproducible.
+pub fn mask_keys(ids: &[u64], seed: u64, step: Option<usize>) -> Vec<u64> {
+    ids.iter()
+        .map(|&id| crate::util::mix(&[id, seed, step.map(|s| s as u64 + 1).unwrap_or(0)]))
+        .collect()
+}
+
 /// Width in pixels of a border that is `num/den` of a side of `size` pixels (rounded).
 pub fn border_px(size: usize, num: usize, den: usize) -> usize {
     (size * num + den / 2) / den

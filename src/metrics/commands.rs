@@ -25,13 +25,7 @@ pub fn load_extractor(
     variant: Variant,
     p: &Progress,
 ) -> Result<InceptionExtractor> {
-    let hub = crate::hub::HubConfig::from_env();
-    let file = match variant {
-        Variant::Fid => crate::weights::FID_INCEPTION,
-        Variant::ImageNet => crate::weights::TORCHVISION_INCEPTION,
-    };
-    let path = crate::weights::resolve(&file, a.weights.as_deref(), &hub)?;
-    let ex = InceptionExtractor::load(&path, variant, a.mode, a.dims, &a.device)?;
+    let ex = super::open::inception(variant, a.weights.as_deref(), a.mode, a.dims, &a.device)?;
     p.note(&format!("extractor: {}", super::Extractor::protocol(&ex)));
     Ok(ex)
 }

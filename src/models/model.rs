@@ -11,7 +11,6 @@
 //!   stream per image, so outputs do not depend on the batch size.
 //! - Training masks, the mask grid, weight decay and the training loss are the family's.
 
-use super::FamilyConfig;
 use crate::masks::{BatchMask, Composite};
 use crate::nn::Mode;
 use anyhow::Result;
@@ -25,6 +24,35 @@ pub enum Role {
     Decoder,
     /// Buffers stored with the weights but never trained (fixed position embeddings).
     Frozen,
+}
+
+/// Which parameters a method (or a pre-training) trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing (the original model).
+    None,
+    /// The encoder only; decoder and original model frozen.
+    Encoder,
+    /// Encoder and decoder.
+    Full,
+}
+
+/// The parameters a scope trains, with the family's weight-decay decision.
+pub fn trainable(model: &dyn I2IModel, scope: Scope) -> Vec<crate::train::TrainVar> {
+    let roles: &[Role] = match scope {
+        Scope::None => &[],
+        Scope::Encoder => &[Role::Encoder],
+        Scope::Full => &[Role::Encoder, Role::Decoder],
+    };
+    model
+        .params()
+        .with_roles(roles)
+        .into_iter()
+        .map(|(n, v)| {
+            let d = model.decays(&n, &v);
+            (n, v, d)
+        })
+        .collect()
 }
 
 /// Named parameters, sorted by name (candle's VarMap order is a HashMap's).
@@ -198,15 +226,10 @@ impl GenerateOptions {
 
 /// The operations unlearning, training and evaluation need from a family.
 pub trait I2IModel: Send + Sync {
-    fn config(&self) -> &FamilyConfig;
     /// Image side in pixels.
-    fn image_size(&self) -> usize {
-        self.config().image_size()
-    }
+    fn image_size(&self) -> usize;
     /// Cells per side of the grid masks are drawn on (patches, tokens, or pixels).
-    fn mask_grid(&self) -> usize {
-        self.config().mask_grid()
-    }
+    fn mask_grid(&self) -> usize;
     /// The family's random training masks for a batch: one key per image (its stable id mixed
     /// with the seed and step), `rng` for draws shared by the batch (e.g. a masking ratio).
     fn training_masks(&self, keys: &[u64], rng: &mut ChaCha8Rng) -> Result<BatchMask>;

@@ -94,7 +94,8 @@ impl Linear {
 /// otherwise (a trained variable is updated in place, and must stay the tensor the optimiser
 /// holds).
 pub fn frozen_layout(w: Tensor) -> Result<Tensor> {
-    if w.track_op() || w.rank() != 2 {
+    // A broadcast scalar (the shape recorder's answer, `weights::shapes`) has no layout to fix.
+    if w.track_op() || w.rank() != 2 || w.stride().iter().all(|&s| s == 0) {
         return Ok(w);
     }
     if w.device().is_cpu() && w.dtype() == DType::F32 {

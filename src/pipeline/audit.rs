@@ -8,6 +8,7 @@ use crate::data::ImageSet;
 use crate::masks::MaskSpec;
 use crate::metrics::MetricValue;
 use crate::models::{I2IModel, ModelInput};
+use crate::names::MetricId;
 use crate::nn::Mode;
 use anyhow::Result;
 
@@ -67,14 +68,17 @@ fn auc_of(
 ) -> Result<Option<MetricValue>> {
     let members = losses(model, &pair.members, mask, seed)?;
     let nonmembers = losses(model, &pair.nonmembers, mask, seed)?;
-    let boot_seed = crate::util::mix(&[seed, crate::util::fnv1a64(b"mia_auc")]);
+    let boot_seed = crate::util::mix(&[
+        seed,
+        crate::util::fnv1a64(MetricId::MiaAuc.as_str().as_bytes()),
+    ]);
     let Some((value, ci)) =
         crate::metrics::audit::auc_with_interval(&members, &nonmembers, resamples, boot_seed)?
     else {
         return Ok(None);
     };
     Ok(Some(MetricValue {
-        metric: "mia_auc".into(),
+        metric: MetricId::MiaAuc.as_str().into(),
         value,
         n: (members.len() + nonmembers.len()),
         protocol: format!(
@@ -93,7 +97,6 @@ fn auc_of(
 
 #[cfg(test)]
 mod tests {
-    use crate::models;
     use crate::nn::Mode;
     use candle_core::{DType, Device, Tensor};
 
@@ -102,7 +105,7 @@ mod tests {
     fn per_image_losses_in_one_pass_equal_one_image_at_a_time() {
         let dev = Device::Cpu;
         let (cfg, w, ..) = crate::selfcheck::tiny_setup(&dev).unwrap();
-        let model = models::build(&cfg, &w, false, &dev).unwrap();
+        let model = cfg.build(&w, false, &dev).unwrap();
         let mut rng = crate::util::rng("per-image-test", 0);
         let px: Vec<f32> = crate::util::normal_vec(&mut rng, 7 * 3 * 16 * 16)
             .into_iter()

@@ -57,39 +57,18 @@ pub fn fetch(exp: &Experiment, p: &crate::progress::Progress) -> Result<usize> {
         }
         items += 1;
     }
-    let wanted = exp.metrics.extractors();
-    for (r, file, local) in [
-        (
-            ExtractorRef::InceptionV3,
-            crate::weights::FID_INCEPTION,
-            exp.metrics.inception.weights.as_deref(),
-        ),
-        (
-            ExtractorRef::InceptionPaper,
-            crate::weights::TORCHVISION_INCEPTION,
-            exp.metrics.inception.paper_weights.as_deref(),
-        ),
-    ] {
-        if wanted.contains(&r) {
-            let path = crate::weights::resolve(&file, local, &crate::hub::HubConfig::from_env())?;
-            p.note(&format!("extractor {r:?}: {}", path.display()));
-            items += 1;
+    for r in exp.metrics.extractors() {
+        let h = match r {
+            ExtractorRef::Clip => Some(hub(&mut hub_cell)?),
+            _ => None,
+        };
+        match crate::metrics::open::fetch(r, &exp.metrics, h)? {
+            Some(line) => {
+                p.note(&line);
+                items += 1;
+            }
+            None => p.note("extractor domain: trained by `run` (nothing to download)"),
         }
-    }
-    if wanted.contains(&ExtractorRef::Clip) {
-        let ck = crate::weights::checkpoint::resolve(
-            &exp.metrics.clip_model,
-            Some(hub(&mut hub_cell)?),
-        )?;
-        p.note(&format!(
-            "extractor clip: {} → {}",
-            ck.origin,
-            ck.weights.display()
-        ));
-        items += 1;
-    }
-    if wanted.contains(&ExtractorRef::Domain) {
-        p.note("extractor domain: trained by `run` (nothing to download)");
     }
     Ok(items)
 }

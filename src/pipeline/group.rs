@@ -10,6 +10,8 @@ use crate::data::ImageSet;
 use crate::metrics::domain::DomainCnn;
 use crate::metrics::{self, Extracted, Extractor, ExtractorRef};
 use crate::models::{self, FamilyConfig, Weights};
+use crate::names::MethodName;
+use crate::store::{get_or_make, RunDir};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -24,9 +26,9 @@ pub struct Group {
     pub oracle: Option<Weights>,
     /// The membership audit's images, when the audit is on.
     pub audit: Option<crate::data::split::Audit>,
-    /// The oracle's generated images' features, per (set, evaluation mask, seed), computed once
-    /// for every cell that compares its outputs with the oracle's.
-    pub oracle_outputs: std::sync::Mutex<BTreeMap<(String, String, u64), Extracted>>,
+    /// The oracle's outputs per (set, evaluation mask, seed), computed once for the group's cells
+    /// (set by the run before the cells start; read-only after).
+    pub oracle_outputs: super::oracle::OracleOutputs,
     /// The extractors the metrics use, each loaded (or trained) once.
     pub extractors: BTreeMap<ExtractorRef, Box<dyn Extractor>>,
     /// Ground-truth features per set and extractor.
@@ -34,6 +36,14 @@ pub struct Group {
 }
 
 impl Group {
+    /// The two evaluation sets, in the order their rows are stored.
+    pub fn eval_sets(&self) -> [(&'static str, &ImageSet); 2] {
+        [
+            ("retain", &self.splits.retain_eval),
+            ("forget", &self.splits.forget_eval),
+        ]
+    }
+
     /// The extractors in use, by name.
     pub fn extractors(&self) -> metrics::Extractors<'_> {
         self.extractors
@@ -43,48 +53,82 @@ impl Group {
     }
 }
 
-/// An Inception extractor of `variant` with its pinned weights (or the configured file).
-fn inception(
-    exp: &Experiment,
-    variant: crate::metrics::inception::Variant,
-    dev: &candle_core::Device,
-) -> Result<crate::metrics::inception::InceptionExtractor> {
-    use crate::metrics::inception::Variant;
-    let spec = &exp.metrics.inception;
-    let (file, local, mode, dims) = match variant {
-        Variant::Fid => (
-            crate::weights::FID_INCEPTION,
-            spec.weights.as_deref(),
-            spec.mode,
-            spec.dims,
-        ),
-        Variant::ImageNet => (
-            crate::weights::TORCHVISION_INCEPTION,
-            spec.paper_weights.as_deref(),
-            crate::metrics::preprocess::ResizeMode::PaperIs,
-            2048,
-        ),
-    };
-    let path = crate::weights::resolve(&file, local, &crate::hub::HubConfig::from_env())?;
-    crate::metrics::inception::InceptionExtractor::load(&path, variant, mode, dims, dev)
-}
+/// A model's family config and, when it starts from one, its resolved checkpoint.
+pub type Resolved = (FamilyConfig, Option<crate::weights::checkpoint::Checkpoint>);
 
+/// Everything the cells of (dataset `di`, model `mi`) share, loaded, pre-trained or trained once.
 pub fn prepare_group(
     exp: &Experiment,
     di: usize,
     mi: usize,
-    (family, checkpoint): &(FamilyConfig, Option<crate::weights::checkpoint::Checkpoint>),
+    (family, checkpoint): &Resolved,
     opts: &RunOptions,
     phases: &mut Phases,
 ) -> Result<Group> {
     let d = &exp.datasets[di];
-    let m = &exp.models[mi];
-    let p = &opts.progress;
-    let dev = &opts.device;
-    let family = family.clone();
     let size = family.image_size();
+    let t = Instant::now();
+    let mut splits = load_splits(d, size, opts)?;
+    phases.data += t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    let (original, original_sha) = original_model(exp, di, mi, family, checkpoint.as_ref(), opts)?;
+    // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
+    let oracle =
+        if checkpoint.is_none() && exp.methods.iter().any(|x| x.name == MethodName::Retrain) {
+            Some(pretrained(exp, di, mi, family, &splits.forget, opts)?.0)
+        } else {
+            None
+        };
+    phases.pretrain += t.elapsed().as_secs_f64();
+    let audit = splits.audit(d, checkpoint.is_none(), size, &opts.device)?;
+    if let Some(a) = &audit {
+        opts.progress.note(&format!(
+            "membership audit: {} + {} forget and {} + {} retain images (members + non-members)",
+            a.forget.members.len(),
+            a.forget.nonmembers.len(),
+            a.retain.members.len(),
+            a.retain.nonmembers.len()
+        ));
+    }
+    crate::util::write_atomic(
+        &RunDir::new(&out_dir_of(opts, exp)).data_manifest(&d.name),
+        &serde_json::to_vec_pretty(&splits.manifest)?,
+    )?;
+
+    let t = Instant::now();
+    let extractors = open_extractors(exp, d, &splits, size, opts)?;
+    let mut truth = BTreeMap::new();
+    for (name, set) in [
+        ("forget", &splits.forget_eval),
+        ("retain", &splits.retain_eval),
+    ] {
+        let mut per = BTreeMap::new();
+        for (r, ex) in &extractors {
+            per.insert(
+                *r,
+                metrics::extract(&**ex, &set.pixels, exp.metrics.batch_size, false)?,
+            );
+        }
+        truth.insert(name, per);
+    }
+    phases.extractor += t.elapsed().as_secs_f64();
+    Ok(Group {
+        splits,
+        family: family.clone(),
+        original,
+        original_sha,
+        oracle,
+        audit,
+        oracle_outputs: Default::default(),
+        extractors,
+        truth,
+    })
+}
+
+/// The dataset's splits, with what was noted while reading them.
+fn load_splits(d: &crate::data::DatasetSpec, size: usize, opts: &RunOptions) -> Result<Splits> {
+    let p = &opts.progress;
     if let Some(path) = d
         .local
         .as_ref()
@@ -97,8 +141,8 @@ pub fn prepare_group(
             path.display()
         ));
     }
-    let splits =
-        Splits::build(d, size, dev).with_context(|| format!("loading dataset `{}`", d.name))?;
+    let splits = Splits::build(d, size, &opts.device)
+        .with_context(|| format!("loading dataset `{}`", d.name))?;
     for n in &splits.manifest.notes {
         p.note(&format!("dataset `{}`: {n}", d.name));
     }
@@ -117,106 +161,57 @@ pub fn prepare_group(
         splits.forget_eval.len(),
         splits.retain_eval.len()
     ));
-    phases.data += t.elapsed().as_secs_f64();
+    Ok(splits)
+}
 
-    // The original model: pre-trained here, cached by the content hash of everything it depends on.
-    let t = Instant::now();
-    let (original, path) = if let Some(ck) = checkpoint {
-        let (w, layout) = models::load_checkpoint(&family, ck, dev)?;
-        p.note(&format!(
-            "original model `{}`: checkpoint {} ({}, {layout})",
-            m.name,
-            ck.origin,
-            ck.weights.display()
-        ));
-        (w, ck.weights.clone())
-    } else {
-        pretrained(exp, di, mi, &family, &[], opts)?
-    };
-    let original_sha = match checkpoint {
-        Some(ck) => ck.sha256()?,
-        None => crate::util::sha256_file(&path)?,
-    };
-    // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
-    let oracle = if checkpoint.is_none()
-        && exp
-            .methods
-            .iter()
-            .any(|x| x.name == crate::unlearn::MethodName::Retrain)
-    {
-        Some(pretrained(exp, di, mi, &family, &splits.forget, opts)?.0)
-    } else {
-        None
-    };
-    phases.pretrain += t.elapsed().as_secs_f64();
-    let mut splits = splits;
-    let audit = splits.audit(d, checkpoint.is_none(), size, dev)?;
-    if let Some(a) = &audit {
-        p.note(&format!(
-            "membership audit: {} + {} forget and {} + {} retain images (members + non-members)",
-            a.forget.members.len(),
-            a.forget.nonmembers.len(),
-            a.retain.members.len(),
-            a.retain.nonmembers.len()
-        ));
+/// The original model and the SHA-256 of its weights file: the checkpoint's, or pre-trained here
+/// (cached by the content hash of everything it depends on).
+fn original_model(
+    exp: &Experiment,
+    di: usize,
+    mi: usize,
+    family: &FamilyConfig,
+    checkpoint: Option<&crate::weights::checkpoint::Checkpoint>,
+    opts: &RunOptions,
+) -> Result<(Weights, String)> {
+    match checkpoint {
+        Some(ck) => {
+            let (w, layout) = family.load_checkpoint(ck, &opts.device)?;
+            opts.progress.note(&format!(
+                "original model `{}`: checkpoint {} ({}, {layout})",
+                exp.models[mi].name,
+                ck.origin,
+                ck.weights.display()
+            ));
+            Ok((w, ck.sha256()?))
+        }
+        None => {
+            let (w, path) = pretrained(exp, di, mi, family, &[], opts)?;
+            Ok((w, crate::util::sha256_file(&path)?))
+        }
     }
-    crate::util::write_atomic(
-        &out_dir_of(opts, exp).join(format!("data-{}.json", d.name)),
-        &serde_json::to_vec_pretty(&splits.manifest)?,
-    )?;
+}
 
-    let t = Instant::now();
-    let wanted = exp.metrics.extractors();
+/// The extractors the metrics use, each opened (or, for the domain extractor, trained) once.
+fn open_extractors(
+    exp: &Experiment,
+    d: &crate::data::DatasetSpec,
+    splits: &Splits,
+    size: usize,
+    opts: &RunOptions,
+) -> Result<BTreeMap<ExtractorRef, Box<dyn Extractor>>> {
     let mut extractors: BTreeMap<ExtractorRef, Box<dyn Extractor>> = BTreeMap::new();
-    for r in wanted {
-        let ex: Box<dyn Extractor> = match r {
-            ExtractorRef::Domain => Box::new(domain_extractor(exp, d, &splits, size, opts)?),
-            ExtractorRef::InceptionV3 => Box::new(inception(
-                exp,
-                crate::metrics::inception::Variant::Fid,
-                dev,
-            )?),
-            ExtractorRef::InceptionPaper => Box::new(inception(
-                exp,
-                crate::metrics::inception::Variant::ImageNet,
-                dev,
-            )?),
-            ExtractorRef::Clip => Box::new(crate::metrics::clip::ClipExtractor::load(
-                &exp.metrics.clip_model,
-                dev,
-            )?),
+    for r in exp.metrics.extractors() {
+        let ex: Box<dyn Extractor> = match metrics::open::open(r, &exp.metrics, &opts.device)? {
+            Some(ex) => ex,
+            None => Box::new(domain_extractor(exp, d, splits, size, opts)?),
         };
         if r != ExtractorRef::Domain {
-            p.note(&format!("extractor: {}", ex.protocol()));
+            opts.progress.note(&format!("extractor: {}", ex.protocol()));
         }
         extractors.insert(r, ex);
     }
-    let mut truth = BTreeMap::new();
-    for (name, set) in [
-        ("forget", &splits.forget_eval),
-        ("retain", &splits.retain_eval),
-    ] {
-        let mut per = BTreeMap::new();
-        for (r, ex) in &extractors {
-            per.insert(
-                *r,
-                metrics::extract(&**ex, &set.pixels, exp.metrics.batch_size, false)?,
-            );
-        }
-        truth.insert(name, per);
-    }
-    phases.extractor += t.elapsed().as_secs_f64();
-    Ok(Group {
-        splits,
-        family,
-        original,
-        original_sha,
-        oracle,
-        audit,
-        oracle_outputs: Default::default(),
-        extractors,
-        truth,
-    })
+    Ok(extractors)
 }
 
 /// A model pre-trained here on every class of the dataset but `exclude` (nothing: the original
@@ -248,48 +243,52 @@ fn pretrained(
     let key = crate::util::content_hash(&desc)[..16].to_string();
     let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
     // One worker pre-trains it; others pointed at the same cache wait for the file.
-    let _claim = (!path.exists())
-        .then(|| {
-            super::claim::Claim::wait_take(&opts.cache_dir.join("pretrain"), &key, || {
-                p.note(&format!(
-                    "{what}: another worker is pre-training it; waiting"
-                ))
-            })
-        })
-        .transpose()?;
-    if let Some(w) = crate::pretrain::load_cached(&path, dev)? {
-        p.note(&format!("{what}: cached pre-training {}", path.display()));
-        return Ok((w, path));
-    }
-    let size = family.image_size();
-    let data = Splits::pretrain_set(d, exclude, size, dev)?;
-    let bar = p.bar(
-        crate::pretrain::total_steps(family, &m.pretrain) as u64,
-        &format!(
-            "pre-train {}{} on {}",
-            m.name,
-            if exclude.is_empty() { "" } else { " (oracle)" },
-            d.name
-        ),
-    );
-    let (w, loss) = crate::pretrain::pretrain(family, &m.pretrain, &data, dev, |_, l| {
-        bar.inc(1);
-        bar.set_message(format!("loss {l:.4}"));
-    })?;
-    bar.finish_and_clear();
-    models::save_weights(&w, &path)?;
-    p.note(&format!(
-        "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
-        m.pretrain.steps,
-        data.len(),
-        if exclude.is_empty() {
-            String::new()
-        } else {
-            format!(" (the {} forget classes left out)", exclude.len())
+    let w = get_or_make(
+        &path,
+        &opts.cache_dir.join("pretrain"),
+        &key,
+        || {
+            p.note(&format!(
+                "{what}: another worker is pre-training it; waiting"
+            ))
         },
-        t.elapsed().as_secs_f64(),
-        path.display()
-    ));
+        |path| {
+            p.note(&format!("{what}: cached pre-training {}", path.display()));
+            crate::pretrain::load_cached(path, dev)
+        },
+        || {
+            let size = family.image_size();
+            let data = Splits::pretrain_set(d, exclude, size, dev)?;
+            let bar = p.bar(
+                crate::pretrain::total_steps(family, &m.pretrain) as u64,
+                &format!(
+                    "pre-train {}{} on {}",
+                    m.name,
+                    if exclude.is_empty() { "" } else { " (oracle)" },
+                    d.name
+                ),
+            );
+            let (w, loss) = crate::pretrain::pretrain(family, &m.pretrain, &data, dev, |_, l| {
+                bar.inc(1);
+                bar.set_message(format!("loss {l:.4}"));
+            })?;
+            bar.finish_and_clear();
+            models::save_weights(&w, &path)?;
+            p.note(&format!(
+                "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
+                m.pretrain.steps,
+                data.len(),
+                if exclude.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the {} forget classes left out)", exclude.len())
+                },
+                t.elapsed().as_secs_f64(),
+                path.display()
+            ));
+            Ok(w)
+        },
+    )?;
     Ok((w, path))
 }
 
@@ -314,31 +313,27 @@ fn domain_extractor(
         .join("extractors")
         .join(format!("domain-{ekey}.safetensors"));
     // One worker trains it; others pointed at the same cache wait for the file.
-    let _claim = (!epath.exists())
-        .then(|| {
-            super::claim::Claim::wait_take(
-                &opts.cache_dir.join("extractors"),
-                &format!("domain-{ekey}"),
-                || p.note("domain extractor: another worker is training it; waiting"),
-            )
-        })
-        .transpose()?;
-    let mut extractor = if epath.exists() {
-        DomainCnn::from_weights(models::load_weights(&epath, dev)?, size)?
-    } else {
-        let train = splits.relabel(&ImageSet::concat(&[
-            &splits.forget_train,
-            &splits.retain_train,
-        ])?)?;
-        let bar = p.bar(
-            spec.steps as u64,
-            &format!("train domain extractor on {}", d.name),
-        );
-        let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, &bar)?;
-        bar.finish_and_clear();
-        models::save_weights(ex.weights(), &epath)?;
-        ex
-    };
+    let mut extractor = get_or_make(
+        &epath,
+        &opts.cache_dir.join("extractors"),
+        &format!("domain-{ekey}"),
+        || p.note("domain extractor: another worker is training it; waiting"),
+        |path| DomainCnn::from_weights(models::load_weights(path, dev)?, size),
+        || {
+            let train = splits.relabel(&ImageSet::concat(&[
+                &splits.forget_train,
+                &splits.retain_train,
+            ])?)?;
+            let bar = p.bar(
+                spec.steps as u64,
+                &format!("train domain extractor on {}", d.name),
+            );
+            let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, &bar)?;
+            bar.finish_and_clear();
+            models::save_weights(ex.weights(), &epath)?;
+            Ok(ex)
+        },
+    )?;
     let heldout = splits.relabel(&ImageSet::concat(&[
         &splits.forget_eval,
         &splits.retain_eval,

@@ -7,16 +7,23 @@
 //! |--------------|------------------------------------------------------------------------|
 //! | `mod.rs`     | the run: grid, grouping, parallel unlearning jobs, summary              |
 //! | `group.rs`   | what a (dataset, model) pair shares: data, original model, extractors    |
+//! | `jobs.rs`    | a group's unlearning jobs on the workers, claimed in a shared folder     |
+//! | `oracle.rs`  | the retrain oracle's outputs, computed once per group                   |
 //! | `cell.rs`    | one unlearned model (trained or loaded) and the evaluation of its cells  |
+//! | `evaluate.rs`| one cell's evaluation, step by step                                     |
+//! | `generate.rs`| a model's outputs on an evaluation set under a cell's mask and seed      |
 //! | `audit.rs`   | a cell's membership audit (per-image losses → the attack's AUC)         |
 //! | `samples.rs` | sample sheets                                                           |
 //! | `fetch.rs`   | `i2i-unlearn fetch`                                                     |
 
 mod audit;
 mod cell;
-pub mod claim;
+mod evaluate;
 mod fetch;
+mod generate;
 mod group;
+mod jobs;
+mod oracle;
 mod samples;
 
 pub use fetch::fetch;
@@ -107,10 +114,9 @@ pub(crate) fn prepare_output_dir(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
-    let out_dir = out_dir_of(opts, exp);
-    // Resolve checkpoints (downloading config files if needed) and check them against the masks
-    // before anything is written.
+/// The family config and checkpoint of every model, resolved (config files downloaded where
+/// needed) and checked against the masks before anything is written.
+fn resolve_models(exp: &Experiment) -> Result<Vec<group::Resolved>> {
     let hub = if exp.models.iter().any(|m| m.weights.is_some()) {
         Some(crate::hub::Hub::from_env()?)
     } else {
@@ -124,12 +130,19 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         })?;
         resolved.push((family, ck));
     }
+    Ok(resolved)
+}
+
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let out_dir = out_dir_of(opts, exp);
+    let resolved = resolve_models(exp)?;
     let all = grid::expand(exp);
     let cells = match opts.shard {
         Some(s) => s.select(all.clone()),
         None => all.clone(),
     };
     let store = Store::new(&out_dir);
+    let dir = store.run_dir();
     let created = !out_dir.exists();
     prepare_output_dir(&out_dir)?;
     // A run that fails before it has any result (bad data, say) leaves no folder it created.
@@ -145,10 +158,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             notes: grid::absent_rows(exp),
         },
     )?;
-    crate::util::write_atomic(
-        &out_dir.join("experiment.yaml"),
-        serde_yaml::to_string(exp)?.as_bytes(),
-    )?;
+    crate::util::write_atomic(&dir.experiment(), serde_yaml::to_string(exp)?.as_bytes())?;
     let mut summary = RunSummary {
         output: out_dir.clone(),
         cells_in_grid: all.len(),
@@ -179,75 +189,30 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             .or_default()
             .push(c);
     }
-    let total = pending.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    for ((di, mi), jobs) in groups {
-        let group = group::prepare_group(exp, di, mi, &resolved[mi], opts, &mut summary.phases)?;
-        // Unlearning jobs are independent: run as many at once as there are rayon threads. On
-        // small models this beats splitting each op over threads (measured 1.45× more steps per
-        // second on 2 cores); candle's ops inside then share the same pool.
+    let counter = cell::CellCounter::new(pending.len());
+    for ((di, mi), by_key) in groups {
+        let mut group =
+            group::prepare_group(exp, di, mi, &resolved[mi], opts, &mut summary.phases)?;
         let t = Instant::now();
-        let phases = std::sync::Mutex::new((0.0f64, 0.0f64, 0usize, 0usize));
-        let jobs: Vec<Vec<&Cell>> = jobs.into_values().collect();
-        // Several workers may share this folder: an unlearned model (and its cells) is computed
-        // by the worker that claims it; the others come back to it at the end.
-        let claims = out_dir.join("claims");
-        let deferred = std::sync::Mutex::new(Vec::<usize>::new());
-        let run_claimed = |cells: &Vec<&Cell>| -> Result<()> {
-            let todo: Vec<&Cell> = cells
-                .iter()
-                .copied()
-                .filter(|c| !store.is_done(&c.id))
-                .collect();
-            if todo.is_empty() {
-                return Ok(());
-            }
-            let r = cell::run_unlearned(exp, &group, &todo, opts, &store, &done, total)?;
-            let mut ph = phases.lock().expect("phase lock");
-            ph.0 += r.unlearn_seconds;
-            ph.1 += r.eval_seconds;
-            ph.2 += r.unlearned as usize;
-            ph.3 += todo.len();
-            Ok(())
-        };
-        let run_one = |i: usize| -> Result<()> {
-            let cells = &jobs[i];
-            match claim::Claim::try_take(&claims, &cells[0].unlearn_key)? {
-                Some(_held) => run_claimed(cells),
-                None => {
-                    deferred.lock().expect("deferred lock").push(i);
-                    Ok(())
-                }
-            }
-        };
-        let res = if opts.jobs > 1 {
-            crate::parallel::run_on_workers(opts.jobs, jobs.len(), run_one)
-        } else {
-            (0..jobs.len()).try_for_each(run_one)
-        };
-        // What another worker held: wait for it, then compute whatever it did not finish.
-        let res = res.and_then(|_| {
-            let mut later = deferred.into_inner().expect("deferred lock");
-            later.sort_unstable();
-            for i in later {
-                let cells = &jobs[i];
-                let _held = claim::Claim::wait_take(&claims, &cells[0].unlearn_key, || {
-                    p.note(&format!(
-                        "{}: another worker holds it; waiting",
-                        cells[0].label
-                    ))
-                })?;
-                run_claimed(cells)?;
-            }
-            Ok(())
-        });
-        let (u, e, n_unlearned, n_cells) = *phases.lock().expect("phase lock");
-        summary.phases.unlearn += u;
-        summary.phases.evaluate += e;
+        let group_cells: Vec<&Cell> = by_key.values().flatten().copied().collect();
+        let fid = exp.metrics.fid.map(|r| group.extractors[&r].as_ref());
+        group.oracle_outputs = oracle::OracleOutputs::compute(
+            exp,
+            (&group.family, group.oracle.as_ref()),
+            fid,
+            group.eval_sets(),
+            &group_cells,
+            opts,
+        )?;
+        summary.phases.evaluate += t.elapsed().as_secs_f64();
+        let jobs: Vec<Vec<&Cell>> = by_key.into_values().collect();
+        let totals = jobs::run_group(exp, &group, &jobs, opts, &store, &counter);
+        summary.phases.unlearn += totals.unlearn_seconds;
+        summary.phases.evaluate += totals.eval_seconds;
         summary.phases.cells_wall += t.elapsed().as_secs_f64();
-        summary.cells_run += n_cells;
-        summary.models_unlearned += n_unlearned;
-        res?;
+        summary.cells_run += totals.cells;
+        summary.models_unlearned += totals.unlearned;
+        totals.result?;
     }
     let t = Instant::now();
     crate::report::build(
@@ -257,10 +222,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         p,
     )?;
     summary.phases.report = t.elapsed().as_secs_f64();
-    crate::util::write_atomic(
-        &out_dir.join("last_run.json"),
-        &serde_json::to_vec_pretty(&summary)?,
-    )?;
+    crate::util::write_atomic(&dir.last_run(), &serde_json::to_vec_pretty(&summary)?)?;
+    dir.drop_claims_folder();
     cleanup.armed = false;
     Ok(summary)
 }

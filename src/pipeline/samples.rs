@@ -56,7 +56,7 @@ pub fn labelled_sheet(
             .iter()
             .flat_map(|s| ["truth", "masked", "output"].map(|k| format!("{s} {k}")))
             .collect();
-        crate::report::sheet::label(&sheet, title, &labels, (h * scale) as u32)
+        crate::draw::sheet::label(&sheet, title, &labels, (h * scale) as u32)
     }
     #[cfg(not(feature = "report"))]
     {

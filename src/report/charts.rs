@@ -5,86 +5,14 @@
 //!
 //! Labels use the embedded DejaVu Sans (or the TrueType file named by `I2I_UNLEARN_FONT`).
 
-use super::table::{Col, Table};
+use super::bars::bars;
+use super::chart_style::{metric_title, slug, Dyn, COLORS};
+use super::table::Table;
+use crate::draw::ensure_font;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-/// Register the chart font once: `I2I_UNLEARN_FONT` if set, else the embedded DejaVu Sans.
-pub(crate) fn ensure_font() -> Result<()> {
-    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
-    FONT.get_or_init(|| {
-        let (regular, bold): (&'static [u8], &'static [u8]) =
-            match std::env::var_os("I2I_UNLEARN_FONT") {
-                Some(p) => {
-                    let bytes = std::fs::read(&p).map_err(|e| {
-                        format!("I2I_UNLEARN_FONT={}: {e}", PathBuf::from(&p).display())
-                    })?;
-                    let b: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                    (b, b)
-                }
-                None => (dejavu::sans::regular(), dejavu::sans::bold()),
-            };
-        register_font("sans-serif", FontStyle::Normal, regular)
-            .map_err(|_| "the chart font is not a TrueType font".to_string())?;
-        register_font("sans-serif", FontStyle::Bold, bold)
-            .map_err(|_| "the chart font is not a TrueType font".to_string())?;
-        Ok(())
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
-}
-
-pub(crate) const COLORS: [RGBColor; 8] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0xe3, 0x77, 0xc2),
-    RGBColor(0x7f, 0x7f, 0x7f),
-];
-
-pub(crate) fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn metric_title(m: &str) -> &'static str {
-    match m {
-        "fid" => "FID",
-        "is" => "Inception Score",
-        "clip" => "CLIP similarity",
-        "mia_auc" => "membership-audit AUC",
-        _ => "value",
-    }
-}
-
-/// The metric's name as the table's protocol computed it: with the domain extractor, "IS" and
-/// "CLIP" would be wrong names.
-fn metric_title_of(t: &Table, m: &str) -> String {
-    let domain = t
-        .protocols
-        .iter()
-        .any(|(c, p, _)| c.metric == m && p.contains("domain extractor"));
-    match (m, domain) {
-        ("clip", true) => "cosine similarity (domain extractor)".into(),
-        ("is", true) => "IS (domain extractor)".into(),
-        (m, true) => format!("{} (domain extractor)", metric_title(m)),
-        (m, false) => metric_title(m).into(),
-    }
-}
 
 /// Draw every chart; returns the files written.
 pub fn draw_all(tables: &[Table], dir: &Path) -> Result<Vec<PathBuf>> {
@@ -202,197 +130,6 @@ fn metrics_of(t: &Table) -> Vec<&'static str> {
         }
     }
     v
-}
-
-pub(crate) type Dyn = Box<dyn std::error::Error + Send + Sync>;
-
-/// Width of the legend column right of a bar chart's plot area.
-const LEGEND_W: u32 = 150;
-
-fn bars(t: &Table, metric: &str, path: &Path) -> Result<()> {
-    draw_bars(t, metric, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
-}
-
-fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {
-    let cols: Vec<(usize, &Col)> = t
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.metric == metric)
-        .collect();
-    let n = t.rows.len();
-    let mut top: f64 = 0.0;
-    for r in &t.rows {
-        for (ci, _) in &cols {
-            if let Some(v) = &r.values[*ci] {
-                let whisker = v.ci.map(|c| c.1).unwrap_or(v.mean + v.std.unwrap_or(0.0));
-                top = top.max(v.mean.max(whisker));
-            }
-        }
-    }
-    let top = if metric == "mia_auc" {
-        1.0f64.max(top * 1.05)
-    } else if top > 0.0 {
-        top * 1.15
-    } else {
-        1.0
-    };
-    let plot_w = 140 * n as u32 + 160;
-    let full = BitMapBackend::new(path, (plot_w + LEGEND_W, 520)).into_drawing_area();
-    full.fill(&WHITE)?;
-    // The legend sits right of the plot area, never on the bars.
-    let (root, legend) = full.split_horizontally(plot_w);
-    let name = metric_title_of(t, metric);
-    let title = format!("{name} — {}", t.title());
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(70)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_desc(name.as_str())
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    let width = 0.8 / cols.len().max(1) as f64;
-    let mut sets: Vec<(&str, RGBColor)> = vec![];
-    for (k, (ci, col)) in cols.iter().enumerate() {
-        let color = COLORS[if col.set == "retain" { 0 } else { 1 }];
-        let set_label = if col.set == "retain" {
-            "D_R (retain)"
-        } else {
-            "D_F (forget)"
-        };
-        sets.push((set_label, color));
-        for (i, r) in t.rows.iter().enumerate() {
-            let Some(v) = &r.values[*ci] else { continue };
-            let x0 = i as f64 + 0.1 + k as f64 * width;
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [(x0, 0.0), (x0 + width * 0.9, v.mean)],
-                color.filled(),
-            )))?;
-            let whisker = v.ci.or(v.std.map(|sd| (v.mean - sd, v.mean + sd)));
-            if let Some((lo, hi)) = whisker {
-                let xc = x0 + width * 0.45;
-                let cap = width * 0.15;
-                for seg in [
-                    vec![(xc, lo), (xc, hi)],
-                    vec![(xc - cap, lo), (xc + cap, lo)],
-                    vec![(xc - cap, hi), (xc + cap, hi)],
-                ] {
-                    chart.draw_series(std::iter::once(PathElement::new(
-                        seg,
-                        BLACK.stroke_width(2),
-                    )))?;
-                }
-            }
-        }
-    }
-    // The audit's references: chance (0.5) and the oracle's D_F AUC.
-    let mut refs: Vec<(String, RGBColor, f64)> = vec![];
-    if metric == "mia_auc" {
-        refs.push(("chance (0.5)".into(), RGBColor(0x7f, 0x7f, 0x7f), 0.5));
-        let forget = cols
-            .iter()
-            .find(|(_, c)| c.set == "forget")
-            .map(|(i, _)| *i);
-        if let Some(v) = t
-            .rows
-            .iter()
-            .find(|r| r.method == crate::unlearn::MethodName::Retrain.as_str())
-            .and_then(|r| forget.and_then(|i| r.values[i].as_ref()))
-        {
-            refs.push(("oracle D_F".into(), BLACK, v.mean));
-        }
-        for (k, (_, color, y)) in refs.iter().enumerate() {
-            chart.draw_series(DashedLineSeries::new(
-                vec![(0.0, *y), (n as f64, *y)],
-                4 + 4 * k as u32,
-                4,
-                color.stroke_width(2),
-            ))?;
-        }
-    }
-    // Two lines, so that the note fits the legend column.
-    let whiskers = if t
-        .rows
-        .iter()
-        .flat_map(|r| cols.iter().filter_map(|(i, _)| r.values[*i].as_ref()))
-        .any(|v| v.ci.is_some())
-    {
-        ["whiskers:", "95% bootstrap CI"]
-    } else {
-        ["whiskers:", "± seed std"]
-    };
-    for (j, (label, color)) in refs.iter().map(|(l, c, _)| (l.as_str(), *c)).enumerate() {
-        let y = 70 + 26 * (sets.len() + j) as i32;
-        legend.draw(&PathElement::new(
-            vec![(8, y), (26, y)],
-            color.stroke_width(2),
-        ))?;
-        legend.draw(&Text::new(
-            label.to_string(),
-            (32, y - 8),
-            ("sans-serif", 14).into_font(),
-        ))?;
-    }
-    for (k, line) in whiskers.iter().enumerate() {
-        legend.draw(&Text::new(
-            line.to_string(),
-            (
-                8,
-                70 + 26 * (sets.len() + refs.len()) as i32 + 16 * k as i32,
-            ),
-            ("sans-serif", 12).into_font(),
-        ))?;
-    }
-    for (j, (label, color)) in sets.iter().enumerate() {
-        let y = 70 + 26 * j as i32;
-        legend.draw(&Rectangle::new([(10, y - 7), (24, y + 7)], color.filled()))?;
-        legend.draw(&Text::new(
-            label.to_string(),
-            (32, y - 8),
-            ("sans-serif", 14).into_font(),
-        ))?;
-    }
-    // Method names under the bars, in pixel coordinates.
-    for (i, r) in t.rows.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-        for (j, line) in wrap(&r.label, 16).iter().enumerate() {
-            let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
-                plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Top,
-                ),
-            );
-            root.draw(&Text::new(
-                line.clone(),
-                (px, py + 8 + 16 * j as i32),
-                style,
-            ))?;
-        }
-    }
-    full.present()?;
-    Ok(())
-}
-
-fn wrap(s: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for w in s.split(' ') {
-        let cur = lines.last_mut().unwrap();
-        if !cur.is_empty() && cur.len() + 1 + w.len() > width {
-            lines.push(w.to_string());
-        } else {
-            if !cur.is_empty() {
-                cur.push(' ');
-            }
-            cur.push_str(w);
-        }
-    }
-    lines
 }
 
 /// One metric of several tables against a number per table (α, the outpainting width): one line
@@ -565,6 +302,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::bars::{draw_bars, LEGEND_W};
+    use super::super::chart_style::metric_title_of;
+    use super::super::table::Col;
     use super::*;
     use crate::report::table::{Better, TableRow, Value};
 

@@ -6,12 +6,14 @@
 //! left out); the same cell found in several folders (merged shards) counts once.
 
 #[cfg(feature = "report")]
+mod bars;
+#[cfg(feature = "report")]
+mod chart_style;
+#[cfg(feature = "report")]
 mod charts;
 #[cfg(feature = "report")]
 mod frame;
 pub mod render;
-#[cfg(feature = "report")]
-pub mod sheet;
 pub mod table;
 pub mod tsne;
 #[cfg(feature = "report")]

@@ -2,6 +2,7 @@
 //! and `table.tex` (booktabs), both optionally with the bootstrap intervals (`report --ci`).
 
 use super::table::{column_name, Better, Col, Table, Value, BOLD_RULE};
+use crate::names::MetricId;
 use crate::store::CellRecord;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -9,7 +10,7 @@ use std::fmt::Write;
 /// Digits for a metric: FID and IS to 3 significant-ish decimals, CLIP to 4.
 fn fmt_num(metric: &str, v: f64) -> String {
     match metric {
-        "clip" => format!("{v:.4}"),
+        m if m == MetricId::Clip.as_str() => format!("{v:.4}"),
         _ if v.abs() >= 100.0 => format!("{v:.1}"),
         _ if v.abs() >= 10.0 => format!("{v:.2}"),
         _ => format!("{v:.3}"),
@@ -179,7 +180,7 @@ fn oracle_markdown(s: &mut String, t: &Table, ci: bool) {
         for v in &r.fid_to_oracle {
             let cell = v
                 .as_ref()
-                .map(|v| fmt_value("fid", v, " ± ", ci))
+                .map(|v| fmt_value(MetricId::FidOracle.as_str(), v, " ± ", ci))
                 .unwrap_or_else(|| "–".into());
             let _ = write!(s, " {cell} |");
         }
@@ -214,7 +215,7 @@ fn oracle_markdown(s: &mut String, t: &Table, ci: bool) {
                 s,
                 "{}Closest to the oracle's outputs on {set}: {label} (FID to oracle {}).",
                 if k == 0 { "\n" } else { "" },
-                fmt_num("fid", *v)
+                fmt_num(MetricId::FidOracle.as_str(), *v)
             );
         }
     }

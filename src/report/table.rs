@@ -5,7 +5,7 @@
 //! method's distance to it. Rendering is in `render.rs`.
 
 use super::Agg;
-use crate::unlearn::MethodName;
+use crate::names::{MethodName, MetricId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Which direction of a column is better for an unlearned model.
@@ -39,25 +39,18 @@ const fn col(set: &'static str, metric: &'static str, better: Better) -> Col {
 /// on D_F it should become bad (high FID, low IS, low CLIP). The audit's AUC: on D_F toward 0.5
 /// (no membership signal left), on D_R a control.
 pub const COLUMNS: [Col; 8] = [
-    col("retain", "fid", Better::Lower),
-    col("retain", "is", Better::Higher),
-    col("retain", "clip", Better::Higher),
-    col("retain", "mia_auc", Better::Neither),
-    col("forget", "fid", Better::Higher),
-    col("forget", "is", Better::Lower),
-    col("forget", "clip", Better::Lower),
-    col("forget", "mia_auc", Better::Toward(0.5)),
+    col("retain", MetricId::Fid.as_str(), Better::Lower),
+    col("retain", MetricId::Is.as_str(), Better::Higher),
+    col("retain", MetricId::Clip.as_str(), Better::Higher),
+    col("retain", MetricId::MiaAuc.as_str(), Better::Neither),
+    col("forget", MetricId::Fid.as_str(), Better::Higher),
+    col("forget", MetricId::Is.as_str(), Better::Lower),
+    col("forget", MetricId::Clip.as_str(), Better::Lower),
+    col("forget", MetricId::MiaAuc.as_str(), Better::Toward(0.5)),
 ];
 
 fn metric_name(m: &str) -> &'static str {
-    match m {
-        "fid" => "FID",
-        "is" => "IS",
-        "clip" => "CLIP",
-        "mia_auc" => "MIA AUC",
-        "fid_oracle" => "FID to oracle",
-        _ => "?",
-    }
+    MetricId::parse(m).map_or("?", |m| m.short())
 }
 
 /// A column's name as its protocol computed it: "CLIP" and "IS" only when CLIP and an
@@ -65,12 +58,14 @@ fn metric_name(m: &str) -> &'static str {
 /// of its features and every metric says "(domain)".
 pub(crate) fn column_name(metric: &str, protocol: Option<&str>) -> String {
     let domain = protocol.is_some_and(|p| p.contains("domain extractor"));
-    match (metric, domain) {
-        ("mia_auc", _) => metric_name(metric).into(),
-        ("clip", true) => "cos (domain)".into(),
-        ("clip", false) if protocol.is_some_and(|p| !p.contains("CLIP")) => "cos".into(),
-        (m, true) => format!("{} (domain)", metric_name(m)),
-        (m, false) => metric_name(m).into(),
+    match (MetricId::parse(metric), domain) {
+        (Some(MetricId::MiaAuc), _) => metric_name(metric).into(),
+        (Some(MetricId::Clip), true) => "cos (domain)".into(),
+        (Some(MetricId::Clip), false) if protocol.is_some_and(|p| !p.contains("CLIP")) => {
+            "cos".into()
+        }
+        (_, true) => format!("{} (domain)", metric_name(metric)),
+        (_, false) => metric_name(metric).into(),
     }
 }
 
@@ -133,8 +128,7 @@ pub struct Table {
 
 /// Whether a method key is a reference row (the original model, the oracle): never bold.
 pub fn is_reference(method: &str) -> bool {
-    let name = method.split('+').next().unwrap_or(method);
-    name == MethodName::Original.as_str() || name == MethodName::Retrain.as_str()
+    MethodName::from_key(method).is_some_and(|m| m.is_reference())
 }
 
 impl Table {
@@ -279,8 +273,8 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                         .map(|c| {
                             find(method, c.set, c.metric).map(|a| {
                                 // The IS split std, measured per cell, if stored.
-                                let split = (c.metric == "is")
-                                    .then(|| find(method, c.set, "is_split_std"))
+                                let split = (c.metric == MetricId::Is.as_str())
+                                    .then(|| find(method, c.set, MetricId::IsSplitStd.as_str()))
                                     .flatten()
                                     .map(|s| s.mean);
                                 value_of(a, split)
@@ -294,29 +288,9 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                     }
                 })
                 .collect();
-            let oracle = match rows
-                .iter()
-                .find(|r| r.method == MethodName::Retrain.as_str())
-            {
-                None => vec![],
-                Some(o) => rows
-                    .iter()
-                    .filter(|r| r.method != o.method)
-                    .map(|r| OracleRow {
-                        method: r.method.clone(),
-                        label: r.label.clone(),
-                        delta: r
-                            .values
-                            .iter()
-                            .zip(&o.values)
-                            .map(|(v, ov)| Some(v.as_ref()?.mean - ov.as_ref()?.mean))
-                            .collect(),
-                        fid_to_oracle: ["retain", "forget"].map(|set| {
-                            find(&r.method, set, "fid_oracle").map(|a| value_of(a, None))
-                        }),
-                    })
-                    .collect(),
-            };
+            let oracle = oracle_rows(&rows, |method, set| {
+                find(method, set, MetricId::FidOracle.as_str()).map(|a| value_of(a, None))
+            });
             let mut protocols: Vec<(Col, String, u64)> = columns
                 .iter()
                 .filter_map(|c| {
@@ -324,7 +298,7 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
                 })
                 .collect();
             for set in ["retain", "forget"] {
-                if let Some(a) = find_any(&in_table, set, "fid_oracle") {
+                if let Some(a) = find_any(&in_table, set, MetricId::FidOracle.as_str()) {
                     let c = if set == "retain" {
                         FID_ORACLE[0]
                     } else {
@@ -348,10 +322,38 @@ pub fn tables(aggs: &[Agg]) -> Vec<Table> {
     out
 }
 
+/// Each method's distance to the retrain oracle's row (none without one): the difference of
+/// every column, and the FID of its outputs to the oracle's (`fid_to_oracle(method, set)`).
+fn oracle_rows(
+    rows: &[TableRow],
+    fid_to_oracle: impl Fn(&str, &str) -> Option<Value>,
+) -> Vec<OracleRow> {
+    let Some(o) = rows
+        .iter()
+        .find(|r| r.method == MethodName::Retrain.as_str())
+    else {
+        return vec![];
+    };
+    rows.iter()
+        .filter(|r| r.method != o.method)
+        .map(|r| OracleRow {
+            method: r.method.clone(),
+            label: r.label.clone(),
+            delta: r
+                .values
+                .iter()
+                .zip(&o.values)
+                .map(|(v, ov)| Some(v.as_ref()?.mean - ov.as_ref()?.mean))
+                .collect(),
+            fid_to_oracle: ["retain", "forget"].map(|set| fid_to_oracle(&r.method, set)),
+        })
+        .collect()
+}
+
 /// The oracle table's FID columns (for their protocols).
 pub const FID_ORACLE: [Col; 2] = [
-    col("retain", "fid_oracle", Better::Lower),
-    col("forget", "fid_oracle", Better::Lower),
+    col("retain", MetricId::FidOracle.as_str(), Better::Lower),
+    col("forget", MetricId::FidOracle.as_str(), Better::Lower),
 ];
 
 fn find_any<'a>(items: &[&&'a Agg], set: &str, metric: &str) -> Option<&'a Agg> {

@@ -1,7 +1,8 @@
 //! The paper's Figure 4 drawn from stored embeddings (the t-SNE itself is `tsne.rs`).
 
-use super::charts::{ensure_font, slug, Dyn, COLORS};
+use super::chart_style::{slug, Dyn, COLORS};
 use super::table::Table;
+use crate::draw::ensure_font;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ pub mod trainer;
 
 pub use spec::{NoiseStats, UnlearnMask, UnlearnSpec};
 
+pub use crate::models::Scope;
 use crate::models::{I2IModel, ModelInput};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
@@ -24,73 +25,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
-/// Unlearning methods known to the registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MethodName {
-    /// The untouched original model.
-    Original,
-    /// The oracle: the same pre-training without the forget classes (models pre-trained here).
-    Retrain,
-    /// Gradient ascent on the forget set's training loss, descent on the retain set's (full model).
-    MaxLoss,
-    /// Full model trained to output noise for forget images, the truth for retain images.
-    NoisyLabel,
-    /// Full model: forget outputs pushed to the original model's outputs on retain images.
-    RetainLabel,
-    /// Encoder: forget embeddings pushed to Gaussian features with the teacher's statistics.
-    RandomEncoder,
-    /// The paper's method (encoder; retain embeddings kept, forget embeddings sent to noise's).
-    Ours,
-}
-
-impl MethodName {
-    /// Order of the paper's table.
-    pub const ALL: [MethodName; 7] = [
-        MethodName::Original,
-        MethodName::Retrain,
-        MethodName::MaxLoss,
-        MethodName::NoisyLabel,
-        MethodName::RetainLabel,
-        MethodName::RandomEncoder,
-        MethodName::Ours,
-    ];
-
-    /// Whether the method runs the unlearning trainer (the original model and the oracle are
-    /// pre-trained, not unlearned).
-    pub fn trains(self) -> bool {
-        !self.is_reference()
-    }
-    /// The reference rows of a table: the original model and the retrain oracle.
-    pub fn is_reference(self) -> bool {
-        matches!(self, MethodName::Original | MethodName::Retrain)
-    }
-    pub fn uses_alpha(self) -> bool {
-        self.trains()
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MethodName::Original => "original",
-            MethodName::Retrain => "retrain",
-            MethodName::MaxLoss => "max_loss",
-            MethodName::NoisyLabel => "noisy_label",
-            MethodName::RetainLabel => "retain_label",
-            MethodName::RandomEncoder => "random_encoder",
-            MethodName::Ours => "ours",
-        }
-    }
-    pub fn display(self) -> &'static str {
-        match self {
-            MethodName::Original => "Original",
-            MethodName::Retrain => "Retrain (oracle)",
-            MethodName::MaxLoss => "Max Loss",
-            MethodName::NoisyLabel => "Noisy Label",
-            MethodName::RetainLabel => "Retain Label",
-            MethodName::RandomEncoder => "Random Encoder",
-            MethodName::Ours => "Ours",
-        }
-    }
-}
+pub use crate::names::MethodName;
 
 /// Where the retain term's images come from.
 #[derive(
@@ -120,6 +55,16 @@ pub enum NoiseKind {
     Constant,
 }
 
+impl NoiseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoiseKind::Normal => "normal",
+            NoiseKind::Uniform => "uniform",
+            NoiseKind::Constant => "constant",
+        }
+    }
+}
+
 /// A method entry: `ours`, or `{name: ours, retain: proxy, noise: uniform}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct MethodSpec {
@@ -143,7 +88,8 @@ impl MethodSpec {
             k.push_str("+proxy");
         }
         if self.noise != NoiseKind::Normal {
-            k.push_str(&format!("+{:?}", self.noise).to_lowercase());
+            k.push('+');
+            k.push_str(self.noise.as_str());
         }
         k
     }
@@ -155,10 +101,7 @@ impl MethodSpec {
             extra.push("proxy D_R".to_string());
         }
         if self.noise != NoiseKind::Normal {
-            extra.push(format!(
-                "{} noise",
-                format!("{:?}", self.noise).to_lowercase()
-            ));
+            extra.push(format!("{} noise", self.noise.as_str()));
         }
         if !extra.is_empty() {
             l.push_str(&format!(" ({})", extra.join(", ")));
@@ -208,14 +151,15 @@ impl<'de> Deserialize<'de> for MethodSpec {
                     retain: retain.unwrap_or_default(),
                     noise: noise.unwrap_or_default(),
                 };
-                if spec.retain == RetainSource::Proxy
-                    && !matches!(
-                        name,
-                        MethodName::Ours | MethodName::RandomEncoder | MethodName::RetainLabel
-                    )
-                {
+                if spec.retain == RetainSource::Proxy && !name.takes_proxy() {
+                    let takes: Vec<&str> = MethodName::ALL
+                        .iter()
+                        .filter(|m| m.takes_proxy())
+                        .map(|m| m.as_str())
+                        .collect();
                     return Err(de::Error::custom(format!(
-                        "`retain: proxy` applies to the methods whose retain term keeps the original model (ours, random_encoder, retain_label), not `{}`",
+                        "`retain: proxy` applies to the methods whose retain term keeps the original model ({}), not `{}`",
+                        takes.join(", "),
                         name.as_str()
                     )));
                 }
@@ -224,17 +168,6 @@ impl<'de> Deserialize<'de> for MethodSpec {
         }
         d.deserialize_any(V)
     }
-}
-
-/// Which parameters a method trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Nothing (the original model).
-    None,
-    /// The encoder only; decoder and original model frozen.
-    Encoder,
-    /// Encoder and decoder.
-    Full,
 }
 
 /// One step's data, prepared once and seen identically by student and teacher.

@@ -4,11 +4,11 @@
 //! (AdamW with the family's weight-decay rule, warm-up + cosine, clipping, gradient accumulation).
 
 use super::{
-    scalar_stats, Ctx, Loss, Method, NoiseStats, Scope, Split, StepBatch, UnlearnMask, UnlearnSpec,
+    scalar_stats, Ctx, Loss, Method, NoiseStats, Split, StepBatch, UnlearnMask, UnlearnSpec,
 };
 use crate::data::ImageSet;
 use crate::masks::{BatchMask, MaskSpec};
-use crate::models::{I2IModel, Role};
+use crate::models::I2IModel;
 use crate::parallel::Shards;
 use crate::train::{accumulate, AdamW, Sampler, TrainVar};
 use anyhow::Result;
@@ -43,31 +43,8 @@ pub struct UnlearnJob<'a> {
     pub seed: u64,
 }
 
-/// The parameters a scope trains, with the family's weight-decay decision.
-pub fn trainable(model: &dyn I2IModel, scope: Scope) -> Vec<TrainVar> {
-    let roles: &[Role] = match scope {
-        Scope::None => &[],
-        Scope::Encoder => &[Role::Encoder],
-        Scope::Full => &[Role::Encoder, Role::Decoder],
-    };
-    model
-        .params()
-        .with_roles(roles)
-        .into_iter()
-        .map(|(n, v)| {
-            let d = model.decays(&n, &v);
-            (n, v, d)
-        })
-        .collect()
-}
-
-/// Mask keys for a batch: image id mixed with the seed and (for training) the step, so random masks
-/// differ across steps but are reproducible.
-pub fn mask_keys(ids: &[u64], seed: u64, step: Option<usize>) -> Vec<u64> {
-    ids.iter()
-        .map(|&id| crate::util::mix(&[id, seed, step.map(|s| s as u64 + 1).unwrap_or(0)]))
-        .collect()
-}
+pub use crate::masks::mask_keys;
+pub use crate::models::trainable;
 
 /// Masks of one step's retain and forget images. Family masks are drawn for the whole batch at
 /// once (a family may draw one masking ratio per batch, as MAGE does).

@@ -9,6 +9,7 @@
 //! convolutions of the same input fused) run by one of two backends: `cpu.rs` (channels-last
 //! im2col + gemm, the fast path on the CPU) or `candle.rs` (tensors on any device, e.g. CUDA).
 
+mod act;
 mod candle;
 mod cpu;
 pub mod formula;

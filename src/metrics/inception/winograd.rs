@@ -30,7 +30,7 @@
 //! threads). Larger tiles for 5 and 7 taps need points like ±3 or ±¼, whose coefficients grow
 //! fast (F(2, 7) at 0, ±1, ±2, ±3: 8× the rounding of the ±½ choice in a float32 probe).
 
-use super::cpu::Act;
+use super::act::Act;
 use rayon::prelude::*;
 
 /// Bytes of transformed tiles (`V` and `M`) computed at a time.
@@ -455,7 +455,8 @@ impl Winograd {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::{Act, CpuConv};
+    use super::super::act::Act;
+    use super::super::cpu::CpuConv;
     use super::{Toom, Winograd, F25, F27, F43};
 
     /// Each table computes the correlation of m outputs with an r-tap kernel exactly (in f64,

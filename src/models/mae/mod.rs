@@ -10,6 +10,7 @@
 //! `config.rs`: the architecture; `weights.rs`: names, shapes, checkpoints, initialisation.
 
 mod config;
+mod family;
 mod weights;
 
 pub use config::{MaeConfig, CONFIG_FIELDS};
@@ -18,16 +19,13 @@ pub use weights::{
     load_checkpoint_weights, normalise_layout, HUB_LAYOUT, TF5_LAYOUT,
 };
 
-use super::{
-    Embedding, FamilyConfig, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights,
-};
+use super::{Embedding, Family, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
 use crate::masks::{BatchMask, PatchMask};
 use crate::nn::{Activation, LayerNorm, Linear, Mode, SelfAttention};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
 
 /// One pre-norm ViT layer (`ViTMAELayer`): attention, then MLP, each with a residual.
 struct Layer {
@@ -82,7 +80,6 @@ impl Layer {
 /// `ViTMAEForPreTraining`.
 pub struct Mae {
     cfg: MaeConfig,
-    family_cfg: FamilyConfig,
     patch_weight: Tensor,
     patch_bias: Tensor,
     cls_token: Tensor,
@@ -127,42 +124,19 @@ impl Mae {
         trainable: bool,
         device: &Device,
     ) -> Result<Self> {
-        let (vb, params) = if trainable {
-            let varmap = candle_nn::VarMap::new();
-            let mut vars = Vec::new();
-            {
-                let mut data = varmap.data().lock().expect("varmap lock");
-                for (name, t) in weights {
-                    let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?;
-                    data.insert(name.clone(), var.clone());
-                    vars.push((name.clone(), var, role_of(name)));
-                }
-            }
-            (
-                VarBuilder::from_varmap(&varmap, DType::F32, device),
-                Params { vars },
-            )
-        } else {
-            let map: HashMap<String, Tensor> = weights
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?.to_device(device)?)))
-                .collect::<Result<_>>()?;
-            (
-                VarBuilder::from_tensors(map, DType::F32, device),
-                Params::default(),
-            )
-        };
-        Self::load(cfg, vb, params, weights, device)
+        check_names(&cfg, weights)?;
+        let (vb, params) = super::var_builder(weights, trainable, device, |n| Some(role_of(n)))?;
+        Self::load(cfg, vb, params, device)
     }
 
-    fn load(
+    /// The modules, each asking `vb` for its weights under transformers' names (the one place
+    /// those names are written: [`expected_shapes`] records them from here).
+    pub(crate) fn load(
         cfg: MaeConfig,
         vb: VarBuilder,
         params: Params,
-        weights: &Weights,
         device: &Device,
     ) -> Result<Self> {
-        check_names(&cfg, weights)?;
         let (h, hd, n, p) = (
             cfg.hidden_size,
             cfg.decoder_hidden_size,
@@ -222,7 +196,6 @@ impl Mae {
             decoder_pred: Linear::load(d.pp("decoder_pred"), hd, cfg.patch_dim(), true)?,
             mean,
             std,
-            family_cfg: FamilyConfig::Mae(cfg.clone()),
             cfg,
             params,
         })
@@ -424,8 +397,11 @@ impl Mae {
 }
 
 impl I2IModel for Mae {
-    fn config(&self) -> &FamilyConfig {
-        &self.family_cfg
+    fn image_size(&self) -> usize {
+        self.cfg.image_size()
+    }
+    fn mask_grid(&self) -> usize {
+        self.cfg.mask_grid()
     }
     fn training_masks(&self, keys: &[u64], _rng: &mut ChaCha8Rng) -> Result<BatchMask> {
         self.random_masks(keys)
@@ -478,7 +454,7 @@ impl I2IModel for Mae {
             pixels,
             &pred,
             mask,
-            self.family_cfg.hole_fill(),
+            self.cfg.hole_fill(),
             opts.composite,
         )
     }

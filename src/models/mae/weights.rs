@@ -76,82 +76,16 @@ pub fn load_checkpoint(
     Ok((cfg, weights))
 }
 
-/// Every expected tensor name with its shape, in transformers' naming.
+/// Every expected tensor name with its shape, in transformers' naming, sorted by name: recorded
+/// by building the modules once on a recording backend, so the names are written in one place
+/// (the constructors in `mod.rs`).
 pub fn expected_shapes(cfg: &MaeConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, hd, n, p, c) = (
-        cfg.hidden_size,
-        cfg.decoder_hidden_size,
-        cfg.num_patches(),
-        cfg.patch_size,
-        cfg.num_channels,
-    );
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        ("vit.embeddings.cls_token".into(), vec![1, 1, h]),
-        (
-            "vit.embeddings.position_embeddings".into(),
-            vec![1, n + 1, h],
-        ),
-        (
-            "vit.embeddings.patch_embeddings.projection.weight".into(),
-            vec![h, c, p, p],
-        ),
-        (
-            "vit.embeddings.patch_embeddings.projection.bias".into(),
-            vec![h],
-        ),
-        ("vit.layernorm.weight".into(), vec![h]),
-        ("vit.layernorm.bias".into(), vec![h]),
-        ("decoder.mask_token".into(), vec![1, 1, hd]),
-        ("decoder.decoder_pos_embed".into(), vec![1, n + 1, hd]),
-        ("decoder.decoder_embed.weight".into(), vec![hd, h]),
-        ("decoder.decoder_embed.bias".into(), vec![hd]),
-        ("decoder.decoder_norm.weight".into(), vec![hd]),
-        ("decoder.decoder_norm.bias".into(), vec![hd]),
-        ("decoder.decoder_pred.weight".into(), vec![p * p * c, hd]),
-        ("decoder.decoder_pred.bias".into(), vec![p * p * c]),
-    ];
-    let layer = |prefix: String, d: usize, inter: usize, v: &mut Vec<(String, Vec<usize>)>| {
-        for (name, shape) in [
-            ("attention.attention.query.weight", vec![d, d]),
-            ("attention.attention.key.weight", vec![d, d]),
-            ("attention.attention.value.weight", vec![d, d]),
-            ("attention.output.dense.weight", vec![d, d]),
-            ("attention.output.dense.bias", vec![d]),
-            ("intermediate.dense.weight", vec![inter, d]),
-            ("intermediate.dense.bias", vec![inter]),
-            ("output.dense.weight", vec![d, inter]),
-            ("output.dense.bias", vec![d]),
-            ("layernorm_before.weight", vec![d]),
-            ("layernorm_before.bias", vec![d]),
-            ("layernorm_after.weight", vec![d]),
-            ("layernorm_after.bias", vec![d]),
-        ] {
-            v.push((format!("{prefix}.{name}"), shape));
-        }
-        if cfg.qkv_bias {
-            for q in ["query", "key", "value"] {
-                v.push((format!("{prefix}.attention.attention.{q}.bias"), vec![d]));
-            }
-        }
-    };
-    for i in 0..cfg.num_hidden_layers {
-        layer(
-            format!("vit.encoder.layer.{i}"),
-            h,
-            cfg.intermediate_size,
-            &mut v,
-        );
-    }
-    for i in 0..cfg.decoder_num_hidden_layers {
-        layer(
-            format!("decoder.decoder_layers.{i}"),
-            hd,
-            cfg.decoder_intermediate_size,
-            &mut v,
-        );
-    }
-    v.sort();
-    v
+    crate::weights::shapes::record(|vb| {
+        super::Mae::load(cfg.clone(), vb, Default::default(), &Device::Cpu).map(|_| ())
+    })
+    .expect("the MAE constructors ask a recording backend for names only")
+    .into_iter()
+    .collect()
 }
 
 /// Check that `weights` has every tensor with the right shape; name the first problem.

@@ -163,6 +163,19 @@ pub const CONFIG_FIELDS: &[&str] = &["vqgan", "mage", "inpaint"];
 /// ImageNet mean: the official evaluation fills the hole's pixels with it.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 
+/// A config's first problem, with its YAML path.
+type Invalid = std::result::Result<(), (Vec<Seg>, String)>;
+
+/// The problem at `config.<sec>.<k>` (`ddconfig` lives under `vqgan`).
+fn err(sec: &'static str, k: &'static str, m: String) -> Invalid {
+    let mut p = vec![Seg::Key("config")];
+    if sec == "ddconfig" {
+        p.push(Seg::Key("vqgan"));
+    }
+    p.extend([Seg::Key(sec), Seg::Key(k)]);
+    Err((p, m))
+}
+
 impl MageConfig {
     /// Parse the YAML `config:` strictly; errors carry the sub-path.
     pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
@@ -182,15 +195,16 @@ impl MageConfig {
         crate::models::parse_config_json(text, Self::from_yaml_value)
     }
 
-    pub fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {
-        let err = |sec: &'static str, k: &'static str, m: String| {
-            let mut p = vec![Seg::Key("config")];
-            if sec == "ddconfig" {
-                p.push(Seg::Key("vqgan"));
-            }
-            p.extend([Seg::Key(sec), Seg::Key(k)]);
-            Err((p, m))
-        };
+    pub fn check(&self) -> Invalid {
+        self.check_sizes()?;
+        self.check_tokenizer()?;
+        self.check_transformer()?;
+        self.check_training()?;
+        self.check_inpaint()
+    }
+
+    /// Every size at least 1.
+    fn check_sizes(&self) -> Invalid {
         let dd = &self.vqgan.ddconfig;
         let t = &self.mage;
         for (sec, k, v) in [
@@ -214,6 +228,12 @@ impl MageConfig {
                 return err(sec, k, "must be at least 1".into());
             }
         }
+        Ok(())
+    }
+
+    /// The tokenizer: RGB, a VQ bottleneck as wide as its codes, GroupNorm-able widths.
+    fn check_tokenizer(&self) -> Invalid {
+        let dd = &self.vqgan.ddconfig;
         if dd.in_channels != 3 || dd.out_ch != 3 {
             return err(
                 "ddconfig",
@@ -254,6 +274,12 @@ impl MageConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The transformer: norms, widths and heads, patches that are the tokenizer's tokens.
+    fn check_transformer(&self) -> Invalid {
+        let t = &self.mage;
         if !(t.layer_norm_eps > 0.0 && t.layer_norm_eps.is_finite()) {
             return err("mage", "layer_norm_eps", "must be a positive number".into());
         }
@@ -298,6 +324,12 @@ impl MageConfig {
                 format!("must be at least tokens + 1 = {}", self.num_tokens() + 1),
             );
         }
+        Ok(())
+    }
+
+    /// The official label layout and the training masks' ratio distribution.
+    fn check_training(&self) -> Invalid {
+        let t = &self.mage;
         if self.vqgan.n_embed + 76 >= self.vocab_size() {
             return err(
                 "vqgan",
@@ -353,6 +385,11 @@ impl MageConfig {
         if !(0.0..1.0).contains(&t.label_smoothing) {
             return err("mage", "label_smoothing", "must be in [0, 1)".into());
         }
+        Ok(())
+    }
+
+    /// The evaluation's MaskGIT decoding.
+    fn check_inpaint(&self) -> Invalid {
         if !(self.inpaint.choice_temperature >= 0.0 && self.inpaint.choice_temperature.is_finite())
         {
             return err(

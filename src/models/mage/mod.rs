@@ -15,7 +15,9 @@
 //!   compares is its output over the kept positions.
 
 mod config;
+mod family;
 mod maskgit;
+mod tokenizer_pretrain;
 mod transformer;
 mod vqgan;
 mod weights;
@@ -25,18 +27,14 @@ pub use maskgit::MaskGit;
 pub use transformer::{keep_all, masked_cross_entropy, Tokens, Transformer};
 pub use vqgan::{VqGan, VqLoss};
 pub use weights::{
-    check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint_weights, LAYOUT,
-    VQ_PREFIX,
+    check_names, expected_shapes, init_weights, load_checkpoint_weights, LAYOUT, VQ_PREFIX,
 };
 
-use super::{
-    Embedding, FamilyConfig, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights,
-};
+use super::{Embedding, Family, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
 use crate::masks::{BatchMask, PatchMask};
 use crate::nn::Mode;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -60,7 +58,6 @@ fn role_of(name: &str) -> Role {
 /// MAGE with its tokenizer.
 pub struct Mage {
     cfg: MageConfig,
-    family_cfg: FamilyConfig,
     pub vq: VqGan,
     pub net: Transformer,
     params: Params,
@@ -83,38 +80,10 @@ impl Mage {
         // Frozen tensors (the tokenizer) stay plain tensors even in a trainable model: built
         // from `Var`s, every tokenizer pass would record its graph and hold all its activations
         // (and im2col buffers) until the pass ends.
-        let frozen: HashMap<String, Tensor> = weights
-            .iter()
-            .filter(|(k, _)| !trainable || role_of(k) == Role::Frozen)
-            .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?.to_device(device)?)))
-            .collect::<Result<_>>()?;
-        let fixed = VarBuilder::from_tensors(frozen, DType::F32, device);
-        let (vb, params) = if trainable {
-            let varmap = candle_nn::VarMap::new();
-            let mut vars = Vec::new();
-            {
-                let mut data = varmap.data().lock().expect("varmap lock");
-                for (name, t) in weights {
-                    let role = role_of(name);
-                    if role == Role::Frozen {
-                        continue;
-                    }
-                    let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?;
-                    data.insert(name.clone(), var.clone());
-                    vars.push((name.clone(), var, role));
-                }
-            }
-            (
-                VarBuilder::from_varmap(&varmap, DType::F32, device),
-                Params { vars },
-            )
-        } else {
-            (fixed.clone(), Params::default())
-        };
+        let (vb, params) = super::var_builder(weights, trainable, device, |n| Some(role_of(n)))?;
         Ok(Self {
-            vq: VqGan::new(fixed.pp("vqgan"), &cfg.vqgan)?,
+            vq: VqGan::new(vb.pp("vqgan"), &cfg.vqgan)?,
             net: Transformer::new(vb, &cfg)?,
-            family_cfg: FamilyConfig::Mage(cfg.clone()),
             cfg,
             params,
             token_cache: Default::default(),
@@ -303,8 +272,11 @@ pub fn token_mask(cfg: &MageConfig, mask: &PatchMask) -> Vec<bool> {
 }
 
 impl I2IModel for Mage {
-    fn config(&self) -> &FamilyConfig {
-        &self.family_cfg
+    fn image_size(&self) -> usize {
+        self.cfg.image_size()
+    }
+    fn mask_grid(&self) -> usize {
+        self.cfg.mask_grid()
     }
     /// A ratio per batch from the truncated normal; per image, `ceil(N · ratio)` tokens chosen by
     /// the image's key.
@@ -443,13 +415,7 @@ impl I2IModel for Mage {
     ) -> Result<Tensor> {
         let ids = self.inpaint_tokens(pixels, mask, rngs, self.cfg.inpaint.greedy, on_step)?;
         let out = self.decode_ids(&ids, pixels.device())?;
-        crate::masks::composite::composite(
-            pixels,
-            &out,
-            mask,
-            self.family_cfg.hole_fill(),
-            opts.composite,
-        )
+        crate::masks::composite::composite(pixels, &out, mask, self.cfg.hole_fill(), opts.composite)
     }
     /// One pass: every masked token's argmax, decoded.
     fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
@@ -547,13 +513,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn tiny() -> (MageConfig, Mage) {
-        let v = serde_json::json!({
-            "vqgan": {"embed_dim": 32, "n_embed": 16,
-                      "ddconfig": {"z_channels": 32, "resolution": 16, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1}},
-            "mage": {"img_size": 16, "patch_size": 2, "embed_dim": 16, "depth": 1, "num_heads": 2,
-                     "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
-        });
-        let cfg = MageConfig::from_yaml_value(&v).unwrap();
+        let cfg = <MageConfig as Family>::tiny();
         let w = init_weights(&cfg, 0, &Device::Cpu).unwrap();
         let m = Mage::new(cfg.clone(), &w, true, &Device::Cpu).unwrap();
         (cfg, m)

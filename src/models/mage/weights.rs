@@ -74,13 +74,6 @@ fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Resu
     })
 }
 
-/// The config of a checkpoint folder.
-pub fn checkpoint_config(ck: &Checkpoint) -> Result<MageConfig> {
-    let text = std::fs::read_to_string(&ck.config)
-        .with_context(|| format!("reading {}", ck.config.display()))?;
-    MageConfig::from_json(&text).with_context(|| format!("{} ({})", ck.config.display(), ck.origin))
-}
-
 /// The weights of a checkpoint: the model file, with the tokenizer file (if any) under
 /// `vqgan.*` (replacing a copy inside the model file); checked and reduced to the expected
 /// names. Returns the weights and a note on where the tokenizer came from.

@@ -132,6 +132,14 @@ const SCHEDULES: &[&str] = &[
     "linear", "quad", "const", "jsd", "warmup10", "warmup50", "cosine",
 ];
 
+/// A config's first problem, with its YAML path.
+type Invalid = std::result::Result<(), (Vec<Seg>, String)>;
+
+/// The problem at `config.<sec>.<k>`.
+fn err(sec: &'static str, k: &'static str, m: String) -> Invalid {
+    Err((vec![Seg::Key("config"), Seg::Key(sec), Seg::Key(k)], m))
+}
+
 impl PaletteConfig {
     /// Parse the YAML `config:` strictly; errors carry the sub-path.
     pub fn from_yaml_value(v: &serde_json::Value) -> std::result::Result<Self, (Vec<Seg>, String)> {
@@ -150,10 +158,14 @@ impl PaletteConfig {
         crate::models::parse_config_json(text, Self::from_yaml_value)
     }
 
-    pub fn check(&self) -> std::result::Result<(), (Vec<Seg>, String)> {
-        let err = |sec: &'static str, k: &'static str, m: String| {
-            Err((vec![Seg::Key("config"), Seg::Key(sec), Seg::Key(k)], m))
-        };
+    pub fn check(&self) -> Invalid {
+        self.check_widths()?;
+        self.check_attention()?;
+        self.check_schedules()
+    }
+
+    /// The UNet's sizes: 6 channels in and 3 out, GroupNorm-able widths, an image size the mask grid and the downsamplings divide.
+    fn check_widths(&self) -> Invalid {
         let u = &self.unet;
         for (k, v) in [
             ("in_channel", u.in_channel),
@@ -206,6 +218,12 @@ impl PaletteConfig {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Attention rates and heads, dropout, and the constructor's defaults.
+    fn check_attention(&self) -> Invalid {
+        let u = &self.unet;
         // Rates no level reaches build nothing, as in the official constructor: the Places2
         // network's `attn_res: [16]` with four levels (rates 1, 2, 4, 8) has attention in its
         // middle block only.
@@ -252,6 +270,11 @@ impl PaletteConfig {
                 "only the constructor's defaults are implemented (use_scale_shift_norm: true, resblock_updown: true, use_new_attention_order: false), as Palette uses them".into(),
             );
         }
+        Ok(())
+    }
+
+    /// The train and test β schedules, and the sampling steps they allow.
+    fn check_schedules(&self) -> Invalid {
         for (k, s) in [
             ("train", &self.beta_schedule.train),
             ("test", &self.beta_schedule.test),

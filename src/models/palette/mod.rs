@@ -16,6 +16,7 @@
 
 mod config;
 pub mod diffusion;
+mod family;
 mod masks;
 mod unet;
 mod weights;
@@ -27,18 +28,14 @@ pub use diffusion::{Schedule, StepCoefficients};
 pub use masks::hybrid;
 pub use unet::UNet;
 pub use weights::{
-    check_names, checkpoint_config, expected_shapes, init_weights, load_checkpoint_weights, LAYOUT,
-    PREFIX,
+    check_names, expected_shapes, init_weights, load_checkpoint_weights, LAYOUT, PREFIX,
 };
 
-use super::{
-    Embedding, FamilyConfig, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights,
-};
+use super::{Embedding, Family, GenerateOptions, I2IModel, ModelInput, Params, Role, Weights};
 use crate::masks::BatchMask;
 use crate::nn::Mode;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -63,7 +60,6 @@ const PURE: usize = 3;
 /// Palette's network with its schedules.
 pub struct Palette {
     cfg: PaletteConfig,
-    family_cfg: FamilyConfig,
     pub net: UNet,
     pub train: Schedule,
     pub test: Schedule,
@@ -78,39 +74,13 @@ impl Palette {
         device: &Device,
     ) -> Result<Self> {
         check_names(&cfg, weights)?;
-        let (vb, params) = if trainable {
-            let varmap = candle_nn::VarMap::new();
-            let mut vars = Vec::new();
-            {
-                let mut data = varmap.data().lock().expect("varmap lock");
-                for (name, t) in weights {
-                    if !name.starts_with(PREFIX) {
-                        continue;
-                    }
-                    let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?;
-                    data.insert(name.clone(), var.clone());
-                    vars.push((name.clone(), var, role_of(name)));
-                }
-            }
-            (
-                VarBuilder::from_varmap(&varmap, DType::F32, device),
-                Params { vars },
-            )
-        } else {
-            let t = weights
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?.to_device(device)?)))
-                .collect::<Result<std::collections::HashMap<_, _>>>()?;
-            (
-                VarBuilder::from_tensors(t, DType::F32, device),
-                Params::default(),
-            )
-        };
+        let (vb, params) = super::var_builder(weights, trainable, device, |n| {
+            n.starts_with(PREFIX).then(|| role_of(n))
+        })?;
         Ok(Self {
             net: UNet::new(vb.pp("denoise_fn"), &cfg)?,
             train: Schedule::new(&cfg.beta_schedule.train),
             test: Schedule::new(&cfg.beta_schedule.test),
-            family_cfg: FamilyConfig::Palette(cfg.clone()),
             cfg,
             params,
         })
@@ -207,8 +177,11 @@ impl Palette {
 }
 
 impl I2IModel for Palette {
-    fn config(&self) -> &FamilyConfig {
-        &self.family_cfg
+    fn image_size(&self) -> usize {
+        self.cfg.image_size()
+    }
+    fn mask_grid(&self) -> usize {
+        self.cfg.mask_grid()
     }
     /// Hybrid masks (a random box and brush strokes) on the pixel grid.
     fn training_masks(&self, keys: &[u64], _rng: &mut ChaCha8Rng) -> Result<BatchMask> {
@@ -323,13 +296,7 @@ impl I2IModel for Palette {
             on_step,
         )?;
         let out = out.affine(0.5, 0.5)?.clamp(0f32, 1f32)?;
-        crate::masks::composite::composite(
-            pixels,
-            &out,
-            mask,
-            self.family_cfg.hole_fill(),
-            opts.composite,
-        )
+        crate::masks::composite::composite(pixels, &out, mask, self.cfg.hole_fill(), opts.composite)
     }
     fn describe_generation(&self, opts: &GenerateOptions) -> String {
         let t = &self.cfg.beta_schedule.test;

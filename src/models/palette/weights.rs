@@ -41,14 +41,6 @@ fn check_against(want: &BTreeMap<String, Vec<usize>>, weights: &Weights) -> Resu
     })
 }
 
-/// The config of a checkpoint folder.
-pub fn checkpoint_config(ck: &Checkpoint) -> Result<PaletteConfig> {
-    let text = std::fs::read_to_string(&ck.config)
-        .with_context(|| format!("reading {}", ck.config.display()))?;
-    PaletteConfig::from_json(&text)
-        .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))
-}
-
 /// The weights of a checkpoint, checked and reduced to the UNet's names. The schedule buffer
 /// `gammas` saved beside it (the schedule of the phase the network last ran) must be the
 /// config's train or test schedule: a mismatch means the config is not the checkpoint's.

@@ -11,7 +11,7 @@ pub fn label(
     row_labels: &[String],
     row_height: u32,
 ) -> Result<image::RgbImage> {
-    super::charts::ensure_font()?;
+    super::ensure_font()?;
     let (left, top) = (96u32, 24u32);
     let (w, h) = (sheet.width() + left, sheet.height() + top);
     let mut buf = vec![255u8; (w * h * 3) as usize];

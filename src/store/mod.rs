@@ -3,6 +3,11 @@
 //! so a re-run skips exactly the finished cells, never duplicates a row and never loses one.
 //! Shards of a grid (`--shard k/n`) write disjoint files; `report` merges any number of folders.
 
+pub mod claim;
+mod run_dir;
+
+pub use run_dir::{get_or_make, RunDir};
+
 use crate::config::grid::Cell;
 use crate::unlearn::trainer::UnlearnLog;
 use anyhow::{Context, Result};
@@ -62,22 +67,27 @@ pub struct CellRecord {
 
 /// A results folder.
 pub struct Store {
-    dir: PathBuf,
+    dir: RunDir,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Self {
         Self {
-            dir: dir.to_path_buf(),
+            dir: RunDir::new(dir),
         }
     }
 
     pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every path of the folder.
+    pub fn run_dir(&self) -> &RunDir {
         &self.dir
     }
 
     fn cell_path(&self, id: &str) -> PathBuf {
-        self.dir.join("cells").join(format!("{id}.json"))
+        self.dir.cell(id)
     }
 
     pub fn is_done(&self, id: &str) -> bool {
@@ -92,7 +102,7 @@ impl Store {
 
     /// Every record of a folder, sorted by cell id.
     pub fn records(&self) -> Result<Vec<CellRecord>> {
-        let cells = self.dir.join("cells");
+        let cells = self.dir.cells();
         if !cells.is_dir() {
             return Ok(vec![]);
         }
@@ -138,11 +148,11 @@ pub struct GridManifest {
 }
 
 pub fn write_grid(dir: &Path, m: &GridManifest) -> Result<()> {
-    crate::util::write_atomic(&dir.join("grid.json"), &serde_json::to_vec_pretty(m)?)
+    crate::util::write_atomic(&RunDir::new(dir).grid(), &serde_json::to_vec_pretty(m)?)
 }
 
 pub fn read_grid(dir: &Path) -> Result<Option<GridManifest>> {
-    let p = dir.join("grid.json");
+    let p = RunDir::new(dir).grid();
     if !p.exists() {
         return Ok(None);
     }

@@ -1,0 +1,58 @@
+//! `i2i-unlearn check`: validate an experiment file and list its cells.
+
+use crate::config::grid::{self, Shard};
+use crate::progress::Progress;
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The experiment file (YAML).
+    pub experiment: PathBuf,
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+}
+
+pub fn run(args: CheckArgs, _progress: &Progress) -> Result<()> {
+    let CheckArgs { experiment, shard } = args;
+
+    let exp = crate::config::load(&experiment)?;
+    let all = grid::expand(&exp);
+    let cells = match shard {
+        Some(s) => s.select(all.clone()),
+        None => all.clone(),
+    };
+    println!(
+        "{}: valid; {} cells ({} selected), {} unlearned models to train ({} selected)",
+        experiment.display(),
+        all.len(),
+        cells.len(),
+        grid::unlearnings(&all),
+        grid::unlearnings(&cells)
+    );
+    let oracles = cells
+        .iter()
+        .filter(|c| c.method.name == crate::unlearn::MethodName::Retrain)
+        .map(|c| (c.dataset_idx, c.model_idx))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if oracles > 0 {
+        println!(
+            "plus {oracles} retrain oracle(s): the original's pre-training again without the forget classes (cached like it)"
+        );
+    }
+    for n in grid::absent_rows(&exp) {
+        println!("{n}");
+    }
+    for c in cells {
+        let a = c
+            .alpha
+            .map(|a| format!("α={a}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{}  {:<10} {:<10} {:<24} {:<8} {:<12} seed {}",
+            c.id, c.dataset, c.model, c.label, a, c.mask, c.seed
+        );
+    }
+    Ok(())
+}
