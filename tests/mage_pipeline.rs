@@ -27,8 +27,9 @@ models:
     pretrain: {steps: 6, batch_size: 8, tokenizer: {steps: 4, batch_size: 8, crop: 8, restart_every: 2}}
 unlearn: {steps: 3, retain_batch: 4, forget_batch: 4, warmup_steps: 1}
 generate: {composite: blur}
-methods: [original, max_loss, noisy_label, retain_label, random_encoder, ours, {name: ours, retain: proxy}]
+methods: [original, max_loss, noisy_label, retain_label, random_encoder, ours, {name: ours, retain: proxy}, controllable]
 alphas: [0.25]
+epsilons: [0.5]
 masks: [center:2]
 metrics:
   batch_size: 16

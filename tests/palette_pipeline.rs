@@ -26,8 +26,9 @@ models:
       sampling: {steps: 3}
     pretrain: {steps: 4, batch_size: 8, weight_decay: 0.0}
 unlearn: {steps: 2, retain_batch: 4, forget_batch: 4, warmup_steps: 0}
-methods: [original, max_loss, noisy_label, retain_label, random_encoder, ours, {name: ours, retain: proxy}]
+methods: [original, max_loss, noisy_label, retain_label, random_encoder, ours, {name: ours, retain: proxy}, controllable]
 alphas: [0.25]
+epsilons: [0.5]
 masks: [center:8]
 metrics:
   batch_size: 16

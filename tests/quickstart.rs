@@ -11,6 +11,17 @@ use std::collections::BTreeMap;
 /// A value with its bootstrap interval's bounds.
 type Valued = (f64, Option<f64>, Option<f64>);
 
+/// The rows of the paper's table, which the quickstart reproduces.
+const PAPER_TABLE: [&str; 7] = [
+    "original",
+    "max_loss",
+    "noisy_label",
+    "retain_label",
+    "random_encoder",
+    "ours",
+    "ours+proxy",
+];
+
 #[test]
 fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
     let d = tempfile::tempdir().unwrap();
@@ -61,7 +72,7 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
         "ours forget FID {uf} vs original {of}: less than doubled"
     );
     // Every method of the paper's table is present.
-    for m in EVERY_METHOD {
+    for m in PAPER_TABLE {
         assert!(all.contains_key(&key(m, "forget", "fid")), "{m} missing");
     }
     // Every model has the audit's AUC on both sets, and every FID / IS / similarity / AUC its
@@ -75,7 +86,7 @@ fn quickstart_ours_forgets_the_forget_set_and_keeps_the_retain_set() {
             );
         }
     }
-    for m in EVERY_METHOD {
+    for m in PAPER_TABLE {
         for set in ["retain", "forget"] {
             let auc = all[&key(m, set, "mia_auc")].0;
             assert!((0.0..=1.0).contains(&auc), "{m} {set} AUC {auc}");

@@ -45,10 +45,11 @@ pub fn run(args: CheckArgs, _progress: &Progress) -> Result<()> {
         println!("{n}");
     }
     for c in cells {
-        let a = c
-            .alpha
-            .map(|a| format!("α={a}"))
-            .unwrap_or_else(|| "-".into());
+        let a = match (c.alpha, c.epsilon) {
+            (Some(a), _) => format!("α={a}"),
+            (None, Some(e)) => format!("ε={e}"),
+            (None, None) => "-".into(),
+        };
         println!(
             "{}  {:<10} {:<10} {:<24} {:<8} {:<12} seed {}",
             c.id, c.dataset, c.model, c.label, a, c.mask, c.seed

@@ -17,10 +17,29 @@ pub struct ReportArgs {
     /// (`metrics.bootstrap` resamples, stored with every cell; charts always draw them).
     #[arg(long)]
     pub ci: bool,
+    /// The metric of the Pareto chart (D_R against D_F, one point per α or retain budget ε):
+    /// fid (default), is, clip, mia_auc.
+    #[arg(long, value_name = "METRIC", value_parser = parse_metric)]
+    pub pareto: Option<crate::names::MetricId>,
+}
+
+fn parse_metric(s: &str) -> std::result::Result<crate::names::MetricId, String> {
+    crate::names::MetricId::parse(s).ok_or_else(|| {
+        let ids: Vec<&str> = crate::names::MetricId::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        format!("unknown metric `{s}`; valid: {}", ids.join(", "))
+    })
 }
 
 pub fn run(args: ReportArgs, progress: &Progress) -> Result<()> {
-    let ReportArgs { dirs, out, ci } = args;
+    let ReportArgs {
+        dirs,
+        out,
+        ci,
+        pareto,
+    } = args;
 
     for d in &dirs {
         if !d.is_dir() {
@@ -31,7 +50,12 @@ pub fn run(args: ReportArgs, progress: &Progress) -> Result<()> {
         }
     }
     let out = out.unwrap_or_else(|| dirs[0].clone());
-    let s = crate::report::build(&dirs, &out, crate::report::ReportOptions { ci }, progress)?;
+    let s = crate::report::build(
+        &dirs,
+        &out,
+        crate::report::ReportOptions { ci, pareto },
+        progress,
+    )?;
     if s.cells == 0 {
         return Err(user(format!(
             "no finished cells in {} (run the experiment first)",

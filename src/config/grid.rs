@@ -21,6 +21,9 @@ pub struct Cell {
     pub label: String,
     /// `None` for methods without a forget weight.
     pub alpha: Option<f64>,
+    /// The retain budget of methods swept along `epsilons:` (`controllable`), else `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
     pub mask: MaskSpec,
     pub seed: u64,
     /// 16 hex digits identifying the unlearned model this cell evaluates: cells that differ only
@@ -28,6 +31,10 @@ pub struct Cell {
     /// method, α, seed) is unlearned once and evaluated under every mask.
     #[serde(default)]
     pub unlearn_key: String,
+    /// For methods swept along `epsilons:`, the key the cells of every ε share (the boundary
+    /// solutions of `controllable` are computed once for all of them); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boundary_key: String,
     #[serde(skip)]
     pub dataset_idx: usize,
     #[serde(skip)]
@@ -45,48 +52,26 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
                 if method.name == crate::unlearn::MethodName::Retrain && !oracle_possible(m) {
                     continue;
                 }
-                let alphas: Vec<Option<f64>> = if method.name.uses_alpha() {
-                    exp.alphas.iter().map(|a| Some(*a)).collect()
+                // The method's sweep: α for most, the retain budget ε for `controllable`.
+                let sweep: Vec<(Option<f64>, Option<f64>)> = if method.name.uses_alpha() {
+                    exp.alphas.iter().map(|a| (Some(*a), None)).collect()
+                } else if method.name.uses_epsilon() {
+                    exp.epsilons.iter().map(|e| (None, Some(*e))).collect()
                 } else {
-                    vec![None]
+                    vec![(None, None)]
                 };
-                for alpha in alphas {
+                for (alpha, epsilon) in sweep {
                     for mask in &exp.masks {
                         for &seed in &exp.seeds {
-                            let trains = method.name.trains();
-                            let unlearn = serde_json::json!({
-                                "protocol_version": PROTOCOL_VERSION,
-                                "dataset": d,
-                                "model": m,
-                                "unlearn": if trains { serde_json::to_value(&exp.unlearn).unwrap() } else { serde_json::Value::Null },
-                                "paper_compat": exp.paper_compat && trains,
-                                "method": method,
-                                "alpha": alpha,
-                                "seed": if trains { Some(seed) } else { None },
-                                "mask": if trains && exp.unlearn.depends_on_eval_mask() { Some(mask) } else { None },
-                            });
-                            let unlearn_key = crate::util::content_hash(&unlearn)[..16].to_string();
-                            let desc = serde_json::json!({
-                                "unlearned": unlearn_key,
-                                "mask": mask,
-                                "seed": seed,
-                                "generate": exp.generate,
-                                "metrics": exp.metrics,
-                            });
-                            let id = crate::util::content_hash(&desc)[..16].to_string();
-                            cells.push(Cell {
-                                id,
-                                dataset: d.name.clone(),
-                                model: m.name.clone(),
-                                method: method.clone(),
-                                label: method.label(),
-                                alpha,
-                                mask: *mask,
+                            cells.push(cell(
+                                exp,
+                                (di, d),
+                                (mi, m),
+                                method,
+                                (alpha, epsilon),
+                                mask,
                                 seed,
-                                unlearn_key,
-                                dataset_idx: di,
-                                model_idx: mi,
-                            });
+                            ));
                         }
                     }
                 }
@@ -94,6 +79,79 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// One cell: its unlearned model's key (and, for ε sweeps, the key every ε shares), its id.
+fn cell(
+    exp: &Experiment,
+    (di, d): (usize, &crate::data::DatasetSpec),
+    (mi, m): (usize, &crate::models::ModelSpec),
+    method: &MethodSpec,
+    (alpha, epsilon): (Option<f64>, Option<f64>),
+    mask: &MaskSpec,
+    seed: u64,
+) -> Cell {
+    let trains = method.name.trains();
+    let mut unlearn = serde_json::json!({
+        "protocol_version": PROTOCOL_VERSION,
+        "dataset": d,
+        "model": m,
+        "unlearn": if trains { serde_json::to_value(&exp.unlearn).unwrap() } else { serde_json::Value::Null },
+        "paper_compat": exp.paper_compat && trains,
+        "method": method,
+        "alpha": alpha,
+        "seed": if trains { Some(seed) } else { None },
+        "mask": if trains && exp.unlearn.depends_on_eval_mask() { Some(mask) } else { None },
+    });
+    // Keys of the methods without ε are as they were before ε existed.
+    let boundary_key = match epsilon {
+        None => String::new(),
+        Some(e) => {
+            unlearn["controllable"] = serde_json::to_value(&exp.controllable).unwrap();
+            let shared = crate::util::content_hash(&unlearn)[..16].to_string();
+            unlearn["epsilon"] = serde_json::json!(e);
+            shared
+        }
+    };
+    let unlearn_key = crate::util::content_hash(&unlearn)[..16].to_string();
+    let desc = serde_json::json!({
+        "unlearned": unlearn_key,
+        "mask": mask,
+        "seed": seed,
+        "generate": exp.generate,
+        "metrics": exp.metrics,
+    });
+    let id = crate::util::content_hash(&desc)[..16].to_string();
+    let mut label = method.label();
+    if let Some(e) = epsilon {
+        label.push_str(&format!(" (ε = {e})"));
+    }
+    Cell {
+        id,
+        dataset: d.name.clone(),
+        model: m.name.clone(),
+        method: method.clone(),
+        label,
+        alpha,
+        epsilon,
+        mask: *mask,
+        seed,
+        unlearn_key,
+        boundary_key,
+        dataset_idx: di,
+        model_idx: mi,
+    }
+}
+
+impl Cell {
+    /// The method's key in stored rows: the method's (`ours+proxy`), with the retain budget of an
+    /// ε sweep (`controllable+eps0.25`), so that every ε is a row of its own.
+    pub fn method_key(&self) -> String {
+        match self.epsilon {
+            Some(e) => format!("{}+eps{e}", self.method.key()),
+            None => self.method.key(),
+        }
+    }
 }
 
 /// Whether a model can have the retrain oracle: only when this harness pre-trains it (the

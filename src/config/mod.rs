@@ -37,6 +37,20 @@ pub struct Experiment {
     /// Forget-term weights; methods without a forget weight (`original`) ignore them.
     #[serde(default = "default_alphas")]
     pub alphas: Vec<f64>,
+    /// Retain budgets of `controllable`, one cell each: positions in the valid range between
+    /// its two boundary solutions (0 = the original model's retain loss, 1 = the forget-optimal
+    /// model's), or absolute retain losses with `controllable.budget: absolute`.
+    #[serde(
+        default = "default_epsilons",
+        skip_serializing_if = "is_default_epsilons"
+    )]
+    pub epsilons: Vec<f64>,
+    /// Settings of `controllable` (docs/methods.md).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::unlearn::ControllableSpec::is_default"
+    )]
+    pub controllable: crate::unlearn::ControllableSpec,
     /// Evaluation masks. Each unlearned model is evaluated under every one of them (it is
     /// unlearned once unless `unlearn.mask` is `task`).
     pub masks: Vec<MaskSpec>,
@@ -55,6 +69,60 @@ pub struct Experiment {
 fn default_seeds() -> Vec<u64> {
     vec![0]
 }
+/// The sweeps: α for the methods weighted by it, the retain budgets of `controllable`, and its
+/// settings.
+fn validate_sweeps(exp: &Experiment) -> std::result::Result<(), Invalid> {
+    if exp.methods.iter().any(|m| m.name.uses_alpha()) && exp.alphas.is_empty() {
+        return Err(at(
+            &[Key("alphas")],
+            "must list at least one α for the methods that train",
+        ));
+    }
+    if exp.methods.iter().any(|m| m.name.uses_epsilon()) {
+        if exp.epsilons.is_empty() {
+            return Err(at(
+                &[Key("epsilons")],
+                "must list at least one retain budget for `controllable`",
+            ));
+        }
+        let relative = exp.controllable.budget == crate::unlearn::Budget::Relative;
+        for (i, e) in exp.epsilons.iter().enumerate() {
+            let ok = e.is_finite() && *e >= 0.0 && (!relative || *e <= 1.0);
+            if !ok {
+                return Err(at(
+                    &[Key("epsilons"), Idx(i)],
+                    if relative {
+                        format!("a relative retain budget is in [0, 1] (0 = the original model, 1 = the forget-optimal one), got {e}")
+                    } else {
+                        format!("an absolute retain budget is a finite number ≥ 0, got {e}")
+                    },
+                ));
+            }
+        }
+    }
+    if let Err((k, m)) = exp.controllable.validate() {
+        return Err(at(&[Key("controllable"), Key(k)], m));
+    }
+    for (i, a) in exp.alphas.iter().enumerate() {
+        if !(a.is_finite() && *a >= 0.0) {
+            return Err(at(
+                &[Key("alphas"), Idx(i)],
+                format!("α must be a finite number ≥ 0, got {a}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn default_epsilons() -> Vec<f64> {
+    vec![0.5]
+}
+
+/// `experiment.yaml` leaves the default out, so files written before ε existed read the same.
+fn is_default_epsilons(v: &[f64]) -> bool {
+    v == default_epsilons().as_slice()
+}
+
 fn default_alphas() -> Vec<f64> {
     vec![0.25]
 }
@@ -189,20 +257,7 @@ fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
             return Err(at(&[Key(key)], "must list at least one entry"));
         }
     }
-    if exp.methods.iter().any(|m| m.name.uses_alpha()) && exp.alphas.is_empty() {
-        return Err(at(
-            &[Key("alphas")],
-            "must list at least one α for the methods that train",
-        ));
-    }
-    for (i, a) in exp.alphas.iter().enumerate() {
-        if !(a.is_finite() && *a >= 0.0) {
-            return Err(at(
-                &[Key("alphas"), Idx(i)],
-                format!("α must be a finite number ≥ 0, got {a}"),
-            ));
-        }
-    }
+    validate_sweeps(exp)?;
     check_unique(exp.datasets.iter().map(|d| d.name.as_str()), "datasets")?;
     check_unique(exp.models.iter().map(|m| m.name.as_str()), "models")?;
     let mut seen = std::collections::HashSet::new();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// original model). The list's order is the paper's table order.
 macro_rules! method_names {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $label:literal,
-       reference: $reference:literal, proxy: $proxy:literal;)+) => {
+       reference: $reference:literal, proxy: $proxy:literal, sweep: $sweep:ident;)+) => {
         /// Unlearning methods known to the registry.
         #[derive(
             Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -44,8 +44,25 @@ macro_rules! method_names {
                     $(MethodName::$variant => $proxy,)+
                 }
             }
+            /// The grid axis that sweeps the method's trade-off.
+            pub fn sweep(self) -> Sweep {
+                match self {
+                    $(MethodName::$variant => Sweep::$sweep,)+
+                }
+            }
         }
     };
+}
+
+/// The grid axis along which a method's cells sweep its forget / retain trade-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// Not swept (the reference rows).
+    None,
+    /// The forget term's weight α (`alphas:`).
+    Alpha,
+    /// The retain budget ε (`epsilons:`).
+    Epsilon,
 }
 
 impl MethodName {
@@ -55,7 +72,10 @@ impl MethodName {
         !self.is_reference()
     }
     pub fn uses_alpha(self) -> bool {
-        self.trains()
+        self.sweep() == Sweep::Alpha
+    }
+    pub fn uses_epsilon(self) -> bool {
+        self.sweep() == Sweep::Epsilon
     }
     /// The name of a method key (`ours+proxy` → `ours`), if it names a method.
     pub fn from_key(key: &str) -> Option<MethodName> {
@@ -67,17 +87,20 @@ impl MethodName {
 // The registry's list, in the order of the paper's table.
 method_names! {
     /// The untouched original model.
-    Original = "original", "Original", reference: true, proxy: false;
+    Original = "original", "Original", reference: true, proxy: false, sweep: None;
     /// The oracle: the same pre-training without the forget classes (models pre-trained here).
-    Retrain = "retrain", "Retrain (oracle)", reference: true, proxy: false;
+    Retrain = "retrain", "Retrain (oracle)", reference: true, proxy: false, sweep: None;
     /// Gradient ascent on the forget set's training loss, descent on the retain set's (full model).
-    MaxLoss = "max_loss", "Max Loss", reference: false, proxy: false;
+    MaxLoss = "max_loss", "Max Loss", reference: false, proxy: false, sweep: Alpha;
     /// Full model trained to output noise for forget images, the truth for retain images.
-    NoisyLabel = "noisy_label", "Noisy Label", reference: false, proxy: false;
+    NoisyLabel = "noisy_label", "Noisy Label", reference: false, proxy: false, sweep: Alpha;
     /// Full model: forget outputs pushed to the original model's outputs on retain images.
-    RetainLabel = "retain_label", "Retain Label", reference: false, proxy: true;
+    RetainLabel = "retain_label", "Retain Label", reference: false, proxy: true, sweep: Alpha;
     /// Encoder: forget embeddings pushed to Gaussian features with the teacher's statistics.
-    RandomEncoder = "random_encoder", "Random Encoder", reference: false, proxy: true;
+    RandomEncoder = "random_encoder", "Random Encoder", reference: false, proxy: true, sweep: Alpha;
     /// The paper's method (encoder; retain embeddings kept, forget embeddings sent to noise's).
-    Ours = "ours", "Ours", reference: false, proxy: true;
+    Ours = "ours", "Ours", reference: false, proxy: true, sweep: Alpha;
+    /// Ours' two terms as a constrained problem: forget as much as possible while the retain term
+    /// stays within a budget ε (Feng et al., ICLR 2025).
+    Controllable = "controllable", "Controllable", reference: false, proxy: true, sweep: Epsilon;
 }

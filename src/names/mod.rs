@@ -6,5 +6,5 @@
 mod method;
 mod metric;
 
-pub use method::MethodName;
+pub use method::{MethodName, Sweep};
 pub use metric::MetricId;

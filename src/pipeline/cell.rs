@@ -12,8 +12,9 @@ use super::RunOptions;
 use crate::config::grid::Cell;
 use crate::config::Experiment;
 use crate::models::{self, I2IModel, Weights};
+use crate::names::MethodName;
 use crate::store::Store;
-use crate::unlearn::{self, trainer, Ctx, RetainSource};
+use crate::unlearn::{self, controllable, trainer, Ctx, RetainSource};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::Path;
@@ -59,7 +60,6 @@ pub fn run_unlearned(
     let p = &opts.progress;
     let dev = &opts.device;
     let c0 = cells[0];
-    let method = unlearn::method(c0.method.name);
     let teacher = g.family.build(&g.original, false, dev)?;
     let alpha_s = c0.alpha.map(|a| format!(" α={a}")).unwrap_or_default();
     let what = format!("{}{alpha_s} seed {}", c0.label, c0.seed);
@@ -69,76 +69,49 @@ pub fn run_unlearned(
         eval_seconds: 0.0,
         unlearned: false,
     };
-    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) = if c0.method.name
-        == unlearn::MethodName::Retrain
-    {
-        let oracle = g
-            .oracle
-            .as_ref()
-            .context("the retrain oracle was not pre-trained for this model")?;
-        (g.family.build(oracle, false, dev)?, None)
-    } else if !c0.method.name.trains() {
-        (teacher, None)
-    } else {
-        let (wpath, lpath) = store.run_dir().unlearned(&c0.unlearn_key);
-        if let Some((weights, log)) = load_unlearned(&g.original, &wpath, &lpath, dev)? {
-            p.note(&format!(
-                "{what}: unlearned model stored by an earlier run ({} steps) → {}",
-                log.steps,
-                wpath.display()
-            ));
-            (g.family.build(&weights, false, dev)?, Some(log))
+    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) =
+        if c0.method.name == MethodName::Retrain {
+            let oracle = g
+                .oracle
+                .as_ref()
+                .context("the retrain oracle was not pre-trained for this model")?;
+            (g.family.build(oracle, false, dev)?, None)
+        } else if !c0.method.name.trains() {
+            (teacher, None)
         } else {
-            let student = g.family.build(&g.original, true, dev)?;
-            let retain = match c0.method.retain {
-                RetainSource::Real => &g.splits.retain_train,
-                RetainSource::Proxy => g.splits.proxy_train.as_ref().context("no proxy classes")?,
-            };
-            let ctx = Ctx {
-                student: &*student,
-                teacher: &*teacher,
-                alpha: c0.alpha.unwrap_or(0.0),
-                noise: c0.method.noise,
-                paper_compat: exp.paper_compat,
-            };
-            let job = trainer::UnlearnJob {
-                spec: &exp.unlearn,
-                retain,
-                forget: &g.splits.forget_train,
-                eval_mask: Some(c0.mask),
-                seed: c0.seed,
-            };
-            let bar = p.bar(exp.unlearn.steps as u64, &format!("unlearn {what}"));
-            let log = trainer::run(&*method, &ctx, &job, |_, l| {
-                bar.inc(1);
-                if let Ok(v) = l
-                    .total
-                    .to_dtype(candle_core::DType::F32)
-                    .and_then(|t| t.to_scalar::<f32>())
-                {
-                    bar.set_message(format!("loss {v:.4}"));
-                }
-            })
-            .with_context(|| format!("unlearning {what} ({})", c0.unlearn_key))?;
-            bar.finish_and_clear();
-            // Only what the method trained is stored; the rest is the original model.
-            let trained: Weights = trainer::trainable(&*student, method.scope())
-                .into_iter()
-                .map(|(n, v, _)| (n, v.as_detached_tensor()))
-                .collect();
-            models::save_weights(&trained, &wpath)?;
-            crate::util::write_atomic(&lpath, &serde_json::to_vec_pretty(&log)?)?;
-            report.unlearned = true;
-            p.note(&format!(
-                "{what}: unlearned in {:.1} s ({} steps, masks: {}) → {}",
-                log.seconds,
-                log.steps,
-                log.masks,
-                wpath.display()
-            ));
-            (student, Some(log))
-        }
-    };
+            let (wpath, lpath) = store.run_dir().unlearned(&c0.unlearn_key);
+            if let Some((weights, log)) = load_unlearned(&g.original, &wpath, &lpath, dev)? {
+                p.note(&format!(
+                    "{what}: unlearned model stored by an earlier run ({} steps) → {}",
+                    log.steps,
+                    wpath.display()
+                ));
+                (g.family.build(&weights, false, dev)?, Some(log))
+            } else {
+                let student = g.family.build(&g.original, true, dev)?;
+                let bar = p.bar(exp.unlearn.steps as u64, &format!("unlearn {what}"));
+                let log = train(exp, g, c0, (&*student, &*teacher), &bar, opts, store)
+                    .with_context(|| format!("unlearning {what} ({})", c0.unlearn_key))?;
+                bar.finish_and_clear();
+                // Only what the method trained is stored; the rest is the original model.
+                let scope = unlearn::method(c0.method.name).scope();
+                let trained: Weights = trainer::trainable(&*student, scope)
+                    .into_iter()
+                    .map(|(n, v, _)| (n, v.as_detached_tensor()))
+                    .collect();
+                models::save_weights(&trained, &wpath)?;
+                crate::util::write_atomic(&lpath, &serde_json::to_vec_pretty(&log)?)?;
+                report.unlearned = true;
+                p.note(&format!(
+                    "{what}: unlearned in {:.1} s ({} steps, masks: {}) → {}",
+                    log.seconds,
+                    log.steps,
+                    log.masks,
+                    wpath.display()
+                ));
+                (student, Some(log))
+            }
+        };
     report.unlearn_seconds = t.elapsed().as_secs_f64();
     for cell in cells {
         let i = counter.next();
@@ -148,6 +121,107 @@ pub fn run_unlearned(
         report.eval_seconds += t.elapsed().as_secs_f64();
     }
     Ok(report)
+}
+
+/// Train `student` (a trainable copy of the original) with the cell's method.
+fn train(
+    exp: &Experiment,
+    g: &Group,
+    c0: &Cell,
+    (student, teacher): (&dyn I2IModel, &dyn I2IModel),
+    bar: &crate::progress::Bar,
+    opts: &RunOptions,
+    store: &Store,
+) -> Result<trainer::UnlearnLog> {
+    let retain = match c0.method.retain {
+        RetainSource::Real => &g.splits.retain_train,
+        RetainSource::Proxy => g.splits.proxy_train.as_ref().context("no proxy classes")?,
+    };
+    let ctx = Ctx {
+        student,
+        teacher,
+        alpha: c0.alpha.unwrap_or(0.0),
+        noise: c0.method.noise,
+        paper_compat: exp.paper_compat,
+    };
+    let job = trainer::UnlearnJob {
+        spec: &exp.unlearn,
+        retain,
+        forget: &g.splits.forget_train,
+        eval_mask: Some(c0.mask),
+        seed: c0.seed,
+    };
+    if c0.method.name == MethodName::Controllable {
+        return train_controllable(exp, g, c0, &ctx, &job, bar, opts, store);
+    }
+    trainer::run(&*unlearn::method(c0.method.name), &ctx, &job, |_, l| {
+        bar.inc(1);
+        if let Ok(v) = l
+            .total
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.to_scalar::<f32>())
+        {
+            bar.set_message(format!("loss {v:.4}"));
+        }
+    })
+}
+
+/// `controllable`: its boundary solutions (computed once for every ε of the cell's
+/// `boundary_key`, by the worker that claims them), then its constrained phase on `ctx.student`.
+#[allow(clippy::too_many_arguments)]
+fn train_controllable(
+    exp: &Experiment,
+    g: &Group,
+    c0: &Cell,
+    ctx: &Ctx,
+    job: &trainer::UnlearnJob,
+    bar: &crate::progress::Bar,
+    opts: &RunOptions,
+    store: &Store,
+) -> Result<trainer::UnlearnLog> {
+    let spec = &exp.controllable;
+    let dir = store.run_dir();
+    let name = format!("boundary-{}", c0.boundary_key);
+    let boundary = crate::store::get_or_make(
+        &dir.boundary(&c0.boundary_key),
+        &dir.claims(),
+        &name,
+        || {
+            opts.progress.note(&format!(
+                "{}: another worker computes its boundary; waiting",
+                c0.label
+            ))
+        },
+        |path| Ok(serde_json::from_slice(&std::fs::read(path)?)?),
+        || {
+            let student = g.family.build(&g.original, true, &opts.device)?;
+            let b = controllable::boundary(
+                &Ctx {
+                    student: &*student,
+                    ..*ctx
+                },
+                job,
+                spec,
+            )?;
+            crate::util::write_atomic(
+                &dir.boundary(&c0.boundary_key),
+                &serde_json::to_vec_pretty(&b)?,
+            )?;
+            opts.progress.note(&format!(
+                "{}: boundary solutions: retain {:.3e} (original) .. {:.3e} (forget-optimal, forget {:.3e})",
+                c0.method.label(),
+                b.original.retain,
+                b.forget_optimal.retain,
+                b.forget_optimal.forget
+            ));
+            Ok(b)
+        },
+    )?;
+    let epsilon = c0.epsilon.context("a controllable cell without ε")?;
+    controllable::constrained(ctx, job, spec, epsilon, boundary, &mut |_, [r, _, l]| {
+        bar.inc(1);
+        bar.set_message(format!("retain {r:.3e} λ {l:.2}"));
+    })
 }
 
 /// The original weights with a stored unlearning's parameters on top, and its log; `None` when

@@ -206,7 +206,7 @@ fn row(exp: &Experiment, cell: &Cell, set: &str, v: MetricValue, gen_protocol: &
         dataset: exp.datasets[cell.dataset_idx].name.clone(),
         model: cell.model.clone(),
         family: exp.models[cell.model_idx].family.as_str().to_string(),
-        method: cell.method.key(),
+        method: cell.method_key(),
         label: cell.label.clone(),
         alpha: cell.alpha,
         mask: cell.mask.to_string(),

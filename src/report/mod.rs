@@ -13,6 +13,8 @@ mod chart_style;
 mod charts;
 #[cfg(feature = "report")]
 mod frame;
+#[cfg(feature = "report")]
+mod pareto;
 pub mod render;
 pub mod table;
 pub mod tsne;
@@ -167,6 +169,8 @@ pub struct ReportSummary {
 pub struct ReportOptions {
     /// Show the 95 % bootstrap interval of every value in the tables (`report --ci`).
     pub ci: bool,
+    /// The metric of the Pareto chart (`report --pareto METRIC`; `None`: FID).
+    pub pareto: Option<crate::names::MetricId>,
 }
 
 /// Rebuild every report file in `out` from the records of `dirs`.
@@ -223,6 +227,14 @@ pub fn build(
     match charts::draw_all(&tables, &out.join("charts")) {
         Ok(f) => files.extend(f),
         Err(e) => p.note(&format!("warning: charts not drawn: {e:#}")),
+    }
+    #[cfg(feature = "report")]
+    {
+        let metric = opts.pareto.unwrap_or(crate::names::MetricId::Fid);
+        match pareto::draw_pareto(&tables, metric.as_str(), &out.join("charts")) {
+            Ok(f) => files.extend(f),
+            Err(e) => p.note(&format!("warning: Pareto chart not drawn: {e:#}")),
+        }
     }
     #[cfg(feature = "report")]
     match tsne_chart::draw_tsne(&tables, &with_dirs, &out.join("charts")) {

@@ -38,12 +38,18 @@ impl RunDir {
             dir.join(format!("{key}.json")),
         )
     }
+    /// The boundary solutions `controllable` computes once for every ε of a `boundary_key`.
+    pub fn boundary(&self, key: &str) -> PathBuf {
+        self.dir
+            .join("unlearned")
+            .join(format!("boundary-{key}.json"))
+    }
     /// A cell's sample sheet, named for a person: `samples/<dataset>_<model>/<method>_<mask>_a<α>_s<seed>.png`.
     pub fn sample_sheet(&self, cell: &Cell) -> PathBuf {
         let alpha = cell.alpha.map(|a| format!("_a{a}")).unwrap_or_default();
         let name = format!(
             "{}_{}{alpha}_s{}.png",
-            cell.method.key(),
+            cell.method_key(),
             cell.mask,
             cell.seed
         );
@@ -131,6 +137,7 @@ mod tests {
             dataset: "tex".into(),
             model: "mae".into(),
             alpha: Some(0.25),
+            epsilon: None,
             seed: 0,
             mask: "center:4".parse().unwrap(),
             method: crate::unlearn::MethodSpec {
@@ -140,6 +147,7 @@ mod tests {
             },
             label: "Ours (proxy D_R)".into(),
             unlearn_key: String::new(),
+            boundary_key: String::new(),
             dataset_idx: 0,
             model_idx: 0,
         };

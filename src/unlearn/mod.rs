@@ -6,6 +6,8 @@
 //! method only talks to the family-neutral [`I2IModel`]: embeddings, outputs and training losses
 //! of prepared [`ModelInput`]s.
 
+pub mod constrained;
+pub mod controllable;
 mod max_loss;
 mod noisy_label;
 mod ours;
@@ -14,7 +16,7 @@ mod retain_label;
 pub mod spec;
 pub mod trainer;
 
-pub use spec::{NoiseStats, UnlearnMask, UnlearnSpec};
+pub use spec::{Budget, ControllableSpec, NoiseStats, UnlearnMask, UnlearnSpec};
 
 pub use crate::models::Scope;
 use crate::models::{I2IModel, ModelInput};
@@ -297,6 +299,7 @@ pub fn method(name: MethodName) -> Box<dyn Method> {
         MethodName::RetainLabel => Box::new(retain_label::RetainLabel),
         MethodName::RandomEncoder => Box::new(random_encoder::RandomEncoder),
         MethodName::Ours => Box::new(ours::Ours),
+        MethodName::Controllable => Box::new(controllable::Controllable),
     }
 }
 

@@ -108,3 +108,69 @@ impl UnlearnSpec {
         self.mask == UnlearnMask::Task
     }
 }
+
+/// How `epsilons:` state the retain budget of `controllable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// A position in the valid range: 0 = the original model's retain loss (the retain-optimal
+    /// boundary solution), 1 = the forget-optimal model's.
+    #[default]
+    Relative,
+    /// The retain loss itself (the embedding MSE of the retain term).
+    Absolute,
+}
+
+/// `controllable:`, the settings of the constrained method (docs/methods.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllableSpec {
+    /// How `epsilons:` are read.
+    pub budget: Budget,
+    /// The proportional gain κ_P: how strongly a step is turned toward lower retain loss per unit
+    /// of violation (relative to the budget); the step also keeps the retain loss constant to
+    /// first order at the budget.
+    pub gain: f64,
+    /// The integral gain κ_I: how fast a lasting violation builds the multiplier up (a dual
+    /// variable on the relative violation), which holds the budget against a drift the
+    /// proportional part alone leaves (Adam's per-coordinate scaling, stochastic batches).
+    pub integral_gain: f64,
+    /// Images per set (retain, forget), spread over its classes, on which both objectives are
+    /// measured at the boundary solutions and at the end (the values stored with the cell).
+    pub probe: usize,
+}
+
+impl Default for ControllableSpec {
+    fn default() -> Self {
+        Self {
+            budget: Budget::Relative,
+            gain: 1.0,
+            integral_gain: 0.1,
+            probe: 64,
+        }
+    }
+}
+
+impl ControllableSpec {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.gain.is_finite() && self.gain > 0.0) {
+            return Err((
+                "gain",
+                format!("must be a finite number > 0, got {}", self.gain),
+            ));
+        }
+        if !(self.integral_gain.is_finite() && self.integral_gain >= 0.0) {
+            return Err((
+                "integral_gain",
+                format!("must be a finite number ≥ 0, got {}", self.integral_gain),
+            ));
+        }
+        if self.probe == 0 {
+            return Err(("probe", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}

@@ -31,6 +31,10 @@ pub struct UnlearnLog {
     /// The masks the steps used (`family`, `task: center:4`, or a mask spec).
     #[serde(default)]
     pub masks: String,
+    /// `controllable`: the budget, the boundary solutions, both objectives at the end and their
+    /// trace with the multiplier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<super::constrained::ConstraintLog>,
 }
 
 /// Inputs of one unlearning run.
@@ -73,6 +77,82 @@ pub fn step_masks(
     }
 }
 
+/// The batches of an unlearning run, with the random streams they are drawn from: the method's
+/// own stream `rng` (which also samples the batches), and streams of their own for augmentation,
+/// masks and the family's per-step randomness, so that turning augmentation on (or another
+/// family's mask draws) leaves the batches and the method's randomness as they were.
+pub struct Stream {
+    pub rng: ChaCha8Rng,
+    aug_rng: ChaCha8Rng,
+    mask_rng: ChaCha8Rng,
+    prep_rng: ChaCha8Rng,
+    rs: Sampler,
+    fs: Sampler,
+}
+
+impl Stream {
+    pub fn new(method: &str, job: &UnlearnJob) -> Self {
+        Self {
+            rng: crate::util::rng(&format!("unlearn-{method}"), job.seed),
+            aug_rng: crate::util::rng("unlearn-augment", job.seed),
+            mask_rng: crate::util::rng("unlearn-masks", job.seed),
+            prep_rng: crate::util::rng("unlearn-prepare", job.seed),
+            rs: Sampler::new(job.retain.len()),
+            fs: Sampler::new(job.forget.len()),
+        }
+    }
+
+    /// The next retain and forget batches of step `step`, masked and prepared once for student
+    /// and teacher.
+    pub fn next(
+        &mut self,
+        student: &dyn I2IModel,
+        job: &UnlearnJob,
+        step: usize,
+    ) -> Result<StepBatch> {
+        let s = job.spec;
+        let mut r = job
+            .retain
+            .select(&self.rs.next(s.retain_batch, &mut self.rng))?;
+        let mut f = job
+            .forget
+            .select(&self.fs.next(s.forget_batch, &mut self.rng))?;
+        if let Some(a) = &s.augment {
+            r.pixels = a.apply(&r.pixels, &mut self.aug_rng)?;
+            f.pixels = a.apply(&f.pixels, &mut self.aug_rng)?;
+        }
+        let (rm, fm) = step_masks(
+            student,
+            s.mask,
+            job.eval_mask,
+            &mask_keys(&r.ids, job.seed, Some(step)),
+            &mask_keys(&f.ids, job.seed, Some(step)),
+            &mut self.mask_rng,
+        )?;
+        let noise_stats = match s.noise_stats {
+            NoiseStats::Batch => scalar_stats(&[&r.pixels, &f.pixels])?,
+            NoiseStats::Forget => scalar_stats(&[&f.pixels])?,
+        };
+        Ok(StepBatch {
+            retain: student.prepare(&r.pixels, &rm, &mut self.prep_rng)?,
+            forget: student.prepare(&f.pixels, &fm, &mut self.prep_rng)?,
+            noise_stats,
+        })
+    }
+}
+
+/// The log of a run of `method` before its first step.
+pub fn new_log(vars: &[TrainVar], job: &UnlearnJob) -> UnlearnLog {
+    UnlearnLog {
+        trained_params: vars.iter().map(|(_, v, _)| v.elem_count()).sum(),
+        masks: match (job.spec.mask, job.eval_mask) {
+            (UnlearnMask::Task, Some(m)) => format!("task: {m}"),
+            (m, _) => m.describe(),
+        },
+        ..Default::default()
+    }
+}
+
 /// Run `method` on `ctx.student`. `on_step` is called after every step (progress bars).
 pub fn run(
     method: &dyn Method,
@@ -89,60 +169,24 @@ pub fn run(
     );
     let s = job.spec;
     let mut opt = AdamW::new(vars.clone(), s.optim(s.steps))?;
-    let mut rng = crate::util::rng(&format!("unlearn-{}", method.name().as_str()), job.seed);
-    // Streams of their own, so that turning augmentation on (or another family's mask draws)
-    // leaves the batches and the method's randomness as they were.
-    let mut aug_rng = crate::util::rng("unlearn-augment", job.seed);
-    let mut mask_rng = crate::util::rng("unlearn-masks", job.seed);
-    let mut prep_rng = crate::util::rng("unlearn-prepare", job.seed);
+    let mut stream = Stream::new(method.name().as_str(), job);
     // A split loss's two terms run at the same time on two one-thread pools when this thread's
     // pool has two threads (one after the other otherwise: the same numbers either way).
     let shards = Shards::for_device(job.retain.pixels.device())?;
-    let mut rs = Sampler::new(job.retain.len());
-    let mut fs = Sampler::new(job.forget.len());
-    let mut log = UnlearnLog {
-        trained_params: vars.iter().map(|(_, v, _)| v.elem_count()).sum(),
-        masks: match (s.mask, job.eval_mask) {
-            (UnlearnMask::Task, Some(m)) => format!("task: {m}"),
-            (m, _) => m.describe(),
-        },
-        ..Default::default()
-    };
+    let mut log = new_log(&vars, job);
     for step in 0..s.steps {
         let mut acc: Option<GradStore> = None;
         let mut last = None;
         for _ in 0..s.grad_accum {
-            let mut r = job.retain.select(&rs.next(s.retain_batch, &mut rng))?;
-            let mut f = job.forget.select(&fs.next(s.forget_batch, &mut rng))?;
-            if let Some(a) = &s.augment {
-                r.pixels = a.apply(&r.pixels, &mut aug_rng)?;
-                f.pixels = a.apply(&f.pixels, &mut aug_rng)?;
-            }
-            let (rm, fm) = step_masks(
-                ctx.student,
-                s.mask,
-                job.eval_mask,
-                &mask_keys(&r.ids, job.seed, Some(step)),
-                &mask_keys(&f.ids, job.seed, Some(step)),
-                &mut mask_rng,
-            )?;
-            let noise_stats = match s.noise_stats {
-                NoiseStats::Batch => scalar_stats(&[&r.pixels, &f.pixels])?,
-                NoiseStats::Forget => scalar_stats(&[&f.pixels])?,
-            };
-            let batch = StepBatch {
-                retain: ctx.student.prepare(&r.pixels, &rm, &mut prep_rng)?,
-                forget: ctx.student.prepare(&f.pixels, &fm, &mut prep_rng)?,
-                noise_stats,
-            };
-            let split = match method.split(ctx, &batch, &mut rng)? {
+            let batch = stream.next(ctx.student, job, step)?;
+            let split = match method.split(ctx, &batch, &mut stream.rng)? {
                 Some(split) => Some(run_split(split, s.grad_accum, &vars, &shards)?),
                 None => None,
             };
             let (loss, g) = match split {
                 Some(done) => done,
                 None => {
-                    let loss = method.loss(ctx, &batch, &mut rng)?;
+                    let loss = method.loss(ctx, &batch, &mut stream.rng)?;
                     let scaled = if s.grad_accum > 1 {
                         (&loss.total / s.grad_accum as f64)?
                     } else {
@@ -187,7 +231,20 @@ fn run_split(
     shards: &Shards,
 ) -> Result<(Loss, GradStore)> {
     let w = split.w;
-    let parts = [(split.retain, 1.0), (split.forget, w)].map(|p| Mutex::new(Some(p)));
+    let [(retain, mut g), (forget, gf)] = run_parts(split, [1.0, w], grad_accum, shards)?;
+    accumulate(&mut g, &gf, vars)?;
+    Ok((Loss::sum(retain, forget, w)?, g))
+}
+
+/// Each term of a [`Split`] (retain, forget) with the gradient of `scale · term / grad_accum`,
+/// from a backward pass of its own (at the same time on `shards`' pools when there are two).
+pub fn run_parts(
+    split: Split,
+    scales: [f64; 2],
+    grad_accum: usize,
+    shards: &Shards,
+) -> Result<[(Tensor, GradStore); 2]> {
+    let parts = [(split.retain, scales[0]), (split.forget, scales[1])].map(|p| Mutex::new(Some(p)));
     let run = |i: usize| -> Result<(Tensor, GradStore)> {
         let (part, scale) = parts[i]
             .lock()
@@ -210,12 +267,11 @@ fn run_split(
         .map(2, |_, r| r.map(run).collect::<Result<Vec<_>>>())?
         .into_iter()
         .flatten();
-    let (retain, mut g) = out.next().expect("the retain part");
-    let (forget, gf) = out.next().expect("the forget part");
-    accumulate(&mut g, &gf, vars)?;
-    Ok((Loss::sum(retain, forget, w)?, g))
+    let retain = out.next().expect("the retain part");
+    let forget = out.next().expect("the forget part");
+    Ok([retain, forget])
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
+pub fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
 }
