@@ -42,22 +42,84 @@ pub fn load_model(
     Ok((p.config.build(&p.weights, false, device)?, sha, p.layout))
 }
 
-/// The images under `--images` (bad input when there is no folder or no image).
-fn list_inputs(images: &Path) -> Result<Vec<PathBuf>> {
+/// The images under `--images` (bad input when there is no folder or no image), after checking
+/// that no output can overwrite an input: `--out` outside `--images`, one output per input
+/// (`x.png`, `x.jpg` and `x.PNG` would all be written to `x.png`), `--save-tensors` not an input.
+fn list_inputs(a: &InpaintArgs, p: &Progress) -> Result<Vec<PathBuf>> {
+    let images = a.images;
     if !images.is_dir() {
         return Err(crate::error::user(format!(
             "--images {}: not a folder",
             images.display()
         )));
     }
-    let files = folder::list_images(images)?;
+    let listing = folder::list_images_noted(images)?;
+    if let Some(n) = listing.note() {
+        p.note(&n);
+    }
+    let files = listing.files;
     if files.is_empty() {
         return Err(crate::error::user(format!(
             "no PNG or JPEG images under {}",
             images.display()
         )));
     }
+    let canon_images = images.canonicalize()?;
+    if existing_ancestor(a.out).starts_with(&canon_images) {
+        return Err(crate::error::user(format!(
+            "--out {} is inside --images {}: outputs would be read as inputs (and could overwrite them); give a folder outside it",
+            a.out.display(),
+            images.display()
+        )));
+    }
+    let mut targets: HashMap<PathBuf, &PathBuf> = HashMap::new();
+    for f in &files {
+        if let Some(first) = targets.insert(output_path(a, f), f) {
+            return Err(crate::error::user(format!(
+                "{} and {} would both be written to {}: rename one of them (outputs are PNGs named after their input)",
+                first.display(),
+                f.display(),
+                output_path(a, f).display()
+            )));
+        }
+    }
+    if let Some(t) = a.save_tensors {
+        let t = existing_ancestor(t);
+        if files.iter().any(|f| f.canonicalize().is_ok_and(|f| f == t)) {
+            return Err(crate::error::user(format!(
+                "--save-tensors {} names an input image: give another file",
+                a.save_tensors.expect("checked").display()
+            )));
+        }
+    }
     Ok(files)
+}
+
+/// The output file of an input: its path under `--out`, as a PNG (OS strings kept as they are).
+fn output_path(a: &InpaintArgs, input: &Path) -> PathBuf {
+    a.out
+        .join(input.strip_prefix(a.images).unwrap_or(input))
+        .with_extension("png")
+}
+
+/// `path` resolved through its nearest existing ancestor (links and `..` resolved), the rest
+/// appended: where a file that may not exist yet would be.
+fn existing_ancestor(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = vec![];
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return rest.iter().rev().fold(c, |acc: PathBuf, r| acc.join(r));
+        }
+        match (cur.file_name(), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
 }
 
 /// `--save-tensors`: every batch's tensors joined, and the file order beside them.
@@ -84,7 +146,7 @@ fn write_tensors(
 }
 
 pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
-    let files = list_inputs(a.images)?;
+    let files = list_inputs(a, p)?;
     let (model, sha, layout) = load_model(a.family, a.model, &a.device)?;
     let size = model.image_size();
     let grid = model.mask_grid();
@@ -152,7 +214,7 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             b.finish_and_clear();
         }
         for (i, (path, _)) in dec.images.iter().enumerate() {
-            let target = a.out.join(rel(path, a.images)).with_extension("png");
+            let target = output_path(a, path);
             let img = crate::data::tensor_to_rgb(&out.get(i)?)?;
             let mut bytes = std::io::Cursor::new(Vec::new());
             img.write_to(&mut bytes, image::ImageFormat::Png)?;

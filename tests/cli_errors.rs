@@ -457,3 +457,42 @@ fn a_run_failing_on_its_data_leaves_nothing() {
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!out.exists(), "the failed run left {}", out.display());
 }
+
+/// `inpaint` never overwrites an input: `--out` inside `--images`, two inputs with one output
+/// name (`x.png`, `x.jpg`, `x.PNG`), and `--save-tensors` naming an input are refused with
+/// exit 2 before anything is loaded or written; non-UTF-8 names keep outputs of their own.
+#[test]
+fn inpaint_refuses_what_would_overwrite_its_inputs() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let images = d.path().join("imgs");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]));
+    img.save(images.join("a.png")).unwrap();
+    let bad = |args: &[&str], want: &str| {
+        let mut all = vec!["inpaint", "--model", "no-such-model", "--images", "imgs"];
+        all.extend(args);
+        let o = run(&all, d.path(), &d.path().join("cache"));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: `{want}` missing in {err}");
+    };
+    bad(&["--out", "imgs"], "is inside --images");
+    bad(&["--out", "imgs/out"], "is inside --images");
+    bad(
+        &["--out", "o", "--save-tensors", "imgs/a.png"],
+        "names an input image",
+    );
+    img.save_with_format(images.join("a.jpg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    bad(&["--out", "o"], "would both be written to");
+    std::fs::remove_file(images.join("a.jpg")).unwrap();
+    // Two names that are not UTF-8 and differ only where a lossy conversion would make them one:
+    // each keeps its own output, so the checks pass and the model is the first problem.
+    for b in [b"\xff.png".as_slice(), b"\xfe.png".as_slice()] {
+        img.save(images.join(std::ffi::OsStr::from_bytes(b)))
+            .unwrap();
+    }
+    bad(&["--out", "o"], "no-such-model");
+    assert!(!d.path().join("o").exists(), "nothing written");
+}

@@ -182,6 +182,26 @@ fn job_env(exp: &Path, out: &Path, cache: &Path) -> Vec<(&'static str, String)> 
     ]
 }
 
+/// Write `yaml` and submit `script` as an array of 3 one-CPU tasks from `dir` (logs in
+/// `dir/logs`); the job id, the experiment file, the results folder, the cache.
+fn submit_three(
+    c: &Cluster,
+    dir: &Path,
+    yaml: &str,
+    script: &str,
+) -> (String, PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let exp = common::write(dir, "grid.yaml", yaml);
+    let (out, cache) = (dir.join("out"), dir.join("cache"));
+    let job = c.sbatch(
+        dir,
+        &["--array=0-2", "--cpus-per-task=1", "--mem=2G", "--time=10"],
+        script,
+        &job_env(&exp, &out, &cache),
+    );
+    (job, exp, out, cache)
+}
+
 /// Every `[i/n] … : FID retain` line (one per evaluated cell) of the logs under `logs`, counted
 /// by cell title; and every `unlearned in` line, counted by stored file.
 fn evaluations(logs: &Path) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
@@ -256,14 +276,11 @@ fn documented_job_arrays_under_a_real_slurm_cluster() {
 /// 1. `--shard` array of 3 with one CPU each, merged by `report`: row for row the runs.csv of
 ///    one process on the whole grid; `--cpus-per-task` reached RAYON_NUM_THREADS.
 fn shard_array_merges_to_the_single_process_table(c: &Cluster, dir: &Path) {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let exp = common::write(dir, "grid.yaml", &grid("slurm_shards", 200, "[0, 1]"));
-    let (out, cache) = (dir.join("out"), dir.join("cache"));
-    let job = c.sbatch(
+    let (job, exp, out, cache) = submit_three(
+        c,
         dir,
-        &["--array=0-2", "--cpus-per-task=1", "--mem=2G", "--time=10"],
+        &grid("slurm_shards", 200, "[0, 1]"),
         "shard_array.sbatch",
-        &job_env(&exp, &out, &cache),
     );
     c.wait(&job, Duration::from_secs(300));
     for k in 0..3 {
@@ -324,14 +341,11 @@ fn shard_array_merges_to_the_single_process_table(c: &Cluster, dir: &Path) {
 ///    requeued (its log appended). Each cell is evaluated once and each unlearned model stored
 ///    once over all logs; every cell of the grid is stored; the table has every row.
 fn shared_folder_survives_a_cancelled_claim_holder(c: &Cluster, dir: &Path) {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let exp = common::write(dir, "grid.yaml", &grid("slurm_shared", 3000, "[0, 1]"));
-    let (out, cache) = (dir.join("out"), dir.join("cache"));
-    let job = c.sbatch(
+    let (job, _, out, _) = submit_three(
+        c,
         dir,
-        &["--array=0-2", "--cpus-per-task=1", "--mem=2G", "--time=10"],
+        &grid("slurm_shared", 3000, "[0, 1]"),
         "shared_array.sbatch",
-        &job_env(&exp, &out, &cache),
     );
     // The first claim of an unlearned model: its holder's array task.
     let start = Instant::now();

@@ -32,7 +32,11 @@ pub fn run(args: EmbedArgs, progress: &Progress) -> Result<()> {
     if !images.is_dir() {
         return Err(user(format!("--images {}: not a folder", images.display())));
     }
-    let files = crate::data::folder::list_images(&images)?;
+    let listing = crate::data::folder::list_images_noted(&images)?;
+    if let Some(n) = listing.note() {
+        progress.note(&n);
+    }
+    let files = listing.files;
     if files.is_empty() {
         return Err(user(format!(
             "no PNG or JPEG images under {}",

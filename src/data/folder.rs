@@ -8,26 +8,106 @@ use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Every PNG / JPEG under `dir` (any letter case), sorted by path.
+/// Every PNG / JPEG under `dir` (any letter case), sorted by path; see [`list_images_noted`].
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
+    Ok(list_images_noted(dir)?.files)
+}
+
+/// The images of a folder walk, and what the walk left out.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<PathBuf>,
+    /// Entries with an image name that are not listed, and why.
+    pub skipped: Vec<(PathBuf, &'static str)>,
+}
+
+impl Listing {
+    /// One line naming what was left out (for a note), if anything.
+    pub fn note(&self) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = self
+            .skipped
+            .iter()
+            .take(5)
+            .map(|(p, why)| format!("{} ({why})", p.display()))
+            .collect();
+        Some(format!(
+            "note: left out {} entr{} of the folder: {}{}",
+            self.skipped.len(),
+            if self.skipped.len() == 1 { "y" } else { "ies" },
+            shown.join("; "),
+            if self.skipped.len() > 5 { "; …" } else { "" }
+        ))
+    }
+}
+
+fn is_image_name(p: &Path) -> bool {
+    p.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+}
+
+/// Every PNG / JPEG under `dir`, walked safely: links are followed, but a folder is walked once
+/// (a link loop or a second link to a folder is left out), a file reached by several paths is
+/// listed once (under its first path in sorted order), and what is not a regular file (a FIFO, a
+/// device such as a link to /dev/zero, a broken link) is never opened and is left out with a
+/// reason. Entries are walked in sorted order, so the listing does not depend on the file system.
+pub fn list_images_noted(dir: &Path) -> Result<Listing> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let root = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut walked = std::collections::HashSet::from([id(&root)]);
+    let mut listing = Listing::default();
+    let mut found: Vec<(PathBuf, (u64, u64))> = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-            {
-                out.push(p);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+            .with_context(|| format!("listing {}", d.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        let mut dirs = vec![];
+        for p in entries {
+            let Ok(m) = std::fs::metadata(&p) else {
+                if is_image_name(&p) {
+                    listing.skipped.push((p, "a broken link"));
+                }
+                continue;
+            };
+            if m.is_dir() {
+                if walked.insert(id(&m)) {
+                    dirs.push(p);
+                } else {
+                    listing
+                        .skipped
+                        .push((p, "a folder already walked: a link loop or a second link"));
+                }
+            } else if is_image_name(&p) {
+                if m.is_file() {
+                    found.push((p, id(&m)));
+                } else {
+                    listing.skipped.push((p, "not a regular file"));
+                }
             }
         }
+        // Walked depth first in sorted order.
+        stack.extend(dirs.into_iter().rev());
     }
-    out.sort();
-    Ok(out)
+    found.sort();
+    let mut seen = std::collections::HashSet::new();
+    for (p, file) in found {
+        if seen.insert(file) {
+            listing.files.push(p);
+        } else {
+            listing
+                .skipped
+                .push((p, "the same file as a path listed before it"));
+        }
+    }
+    listing.skipped.sort();
+    Ok(listing)
 }
 
 /// Decode image bytes by their content (not their name) into 8-bit RGB. JPEGs go through
@@ -157,6 +237,53 @@ pub fn to_chw_resized(img: &image::RgbImage, size: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link loop, a second link to a folder and to a file, a FIFO, a link to /dev/zero and a
+    /// broken link, all with image names: each image is listed once, nothing else is opened.
+    #[test]
+    fn the_walk_lists_each_image_once_and_opens_only_regular_files() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let img = image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]));
+        for f in ["x.png", "a/y.png", "a/b/z.png"] {
+            img.save(root.join(f)).unwrap();
+        }
+        symlink(root, root.join("a/b/loop")).unwrap();
+        symlink(root.join("a"), root.join("again")).unwrap();
+        symlink(root.join("x.png"), root.join("x_link.png")).unwrap();
+        symlink("/dev/zero", root.join("zero.png")).unwrap();
+        symlink(root.join("gone.png"), root.join("broken.png")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe.png").to_str().unwrap()).unwrap();
+        // SAFETY: a C string naming a path in a temporary folder of this test.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let l = list_images_noted(root).unwrap();
+        let rel = |p: &PathBuf| p.strip_prefix(root).unwrap().display().to_string();
+        let names: Vec<String> = l.files.iter().map(rel).collect();
+        assert_eq!(names, ["a/b/z.png", "a/y.png", "x.png"]);
+        let skipped: Vec<(String, &str)> = l.skipped.iter().map(|(p, w)| (rel(p), *w)).collect();
+        for (name, why) in [
+            ("broken.png", "a broken link"),
+            ("pipe.png", "not a regular file"),
+            ("zero.png", "not a regular file"),
+            ("x_link.png", "the same file as a path listed before it"),
+        ] {
+            assert!(
+                skipped.contains(&(name.to_string(), why)),
+                "{name}: {skipped:?}"
+            );
+        }
+        assert!(
+            skipped
+                .iter()
+                .filter(|(_, w)| w.starts_with("a folder already walked"))
+                .count()
+                == 2,
+            "the loop and the second link to a/: {skipped:?}"
+        );
+        assert!(l.note().unwrap().contains("left out 6 entries"));
+    }
 
     #[test]
     fn lists_recursively_sorted_any_case_and_reports_bad_files() {

@@ -46,7 +46,11 @@ pub fn run_folder(
     keep_features: bool,
     p: &Progress,
 ) -> Result<FolderOut> {
-    let files = folder::list_images(dir)?;
+    let listing = folder::list_images_noted(dir)?;
+    if let Some(n) = listing.note() {
+        p.note(&n);
+    }
+    let files = listing.files;
     if files.is_empty() {
         return Err(user(format!(
             "no PNG or JPEG images under {}",
