@@ -213,6 +213,12 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
         if let Some(b) = steps_bar {
             b.finish_and_clear();
         }
+        anyhow::ensure!(
+            models::is_finite(&out)?,
+            "{}: the outputs of {} hold NaN or infinite values (generation); nothing written for them",
+            a.model,
+            rel(&dec.images[0].0, a.images)
+        );
         for (i, (path, _)) in dec.images.iter().enumerate() {
             let target = output_path(a, path);
             let img = crate::data::tensor_to_rgb(&out.get(i)?)?;

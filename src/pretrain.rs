@@ -90,6 +90,9 @@ pub fn pretrain(
     // Frozen parts (a tokenizer) are not among the trained parameters: keep them from `init`.
     let mut out = init;
     out.extend(model.params().weights());
+    models::check_finite(&out).map_err(|e| {
+        anyhow::anyhow!("pre-training ended with non-finite weights: {e}: lower pretrain.lr")
+    })?;
     Ok((out, last))
 }
 

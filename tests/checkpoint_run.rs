@@ -245,3 +245,76 @@ fn inpaint_command_writes_pngs_and_tensors() {
     .unwrap();
     assert_eq!(hid.to_scalar::<f32>().unwrap(), 0.0);
 }
+
+/// A checkpoint holding NaN (a corrupted download, a diverged training run) is caught where it
+/// is loaded: `run` fails with one line naming the checkpoint and the tensor and writes no cell;
+/// `inpaint` exits non-zero and writes no image. (Before, both gave exit 0, black images and
+/// finite-looking numbers.)
+#[test]
+fn a_checkpoint_with_nan_weights_fails_naming_the_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let ck = d.path().join("nan-ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::copy(
+        format!("{}/config.json", fixture_dir()),
+        ck.join("config.json"),
+    )
+    .unwrap();
+    let dev = candle_core::Device::Cpu;
+    let mut w =
+        candle_core::safetensors::load(format!("{}/model.safetensors", fixture_dir()), &dev)
+            .unwrap();
+    let name = "decoder.decoder_pred.bias";
+    let nan = (w[name].ones_like().unwrap() * f64::NAN).unwrap();
+    w.insert(name.to_string(), nan);
+    candle_core::safetensors::save(&w, ck.join("model.safetensors")).unwrap();
+
+    let m = format!(
+        "  - {{name: nan-ck, family: mae, weights: {}}}",
+        ck.display()
+    );
+    let p = write(d.path(), "ck.yaml", &yaml(&m, "center:4"));
+    let o = run(
+        &["run", p.to_str().unwrap()],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("tensor `{name}` holds NaN or infinite values"))
+            && err.contains("checkpoint"),
+        "{err}"
+    );
+    let cells = d.path().join("results/ck/cells");
+    assert!(
+        !cells.exists() || std::fs::read_dir(&cells).unwrap().next().is_none(),
+        "no cell is written"
+    );
+
+    let images = d.path().join("imgs");
+    std::fs::create_dir_all(&images).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([40, 80, 120]))
+        .save(images.join("a.png"))
+        .unwrap();
+    let out = d.path().join("out");
+    let o = run(
+        &[
+            "inpaint",
+            "--model",
+            ck.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--mask",
+            "center:4",
+        ],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains(name), "{err}");
+    assert!(!out.join("a.png").exists(), "no image written");
+}

@@ -182,15 +182,19 @@ macro_rules! families {
                     $(FamilyConfig::$variant(c) => c.init_weights(seed, device),)+
                 }
             }
-            /// See [`Family::load_checkpoint`].
+            /// See [`Family::load_checkpoint`]; non-finite weights are an error naming the
+            /// checkpoint and the tensor.
             pub fn load_checkpoint(
                 &self,
                 ck: &Checkpoint,
                 device: &Device,
             ) -> Result<(Weights, String)> {
-                match self {
+                let (w, note) = match self {
                     $(FamilyConfig::$variant(c) => c.load_checkpoint(ck, device),)+
-                }
+                }?;
+                super::check_finite(&w)
+                    .with_context(|| format!("checkpoint {} ({})", ck.origin, ck.weights.display()))?;
+                Ok((w, note))
             }
             /// See [`Family::build`].
             pub fn build(

@@ -71,6 +71,26 @@ pub fn load_resolved(
     })
 }
 
+/// Whether `t` holds only finite values.
+pub fn is_finite(t: &Tensor) -> Result<bool> {
+    // 0 · x is 0 for a finite x and NaN for NaN and ±∞; the sum is NaN if any element is.
+    let s = (t * 0.0)?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    Ok(s == 0.0)
+}
+
+/// Fail, naming the first tensor (by name) that holds NaN or infinite values.
+pub fn check_finite(weights: &Weights) -> Result<()> {
+    for (name, t) in weights {
+        if !is_finite(t)? {
+            anyhow::bail!("tensor `{name}` holds NaN or infinite values");
+        }
+    }
+    Ok(())
+}
+
 /// Save weights as safetensors, atomically.
 pub fn save_weights(weights: &Weights, path: &Path) -> Result<()> {
     let map: std::collections::HashMap<String, Tensor> = weights
@@ -83,11 +103,15 @@ pub fn save_weights(weights: &Weights, path: &Path) -> Result<()> {
     })
 }
 
-/// Load every tensor of a safetensors file as f32.
+/// Load every tensor of a safetensors file as f32; non-finite values are an error naming the
+/// file and the tensor.
 pub fn load_weights(path: &Path, device: &Device) -> Result<Weights> {
     let map = candle_core::safetensors::load(path, device)
         .with_context(|| format!("reading weights {}", path.display()))?;
-    map.into_iter()
+    let w: Weights = map
+        .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-        .collect()
+        .collect::<Result<_>>()?;
+    check_finite(&w).with_context(|| format!("weights {}", path.display()))?;
+    Ok(w)
 }

@@ -162,6 +162,12 @@ pub(crate) fn evaluate_cell(
             Some(images) if cell.method.name == MethodName::Retrain => images.clone(),
             _ => generate(exp, cell, model, set)?,
         };
+        anyhow::ensure!(
+            crate::models::is_finite(&gen)?,
+            "{} ({}): its outputs on the {set_name} set hold NaN or infinite values (generation); no row is written",
+            cell.label,
+            cell.model
+        );
         if opts.samples {
             art.sheet.push(sheet_rows(cell, model, set, &gen, dev)?);
         }

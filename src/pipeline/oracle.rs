@@ -75,6 +75,11 @@ impl OracleOutputs {
         crate::parallel::run_on_workers(opts.jobs.max(1), keys.len(), |i| {
             let (k, (cell, keep)) = keys[i];
             let images = generate(exp, cell, &*oracle, sets[k.0.as_str()])?;
+            anyhow::ensure!(
+                crate::models::is_finite(&images)?,
+                "the retrain oracle's outputs on the {} set hold NaN or infinite values (generation)",
+                k.0
+            );
             let features = metrics::extract(fid, &images, exp.metrics.batch_size, false)?;
             let images = keep.then_some(images);
             out.lock()

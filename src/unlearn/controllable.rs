@@ -169,6 +169,7 @@ fn train(
         trace.push([r, f, lambda]);
         on_step(step, [r, f, lambda]);
     }
+    super::trainer::check_trained(&vars)?;
     log.steps = s.steps;
     log.seconds = start.elapsed().as_secs_f64();
     Ok((log, trace))

@@ -217,9 +217,23 @@ pub fn run(
         log.last_forget_term = scalar(&loss.forget)?;
         on_step(step, &loss);
     }
+    check_trained(&vars)?;
     log.steps = s.steps;
     log.seconds = start.elapsed().as_secs_f64();
     Ok(log)
+}
+
+/// The trained weights after the last step are finite (the loss is checked before each step,
+/// so a last step that blew the weights up would otherwise go unnoticed).
+pub fn check_trained(vars: &[TrainVar]) -> Result<()> {
+    for (name, v, _) in vars {
+        if !crate::models::is_finite(v.as_tensor())? {
+            anyhow::bail!(
+                "the weights went non-finite while unlearning (tensor `{name}`): lower unlearn.lr or alpha"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A [`Split`] loss's terms, each with its own backward pass (at the same time on `shards`' pools
