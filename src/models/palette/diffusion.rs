@@ -113,7 +113,11 @@ impl Schedule {
                 b
             })
             .collect();
-        Self::from_betas(betas)
+        // ᾱ at the kept steps exactly, not re-multiplied from the new β: with few steps a β
+        // rounds to 1 (the test schedule's ᾱ falls to ~1e-39 at T), and the product would be 0,
+        // making 1/√ᾱ infinite and every output NaN.
+        let gammas = kept.iter().map(|&i| self.gammas[i]).collect();
+        Self { betas, gammas }
     }
 
     fn gamma_prev(&self, t: usize) -> f64 {
@@ -201,10 +205,30 @@ mod tests {
         });
         let r = s.respaced(50);
         assert_eq!(r.len(), 50);
-        assert!((r.gammas[0] - s.gammas[0]).abs() < 1e-15);
-        assert!((r.gammas[49] - s.gammas[1999]).abs() < 1e-15);
+        // Exactly, relative to ᾱ itself (it falls to ~1e-39 at T).
+        assert_eq!(r.gammas[0], s.gammas[0]);
+        assert_eq!(r.gammas[49], s.gammas[1999]);
         let mid = (25.0f64 * 1999.0 / 49.0).round() as usize;
-        assert!((r.gammas[25] - s.gammas[mid]).abs() < 1e-12);
+        assert_eq!(r.gammas[25], s.gammas[mid]);
+        // Few steps: a β rounds to 1, yet ᾱ stays positive and every coefficient finite (a
+        // product re-multiplied from the β gave ᾱ = 0 and NaN outputs at ≤ 4 steps).
+        for steps in [2, 3, 4, 8] {
+            let r = s.respaced(steps);
+            assert!(r.gammas.iter().all(|&g| g > 0.0), "{steps}: {:?}", r.gammas);
+            for t in 0..r.len() {
+                let c = r.coefficients(t);
+                for v in [
+                    c.gamma,
+                    c.sqrt_recip_gammas,
+                    c.sqrt_recipm1_gammas,
+                    c.posterior_mean_coef1,
+                    c.posterior_mean_coef2,
+                    c.posterior_log_variance_clipped,
+                ] {
+                    assert!(v.is_finite(), "{steps} steps, step {t}: {c:?}");
+                }
+            }
+        }
         assert_eq!(s.respaced(2000), s);
         // A step's posterior variance is below its β (the usual bound).
         for t in 1..r.len() {
