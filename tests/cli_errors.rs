@@ -496,3 +496,39 @@ fn inpaint_refuses_what_would_overwrite_its_inputs() {
     bad(&["--out", "o"], "no-such-model");
     assert!(!d.path().join("o").exists(), "nothing written");
 }
+
+/// A UTF-8 byte-order mark before the YAML is accepted; an empty `I2I_UNLEARN_CACHE` is unset
+/// (the cache goes to $HOME/.cache/i2i-unlearn, not into the working folder).
+#[test]
+fn a_byte_order_mark_is_read_and_an_empty_cache_variable_is_unset() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "bom.yaml",
+        &format!("\u{feff}{}", tiny_yaml("bom", "")),
+    );
+    let home = d.path().join("home");
+    let work = d.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["check", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = std::process::Command::new(bin())
+        .args(["-q", "run", p.to_str().unwrap(), "--output"])
+        .arg(d.path().join("out"))
+        .current_dir(&work)
+        .env("I2I_UNLEARN_CACHE", "")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", &home)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(home.join(".cache/i2i-unlearn/pretrain").is_dir());
+    assert!(
+        !work.join("pretrain").exists(),
+        "nothing cached in the working folder"
+    );
+}

@@ -45,13 +45,16 @@ pub fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(p) = explicit {
         return p;
     }
-    if let Some(p) = std::env::var_os("I2I_UNLEARN_CACHE") {
+    // An empty variable is unset (`I2I_UNLEARN_CACHE= run …` must not cache in the working
+    // folder).
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(p) = var("I2I_UNLEARN_CACHE") {
         return PathBuf::from(p);
     }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(p) = var("XDG_CACHE_HOME") {
         return PathBuf::from(p).join("i2i-unlearn");
     }
-    std::env::var_os("HOME")
+    var("HOME")
         .map(|h| PathBuf::from(h).join(".cache").join("i2i-unlearn"))
         .unwrap_or_else(|| PathBuf::from(".i2i-unlearn-cache"))
 }

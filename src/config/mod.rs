@@ -135,13 +135,15 @@ pub fn load(path: &Path) -> Result<Experiment> {
             path.display()
         ))
     })?;
+    // Editors on some systems start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let base = path.parent().unwrap_or_else(|| Path::new(""));
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
     } else {
         base
     };
-    parse_in(&text, &path.display().to_string(), Some(base))
+    parse_in(text, &path.display().to_string(), Some(base))
 }
 
 /// Parse and validate experiment text; `origin` names it in errors. Relative paths stay relative

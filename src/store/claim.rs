@@ -41,12 +41,15 @@ fn is_live(path: &Path) -> bool {
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
-    let fresh = meta
-        .modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_none_or(|age| age < STALE_AFTER);
-    if !fresh {
+    // The claim's age; a modification time in the future counts as its distance from now, so
+    // that a claim stamped far ahead (a bad clock, a copied file) goes stale instead of holding
+    // the work forever.
+    let age = meta.modified().ok().map(|m| {
+        SystemTime::now()
+            .duration_since(m)
+            .unwrap_or_else(|e| e.duration())
+    });
+    if age.is_some_and(|a| a >= STALE_AFTER) {
         return false;
     }
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -56,6 +59,9 @@ fn is_live(path: &Path) -> bool {
         parts.next().and_then(|p| p.parse::<i32>().ok()),
     ) {
         (Some(h), Some(pid)) if h == host() => pid_alive(pid),
+        // Written right after it is created: an empty claim older than a heartbeat lost its
+        // writer.
+        (None, _) => age.is_none_or(|a| a < HEARTBEAT),
         _ => true,
     }
 }
@@ -162,5 +168,47 @@ mod tests {
         assert!(!Claim::held_by_other(&d, "y"));
         assert!(Claim::try_take(&d, "y").unwrap().is_some(), "taken over");
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// A claim of another host stamped an hour ahead, and an empty claim whose writer is gone,
+    /// are stale: neither makes a worker wait (the first waited until the stamp had passed, the
+    /// second a whole minute).
+    #[test]
+    fn future_stamped_and_empty_claims_do_not_hold_the_work() {
+        let d = tempfile::tempdir().unwrap();
+        let future = d.path().join("f.claim");
+        std::fs::write(&future, "other-host 1\n").unwrap();
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&future)
+            .unwrap()
+            .set_modified(ahead)
+            .unwrap();
+        assert!(
+            !Claim::held_by_other(d.path(), "f"),
+            "an hour ahead is stale"
+        );
+        let empty = d.path().join("e.claim");
+        std::fs::write(&empty, "").unwrap();
+        assert!(
+            Claim::held_by_other(d.path(), "e"),
+            "just created: being written"
+        );
+        let before = SystemTime::now() - HEARTBEAT - Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&empty)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        assert!(
+            !Claim::held_by_other(d.path(), "e"),
+            "empty past a heartbeat is stale"
+        );
+        assert!(
+            Claim::try_take(d.path(), "e").unwrap().is_some(),
+            "taken over"
+        );
     }
 }
