@@ -27,20 +27,27 @@ impl Listing {
         if self.skipped.is_empty() {
             return None;
         }
-        let shown: Vec<String> = self
-            .skipped
-            .iter()
-            .take(5)
-            .map(|(p, why)| format!("{} ({why})", p.display()))
-            .collect();
         Some(format!(
-            "note: left out {} entr{} of the folder: {}{}",
+            "note: left out {} entr{} of the folder: {}",
             self.skipped.len(),
             if self.skipped.len() == 1 { "y" } else { "ies" },
-            shown.join("; "),
-            if self.skipped.len() > 5 { "; …" } else { "" }
+            first_few(&self.skipped)
         ))
     }
+}
+
+/// The first five `path (why)` of a list, joined by `; `, then `; …` when there are more.
+fn first_few<W: std::fmt::Display>(items: &[(PathBuf, W)]) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(5)
+        .map(|(p, why)| format!("{} ({why})", p.display()))
+        .collect();
+    format!(
+        "{}{}",
+        shown.join("; "),
+        if items.len() > 5 { "; …" } else { "" }
+    )
 }
 
 fn is_image_name(p: &Path) -> bool {
@@ -172,18 +179,11 @@ impl Decoded {
         if self.failed.is_empty() {
             return None;
         }
-        let shown: Vec<String> = self
-            .failed
-            .iter()
-            .take(5)
-            .map(|(p, e)| format!("{} ({e})", p.display()))
-            .collect();
         Some(format!(
-            "warning: skipped {} unreadable image{}: {}{}",
+            "warning: skipped {} unreadable image{}: {}",
             self.failed.len(),
             if self.failed.len() == 1 { "" } else { "s" },
-            shown.join("; "),
-            if self.failed.len() > 5 { "; …" } else { "" }
+            first_few(&self.failed)
         ))
     }
 }

@@ -17,7 +17,7 @@ use crate::models::I2IModel;
 use crate::names::{MethodName, MetricId};
 use crate::store::{CellRecord, Provenance, Row};
 use crate::unlearn::trainer;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -160,14 +160,9 @@ pub(crate) fn evaluate_cell(
         // The oracle's own outputs were generated once for the group.
         let gen = match g.oracle_outputs.images(set_name, cell) {
             Some(images) if cell.method.name == MethodName::Retrain => images.clone(),
-            _ => generate(exp, cell, model, set)?,
+            _ => generate(exp, cell, model, set)
+                .with_context(|| format!("{} ({}), the {set_name} set", cell.label, cell.model))?,
         };
-        anyhow::ensure!(
-            crate::models::is_finite(&gen)?,
-            "{} ({}): its outputs on the {set_name} set hold NaN or infinite values (generation); no row is written",
-            cell.label,
-            cell.model
-        );
         if opts.samples {
             art.sheet.push(sheet_rows(cell, model, set, &gen, dev)?);
         }

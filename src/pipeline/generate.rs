@@ -17,7 +17,8 @@ fn image_rngs(ids: &[u64], seed: u64) -> Vec<rand_chacha::ChaCha8Rng> {
 }
 
 /// Generate a set in batches under the cell's mask and seed, with the experiment's batch size and
-/// generation options (the evaluated model and the oracle alike).
+/// generation options (the evaluated model and the oracle alike). Outputs holding NaN or
+/// infinite values are an error (callers name the model and the set), never a row.
 pub fn generate(
     exp: &Experiment,
     cell: &Cell,
@@ -36,5 +37,10 @@ pub fn generate(
         outs.push(model.generate(&part.pixels, &m, &mut rngs, opts, &mut |_, _| {})?);
         start += b;
     }
-    Ok(Tensor::cat(&outs, 0)?)
+    let out = Tensor::cat(&outs, 0)?;
+    anyhow::ensure!(
+        crate::models::is_finite(&out)?,
+        "its outputs hold NaN or infinite values (generation); no row is written"
+    );
+    Ok(out)
 }

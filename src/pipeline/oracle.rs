@@ -10,7 +10,7 @@ use crate::data::ImageSet;
 use crate::metrics::{self, Extracted, Extractor};
 use crate::models::{FamilyConfig, Weights};
 use crate::names::MethodName;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
 
@@ -74,12 +74,8 @@ impl OracleOutputs {
         let sets: BTreeMap<&str, &ImageSet> = eval_sets.into_iter().collect();
         crate::parallel::run_on_workers(opts.jobs.max(1), keys.len(), |i| {
             let (k, (cell, keep)) = keys[i];
-            let images = generate(exp, cell, &*oracle, sets[k.0.as_str()])?;
-            anyhow::ensure!(
-                crate::models::is_finite(&images)?,
-                "the retrain oracle's outputs on the {} set hold NaN or infinite values (generation)",
-                k.0
-            );
+            let images = generate(exp, cell, &*oracle, sets[k.0.as_str()])
+                .with_context(|| format!("the retrain oracle, the {} set", k.0))?;
             let features = metrics::extract(fid, &images, exp.metrics.batch_size, false)?;
             let images = keep.then_some(images);
             out.lock()
