@@ -75,3 +75,25 @@ pub fn describe() -> String {
         candle
     )
 }
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if it can be read.
+pub fn memory_bytes() -> Option<u64> {
+    meminfo("MemTotal:")
+}
+
+/// The memory available to a new allocation now (`MemAvailable`), if it can be read.
+pub fn available_memory_bytes() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}

@@ -361,8 +361,10 @@ fn to_f32(raw: Vec<(String, candle_core::Tensor)>, device: &Device) -> Result<su
 /// executed.
 pub fn read_container(path: &Path, device: &Device) -> Result<super::Tensors> {
     for key in ["model", "state_dict"] {
-        if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
-            if !t.is_empty() {
+        let declared = candle_core::pickle::read_pth_tensor_info(path, false, Some(key));
+        if declared.is_ok_and(|t| !t.is_empty()) {
+            super::bounds::check_zip(path, Some(key))?;
+            if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
                 return to_f32(t, device);
             }
         }
@@ -386,6 +388,7 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, candle_
     )?;
     let head = &head[..n];
     if head.starts_with(b"PK") {
+        super::bounds::check_zip(path, None)?;
         candle_core::pickle::read_all(path)
             .with_context(|| format!("reading torch checkpoint {}", path.display()))
     } else if super::torch_legacy::is_legacy(head) {

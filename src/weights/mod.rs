@@ -8,6 +8,7 @@
 //!   interrupted, verified against the SHA-256 prefix in their name (as `torch.hub` checks them),
 //!   then used offline. `--weights` takes a local file instead.
 
+pub mod bounds;
 pub mod checkpoint;
 pub mod shapes;
 pub mod torch_legacy;

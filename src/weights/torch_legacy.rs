@@ -45,9 +45,9 @@ fn int(o: Object) -> Result<i64> {
         .map_err(|o| anyhow::anyhow!("expected an integer, got {o:?}"))
 }
 
-fn usizes(o: Object) -> Result<Vec<usize>> {
+fn ints(o: Object) -> Result<Vec<i64>> {
     match o {
-        Object::Tuple(v) | Object::List(v) => v.into_iter().map(|x| Ok(int(x)? as usize)).collect(),
+        Object::Tuple(v) | Object::List(v) => v.into_iter().map(int).collect(),
         other => bail!("expected a tuple of integers, got {other:?}"),
     }
 }
@@ -56,9 +56,9 @@ fn usizes(o: Object) -> Result<Vec<usize>> {
 struct TensorRef {
     key: String,
     dtype: DType,
-    offset: usize,
-    size: Vec<usize>,
-    stride: Vec<usize>,
+    offset: i64,
+    size: Vec<i64>,
+    stride: Vec<i64>,
 }
 
 fn tensor_ref(value: Object) -> Result<Option<TensorRef>> {
@@ -86,9 +86,9 @@ fn tensor_ref(value: Object) -> Result<Option<TensorRef>> {
         .tuple()
         .map_err(|o| anyhow::anyhow!("bad tensor args {o:?}"))?;
     anyhow::ensure!(a.len() >= 4, "tensor with {} rebuild arguments", a.len());
-    let stride = usizes(a.remove(3))?;
-    let size = usizes(a.remove(2))?;
-    let offset = int(a.remove(1))? as usize;
+    let stride = ints(a.remove(3))?;
+    let size = ints(a.remove(2))?;
+    let offset = int(a.remove(1))?;
     let storage = a
         .remove(0)
         .persistent_load()
@@ -175,26 +175,51 @@ pub fn read(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor)>> {
         .iter()
         .map(|(_, t)| (t.key.as_str(), t.dtype))
         .collect();
-    // Storages follow in key order: an int64 element count, then the elements.
+    // Storages follow in key order: an int64 element count, then the elements. Every count is
+    // checked against the file before anything is allocated.
+    let file_len = bytes.len() as u64;
+    let corrupt =
+        |why: String| crate::error::user(format!("{why}; the file is corrupt or crafted"));
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     let mut pos = r.position() as usize;
     for key in &keys {
-        anyhow::ensure!(pos + 8 <= bytes.len(), "storage {key}: file truncated");
-        let n = i64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes")) as usize;
+        if pos + 8 > bytes.len() {
+            return Err(corrupt(format!("storage {key}: file truncated")));
+        }
+        let n = i64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
         pos += 8;
         let es = dtypes
             .get(key.as_str())
             .map(|d| d.size_in_bytes())
             .context("a storage no tensor uses")?;
-        anyhow::ensure!(pos + n * es <= bytes.len(), "storage {key}: file truncated");
-        storages.insert(key.clone(), &bytes[pos..pos + n * es]);
-        pos += n * es;
+        let len = u64::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(es as u64))
+            .filter(|&l| l <= (bytes.len() - pos) as u64)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "storage {key}: declares {n} elements, the file holds {} bytes after it",
+                    bytes.len() - pos
+                ))
+            })? as usize;
+        storages.insert(key.clone(), &bytes[pos..pos + len]);
+        pos += len;
     }
+    let mut total = 0u64;
+    for (name, t) in &refs {
+        let what = format!("tensor `{name}`");
+        let data = storages
+            .get(&t.key)
+            .with_context(|| format!("{what}: storage {} missing", t.key))?;
+        let es = t.dtype.size_in_bytes();
+        let v = super::bounds::view_bytes(&what, &t.size, &t.stride, t.offset, es)?;
+        super::bounds::check_view(&what, v, data.len() as u64, file_len)?;
+        total = total.saturating_add(v.0);
+    }
+    super::bounds::check_total("the legacy torch file", total)?;
     refs.into_iter()
         .map(|(name, t)| {
-            let data = storages
-                .get(&t.key)
-                .with_context(|| format!("tensor `{name}`: storage {} missing", t.key))?;
+            let data = storages[&t.key];
             Ok((
                 name.clone(),
                 strided(data, &t, device).with_context(|| format!("tensor `{name}`"))?,
@@ -205,33 +230,37 @@ pub fn read(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor)>> {
 
 /// Copy a (possibly strided) view out of a storage.
 fn strided(data: &[u8], t: &TensorRef, device: &Device) -> Result<Tensor> {
+    // Sizes, strides and offset were checked non-negative and within `data` by the caller.
     let es = t.dtype.size_in_bytes();
-    let numel: usize = t.size.iter().product();
-    let mut contiguous = vec![0usize; t.size.len()];
+    let size: Vec<usize> = t.size.iter().map(|&v| v as usize).collect();
+    let stride: Vec<usize> = t.stride.iter().map(|&v| v as usize).collect();
+    let offset = t.offset as usize;
+    let numel: usize = size.iter().product();
+    let mut contiguous = vec![0usize; size.len()];
     let mut acc = 1;
-    for i in (0..t.size.len()).rev() {
+    for i in (0..size.len()).rev() {
         contiguous[i] = acc;
-        acc *= t.size[i];
+        acc *= size[i];
     }
     let mut out = Vec::with_capacity(numel * es);
-    if numel > 0 && (t.stride == contiguous || t.size.iter().product::<usize>() == 1) {
-        let a = t.offset * es;
+    if numel > 0 && (stride == contiguous || numel == 1) {
+        let a = offset * es;
         anyhow::ensure!(a + numel * es <= data.len(), "view beyond its storage");
         out.extend_from_slice(&data[a..a + numel * es]);
     } else {
-        let mut idx = vec![0usize; t.size.len()];
+        let mut idx = vec![0usize; size.len()];
         for _ in 0..numel {
-            let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            let e = offset + idx.iter().zip(&stride).map(|(i, s)| i * s).sum::<usize>();
             anyhow::ensure!((e + 1) * es <= data.len(), "view beyond its storage");
             out.extend_from_slice(&data[e * es..(e + 1) * es]);
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
-                if idx[d] < t.size[d] {
+                if idx[d] < size[d] {
                     break;
                 }
                 idx[d] = 0;
             }
         }
     }
-    Ok(Tensor::from_raw_buffer(&out, t.dtype, &t.size, device)?)
+    Ok(Tensor::from_raw_buffer(&out, t.dtype, &size, device)?)
 }
