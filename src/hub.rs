@@ -251,7 +251,20 @@ impl Hub {
             out.sort();
             return Ok(out);
         }
-        let info = self.api.repo(repo.repo()).info().map_err(|e| {
+        let (api, r) = (self.api.clone(), repo.repo());
+        let url = format!("{}/api/{}", self.cfg.endpoint, repo.id);
+        let info = crate::net::watched_retried(
+            &url,
+            "listing the repository's files",
+            || 0,
+            move || api.repo(r.clone()).info(),
+        )
+        .map_err(|msg| HubError::Download {
+            repo: repo.to_string(),
+            file: "(file list)".into(),
+            msg,
+        })?
+        .map_err(|e| {
             if is_status(&e, 404) {
                 HubError::NotFound {
                     repo: repo.to_string(),
@@ -289,7 +302,15 @@ impl Hub {
         };
         let api_repo = self.api.repo(repo.repo());
         let url = api_repo.url(file);
-        let meta = match self.api.metadata(&url) {
+        let (api, u) = (self.api.clone(), url.clone());
+        let meta = crate::net::watched_retried(
+            &url,
+            "asking for the file's size",
+            || 0,
+            move || api.metadata(&u),
+        )
+        .map_err(err)?;
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 if is_status(&e, 404) {
@@ -318,8 +339,16 @@ impl Hub {
         let mut part = blob.clone();
         part.set_extension("part");
         let mut last = String::new();
+        let size_of = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let (b, pt) = (blob.clone(), part.clone());
+        let progress = move || size_of(&b) + size_of(&pt);
         for _ in 0..3 {
-            let path = match api_repo.download(file) {
+            let (api, r, f) = (self.api.clone(), repo.repo(), file.to_string());
+            let got = crate::net::watched_retried(&url, "downloading", &progress, move || {
+                api.repo(r.clone()).download(&f)
+            })
+            .map_err(err)?;
+            let path = match got {
                 Ok(p) => p,
                 Err(e) if part.exists() => {
                     last = e.to_string();

@@ -22,6 +22,7 @@ pub mod masks;
 pub mod metrics;
 pub mod models;
 pub mod names;
+pub mod net;
 pub mod nn;
 pub mod parallel;
 pub mod pipeline;

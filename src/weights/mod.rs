@@ -86,9 +86,17 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
     // when the body is chunked.
     let size = remote_size(url);
     let mut last_err = None;
+    let size_of = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     for _ in 0..3 {
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        match fetch_into(url, &part, have, size) {
+        let (u, pt) = (url.to_string(), part.clone());
+        let got = crate::net::watched_retried(
+            url,
+            "downloading",
+            || size_of(&part),
+            move || fetch_into(&u, &pt, size_of(&pt), size).map_err(|e| format!("{e:#}")),
+        )
+        .map_err(anyhow::Error::msg)?;
+        match got.map_err(anyhow::Error::msg) {
             Ok(()) => {
                 last_err = None;
                 break;
@@ -112,11 +120,17 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
 
 /// `Content-Range: bytes 0-0/TOTAL` of a one-byte request, if the server supports ranges.
 fn remote_size(url: &str) -> Option<u64> {
-    let resp = ureq::Agent::new_with_defaults()
-        .get(url)
-        .header("Range", "bytes=0-0")
-        .call()
-        .ok()?;
+    let u = url.to_string();
+    let resp = crate::net::watched(
+        || 0,
+        move || {
+            ureq::Agent::new_with_defaults()
+                .get(&u)
+                .header("Range", "bytes=0-0")
+                .call()
+        },
+    )?
+    .ok()?;
     let r = resp
         .headers()
         .get("content-range")?
