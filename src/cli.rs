@@ -143,6 +143,15 @@ Rebuild the report from the cell records of one or more results folders (for exa
 folders written by the shards of a grid). Only cells of the folders' current grid.json are used; \
 a cell found in several folders counts once. Output goes to the first folder unless --out is given.")]
     Report(commands::report::ReportArgs),
+    /// Re-check a results folder: cells, unlearned models, manifests and the cache entries it used.
+    #[command(long_about = "\
+Re-check everything a results folder's tables rest on: every cell record parses, is stored under \
+its own id and comes from the same original model as the other cells of its (dataset, model); \
+every unlearned model matches the SHA-256 sealed beside it and names its own key and original; \
+the manifests parse; every cache entry the folder used (pre-trainings, domain extractors) is still \
+there with the hash it had. Lists what is stale or corrupt; exit 0 only when all is sound (cells \
+not run yet are listed, not faults), 1 otherwise, 2 for a bad argument.")]
+    Verify(commands::verify::VerifyArgs),
 }
 
 /// Run the command `cli` names.
@@ -159,5 +168,6 @@ pub fn main_with(cli: Cli) -> Result<()> {
         Command::Embed(a) => commands::embed::run(a, &progress),
         Command::Selfcheck(a) => commands::selfcheck::run(a, &progress),
         Command::Report(a) => commands::report::run(a, &progress),
+        Command::Verify(a) => commands::verify::run(a, &progress),
     }
 }

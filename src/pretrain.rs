@@ -144,7 +144,7 @@ impl DataParallel {
 
 /// Load cached pre-trained weights.
 pub fn load_cached(path: &Path, device: &Device) -> Result<Weights> {
-    models::load_weights(path, device).with_context(|| {
+    crate::store::sealed::load(path, device).with_context(|| {
         format!(
             "reading cached pre-trained weights {} (delete it to retrain)",
             path.display()

@@ -140,6 +140,16 @@ impl Progress {
         Bar(b, lines)
     }
 
+    /// A warning: one line, `warning: `-prefixed, printed even when quiet.
+    pub fn warn(&self, msg: &str) {
+        let line = format!("warning: {msg}");
+        if self.tty {
+            let _ = self.mp.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
     /// One line of log, printed above any bars.
     pub fn note(&self, msg: &str) {
         if self.quiet {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod selfcheck;
+pub mod verify;
 
 use crate::error::user;
 use anyhow::Result;

@@ -41,8 +41,35 @@ pub struct Cell {
     pub model_idx: usize,
 }
 
-/// All cells of an experiment, in a fixed order (dataset, model, table order, α, mask, seed).
+/// What the experiment file names only by path, identified by content: per dataset, the
+/// fingerprint of a local image folder ([`crate::data::folder::fingerprint`]); per model, the
+/// SHA-256 of its checkpoint files. `None` where the spec itself identifies the content (the
+/// embedded textures, hub sources at a revision, models pre-trained here). Folded into the keys
+/// of cells, unlearned models and cached pre-trainings, so that a file changed in place is
+/// computed again rather than reported with the old numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fingerprints {
+    pub data: Vec<Option<String>>,
+    pub weights: Vec<Option<String>>,
+}
+
+impl Fingerprints {
+    pub fn data(&self, di: usize) -> Option<&str> {
+        self.data.get(di).and_then(|f| f.as_deref())
+    }
+    pub fn weights(&self, mi: usize) -> Option<&str> {
+        self.weights.get(mi).and_then(|f| f.as_deref())
+    }
+}
+
+/// All cells of an experiment, in a fixed order (dataset, model, table order, α, mask, seed),
+/// keyed by the spec alone (what `check` shows; a run uses [`expand_with`]).
 pub fn expand(exp: &Experiment) -> Vec<Cell> {
+    expand_with(exp, &Fingerprints::default())
+}
+
+/// [`expand`] with the content fingerprints of local data and weights in every key.
+pub fn expand_with(exp: &Experiment, fp: &Fingerprints) -> Vec<Cell> {
     let mut methods = exp.methods.clone();
     methods.sort_by_key(|m| m.order());
     let mut cells = vec![];
@@ -64,7 +91,7 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
                     for mask in &exp.masks {
                         for &seed in &exp.seeds {
                             cells.push(cell(
-                                exp,
+                                (exp, fp),
                                 (di, d),
                                 (mi, m),
                                 method,
@@ -83,7 +110,7 @@ pub fn expand(exp: &Experiment) -> Vec<Cell> {
 
 /// One cell: its unlearned model's key (and, for ε sweeps, the key every ε shares), its id.
 fn cell(
-    exp: &Experiment,
+    (exp, fp): (&Experiment, &Fingerprints),
     (di, d): (usize, &crate::data::DatasetSpec),
     (mi, m): (usize, &crate::models::ModelSpec),
     method: &MethodSpec,
@@ -103,6 +130,13 @@ fn cell(
         "seed": if trains { Some(seed) } else { None },
         "mask": if trains && exp.unlearn.depends_on_eval_mask() { Some(mask) } else { None },
     });
+    // Content, where the spec names it by path only (absent otherwise, so those keys stay).
+    if let Some(f) = fp.data(di) {
+        unlearn["data_content"] = serde_json::json!(f);
+    }
+    if let Some(f) = fp.weights(mi) {
+        unlearn["weights_content"] = serde_json::json!(f);
+    }
     // Keys of the methods without ε are as they were before ε existed.
     let boundary_key = match epsilon {
         None => String::new(),

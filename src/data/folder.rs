@@ -62,6 +62,53 @@ fn is_image_name(p: &Path) -> bool {
 /// device such as a link to /dev/zero, a broken link) is never opened and is left out with a
 /// reason. Entries are walked in sorted order, so the listing does not depend on the file system.
 pub fn list_images_noted(dir: &Path) -> Result<Listing> {
+    walk(dir, is_image_name)
+}
+
+/// The content fingerprint of a folder: SHA-256 over the relative path and size of every regular
+/// file under it (images, class lists, label files), walked as [`list_images_noted`] walks, and
+/// over each file's bytes when the folder holds at most [`FINGERPRINT_BYTES`] (1 GiB; a few
+/// seconds of hashing), else over each file's modification time (ns). Renaming, swapping, adding,
+/// removing or rewriting a file changes it; above the limit, a rewrite that keeps both size and
+/// modification time is not seen.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let listing = walk(dir, |_| true)?;
+    let metas: Vec<std::fs::Metadata> = listing
+        .files
+        .iter()
+        .map(|p| std::fs::metadata(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_>>()?;
+    let total: u64 = metas.iter().map(|m| m.len()).sum();
+    let by_content = total <= FINGERPRINT_BYTES;
+    let marks: Vec<String> = listing
+        .files
+        .par_iter()
+        .zip(&metas)
+        .map(|(p, m)| {
+            Ok(if by_content {
+                crate::util::sha256_file(p)?
+            } else {
+                format!("{}.{:09}", m.mtime(), m.mtime_nsec())
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut h = sha2::Sha256::new();
+    h.update(if by_content { "content\n" } else { "mtime\n" });
+    for ((p, m), mark) in listing.files.iter().zip(&metas).zip(&marks) {
+        let rel = p.strip_prefix(dir).unwrap_or(p);
+        h.update(format!("{}\t{}\t{mark}\n", rel.display(), m.len()));
+    }
+    Ok(crate::util::hex(&h.finalize()))
+}
+
+/// Folders up to this many bytes are fingerprinted by their files' bytes.
+pub const FINGERPRINT_BYTES: u64 = 1 << 30;
+
+/// The regular files under `dir` whose names `want` accepts, walked safely (see
+/// [`list_images_noted`]).
+fn walk(dir: &Path, want: impl Fn(&Path) -> bool) -> Result<Listing> {
     use std::os::unix::fs::MetadataExt;
     let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
     let root = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -78,7 +125,7 @@ pub fn list_images_noted(dir: &Path) -> Result<Listing> {
         let mut dirs = vec![];
         for p in entries {
             let Ok(m) = std::fs::metadata(&p) else {
-                if is_image_name(&p) {
+                if want(&p) {
                     listing.skipped.push((p, "a broken link"));
                 }
                 continue;
@@ -91,7 +138,7 @@ pub fn list_images_noted(dir: &Path) -> Result<Listing> {
                         .skipped
                         .push((p, "a folder already walked: a link loop or a second link"));
                 }
-            } else if is_image_name(&p) {
+            } else if want(&p) {
                 if m.is_file() {
                     found.push((p, id(&m)));
                 } else {

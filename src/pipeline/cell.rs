@@ -11,7 +11,7 @@ use super::group::Group;
 use super::RunOptions;
 use crate::config::grid::Cell;
 use crate::config::Experiment;
-use crate::models::{self, I2IModel, Weights};
+use crate::models::{I2IModel, Weights};
 use crate::names::MethodName;
 use crate::store::Store;
 use crate::unlearn::{self, controllable, trainer, Ctx, RetainSource};
@@ -69,49 +69,64 @@ pub fn run_unlearned(
         eval_seconds: 0.0,
         unlearned: false,
     };
-    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) =
-        if c0.method.name == MethodName::Retrain {
-            let oracle = g
-                .oracle
-                .as_ref()
-                .context("the retrain oracle was not pre-trained for this model")?;
-            (g.family.build(oracle, false, dev)?, None)
-        } else if !c0.method.name.trains() {
-            (teacher, None)
-        } else {
-            let (wpath, lpath) = store.run_dir().unlearned(&c0.unlearn_key);
-            if let Some((weights, log)) = load_unlearned(&g.original, &wpath, &lpath, dev)? {
-                p.note(&format!(
-                    "{what}: unlearned model stored by an earlier run ({} steps) → {}",
-                    log.steps,
-                    wpath.display()
-                ));
-                (g.family.build(&weights, false, dev)?, Some(log))
-            } else {
-                let student = g.family.build(&g.original, true, dev)?;
-                let bar = p.bar(exp.unlearn.steps as u64, &format!("unlearn {what}"));
-                let log = train(exp, g, c0, (&*student, &*teacher), &bar, opts, store)
-                    .with_context(|| format!("unlearning {what} ({})", c0.unlearn_key))?;
-                bar.finish_and_clear();
-                // Only what the method trained is stored; the rest is the original model.
-                let scope = unlearn::method(c0.method.name).scope();
-                let trained: Weights = trainer::trainable(&*student, scope)
-                    .into_iter()
-                    .map(|(n, v, _)| (n, v.as_detached_tensor()))
-                    .collect();
-                models::save_weights(&trained, &wpath)?;
-                crate::util::write_atomic(&lpath, &serde_json::to_vec_pretty(&log)?)?;
-                report.unlearned = true;
-                p.note(&format!(
-                    "{what}: unlearned in {:.1} s ({} steps, masks: {}) → {}",
-                    log.seconds,
-                    log.steps,
-                    log.masks,
-                    wpath.display()
-                ));
-                (student, Some(log))
+    let (model, log): (Box<dyn I2IModel>, Option<trainer::UnlearnLog>) = if c0.method.name
+        == MethodName::Retrain
+    {
+        let oracle = g
+            .oracle
+            .as_ref()
+            .context("the retrain oracle was not pre-trained for this model")?;
+        (g.family.build(oracle, false, dev)?, None)
+    } else if !c0.method.name.trains() {
+        (teacher, None)
+    } else {
+        let (wpath, lpath) = store.run_dir().unlearned(&c0.unlearn_key);
+        let stored = load_unlearned(g, &c0.unlearn_key, (&wpath, &lpath), dev).or_else(|e| {
+            if !crate::store::sealed::is_stale(&e) {
+                return Err(e);
             }
-        };
+            p.warn(&format!(
+                "{what}: {}; unlearning again",
+                crate::error::one_line(&e)
+            ));
+            crate::store::sealed::remove(&wpath);
+            std::fs::remove_file(&lpath).ok();
+            Ok(None)
+        })?;
+        if let Some((weights, log)) = stored {
+            p.note(&format!(
+                "{what}: unlearned model stored by an earlier run ({} steps) → {}",
+                log.steps,
+                wpath.display()
+            ));
+            (g.family.build(&weights, false, dev)?, Some(log))
+        } else {
+            let student = g.family.build(&g.original, true, dev)?;
+            let bar = p.bar(exp.unlearn.steps as u64, &format!("unlearn {what}"));
+            let mut log = train(exp, g, c0, (&*student, &*teacher), &bar, opts, store)
+                .with_context(|| format!("unlearning {what} ({})", c0.unlearn_key))?;
+            log.key = c0.unlearn_key.clone();
+            log.original_sha256 = g.original_sha.clone();
+            bar.finish_and_clear();
+            // Only what the method trained is stored; the rest is the original model.
+            let scope = unlearn::method(c0.method.name).scope();
+            let trained: Weights = trainer::trainable(&*student, scope)
+                .into_iter()
+                .map(|(n, v, _)| (n, v.as_detached_tensor()))
+                .collect();
+            crate::store::sealed::save(&trained, &wpath)?;
+            crate::util::write_atomic(&lpath, &serde_json::to_vec_pretty(&log)?)?;
+            report.unlearned = true;
+            p.note(&format!(
+                "{what}: unlearned in {:.1} s ({} steps, masks: {}) → {}",
+                log.seconds,
+                log.steps,
+                log.masks,
+                wpath.display()
+            ));
+            (student, Some(log))
+        }
+    };
     report.unlearn_seconds = t.elapsed().as_secs_f64();
     for cell in cells {
         let i = counter.next();
@@ -192,6 +207,7 @@ fn train_controllable(
                 c0.label
             ))
         },
+        |why| opts.progress.warn(why),
         |path| Ok(serde_json::from_slice(&std::fs::read(path)?)?),
         || {
             let student = g.family.build(&g.original, true, &opts.device)?;
@@ -225,11 +241,13 @@ fn train_controllable(
 }
 
 /// The original weights with a stored unlearning's parameters on top, and its log; `None` when
-/// nothing (or only a part, from a killed write) is stored.
+/// nothing (or only a part, from a killed write) is stored. A stored model whose log names
+/// another key or another original model, or whose file no longer matches its seal, is a
+/// [stale](crate::store::sealed::Stale) error.
 fn load_unlearned(
-    original: &Weights,
-    wpath: &Path,
-    lpath: &Path,
+    g: &Group,
+    key: &str,
+    (wpath, lpath): (&Path, &Path),
     dev: &Device,
 ) -> Result<Option<(Weights, trainer::UnlearnLog)>> {
     if !(wpath.is_file() && lpath.is_file()) {
@@ -244,12 +262,29 @@ fn load_unlearned(
             lpath.display()
         )
     })?;
-    let trained = models::load_weights(wpath, dev).with_context(|| {
+    let stale = |why: String| Err(anyhow::Error::new(crate::store::sealed::Stale(why)));
+    if !log.key.is_empty() && log.key != key {
+        return stale(format!(
+            "{} holds the unlearned model {}, not {key}",
+            lpath.display(),
+            log.key
+        ));
+    }
+    if !log.original_sha256.is_empty() && log.original_sha256 != g.original_sha {
+        return stale(format!(
+            "{} was unlearned from another original model (SHA-256 {}…, now {}…)",
+            wpath.display(),
+            &log.original_sha256[..12.min(log.original_sha256.len())],
+            &g.original_sha[..12.min(g.original_sha.len())]
+        ));
+    }
+    let trained = crate::store::sealed::load(wpath, dev).with_context(|| {
         format!(
             "reading the unlearned model {} (delete it to unlearn again)",
             wpath.display()
         )
     })?;
+    let original = &g.original;
     let mut w = original.clone();
     for (k, v) in trained {
         anyhow::ensure!(

@@ -3,13 +3,13 @@
 //! ground truth's features.
 
 use super::{out_dir_of, Phases, RunOptions};
-use crate::config::grid;
+use crate::config::grid::{self, Fingerprints};
 use crate::config::Experiment;
 use crate::data::split::Splits;
 use crate::data::ImageSet;
 use crate::metrics::domain::DomainCnn;
 use crate::metrics::{self, Extracted, Extractor, ExtractorRef};
-use crate::models::{self, FamilyConfig, Weights};
+use crate::models::{FamilyConfig, Weights};
 use crate::names::MethodName;
 use crate::store::{get_or_make, RunDir};
 use anyhow::{Context, Result};
@@ -59,9 +59,9 @@ pub type Resolved = (FamilyConfig, Option<crate::weights::checkpoint::Checkpoint
 /// Everything the cells of (dataset `di`, model `mi`) share, loaded, pre-trained or trained once.
 pub fn prepare_group(
     exp: &Experiment,
-    di: usize,
-    mi: usize,
+    (di, mi): (usize, usize),
     (family, checkpoint): &Resolved,
+    fp: &Fingerprints,
     opts: &RunOptions,
     phases: &mut Phases,
 ) -> Result<Group> {
@@ -72,11 +72,12 @@ pub fn prepare_group(
     phases.data += t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let (original, original_sha) = original_model(exp, di, mi, family, checkpoint.as_ref(), opts)?;
+    let (original, original_sha) =
+        original_model(exp, (di, mi), family, checkpoint.as_ref(), fp, opts)?;
     // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
     let oracle =
         if checkpoint.is_none() && exp.methods.iter().any(|x| x.name == MethodName::Retrain) {
-            Some(pretrained(exp, di, mi, family, &splits.forget, opts)?.0)
+            Some(pretrained(exp, (di, mi), family, &splits.forget, fp, opts)?.0)
         } else {
             None
         };
@@ -97,7 +98,7 @@ pub fn prepare_group(
     )?;
 
     let t = Instant::now();
-    let extractors = open_extractors(exp, d, &splits, size, opts)?;
+    let extractors = open_extractors(exp, (d, fp.data(di)), &splits, size, opts)?;
     let mut truth = BTreeMap::new();
     for (name, set) in [
         ("forget", &splits.forget_eval),
@@ -168,10 +169,10 @@ fn load_splits(d: &crate::data::DatasetSpec, size: usize, opts: &RunOptions) -> 
 /// (cached by the content hash of everything it depends on).
 fn original_model(
     exp: &Experiment,
-    di: usize,
-    mi: usize,
+    (di, mi): (usize, usize),
     family: &FamilyConfig,
     checkpoint: Option<&crate::weights::checkpoint::Checkpoint>,
+    fp: &Fingerprints,
     opts: &RunOptions,
 ) -> Result<(Weights, String)> {
     match checkpoint {
@@ -183,19 +184,20 @@ fn original_model(
                 ck.origin,
                 ck.weights.display()
             ));
-            Ok((w, ck.sha256()?))
+            let sha = match fp.weights(mi) {
+                Some(s) => s.to_string(),
+                None => ck.sha256()?,
+            };
+            Ok((w, sha))
         }
-        None => {
-            let (w, path) = pretrained(exp, di, mi, family, &[], opts)?;
-            Ok((w, crate::util::sha256_file(&path)?))
-        }
+        None => pretrained(exp, (di, mi), family, &[], fp, opts),
     }
 }
 
 /// The extractors the metrics use, each opened (or, for the domain extractor, trained) once.
 fn open_extractors(
     exp: &Experiment,
-    d: &crate::data::DatasetSpec,
+    (d, data_fp): (&crate::data::DatasetSpec, Option<&str>),
     splits: &Splits,
     size: usize,
     opts: &RunOptions,
@@ -204,7 +206,7 @@ fn open_extractors(
     for r in exp.metrics.extractors() {
         let ex: Box<dyn Extractor> = match metrics::open::open(r, &exp.metrics, &opts.device)? {
             Some(ex) => ex,
-            None => Box::new(domain_extractor(exp, d, splits, size, opts)?),
+            None => Box::new(domain_extractor(exp, (d, data_fp), splits, size, opts)?),
         };
         if r != ExtractorRef::Domain {
             opts.progress.note(&format!("extractor: {}", ex.protocol()));
@@ -216,31 +218,24 @@ fn open_extractors(
 
 /// A model pre-trained here on every class of the dataset but `exclude` (nothing: the original
 /// model; the forget classes: the retrain oracle), cached by the content hash of everything it
-/// depends on; returns the weights and the cache file.
+/// depends on and sealed with its SHA-256; returns the weights and that hash.
 fn pretrained(
     exp: &Experiment,
-    di: usize,
-    mi: usize,
+    (di, mi): (usize, usize),
     family: &FamilyConfig,
     exclude: &[usize],
+    fp: &Fingerprints,
     opts: &RunOptions,
-) -> Result<(Weights, std::path::PathBuf)> {
+) -> Result<(Weights, String)> {
     let (d, m) = (&exp.datasets[di], &exp.models[mi]);
     let (p, dev) = (&opts.progress, &opts.device);
     let t = Instant::now();
-    let mut desc = serde_json::json!({
-        "what": "pretrain", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
-        "per_class": d.pretrain_per_class.unwrap_or(d.train_per_class), "sample_seed": d.sample_seed,
-        "family": m.family, "config": family, "pretrain": m.pretrain,
-    });
     let what = if exclude.is_empty() {
         format!("original model `{}`", m.name)
     } else {
-        // The oracle's key adds the excluded classes; the original's stays as it was.
-        desc["exclude"] = serde_json::json!(exclude);
         format!("retrain oracle of `{}`", m.name)
     };
-    let key = crate::util::content_hash(&desc)[..16].to_string();
+    let key = super::identity::pretrain_key(exp, (di, mi), family, exclude, fp);
     let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
     // One worker pre-trains it; others pointed at the same cache wait for the file.
     let w = get_or_make(
@@ -252,6 +247,7 @@ fn pretrained(
                 "{what}: another worker is pre-training it; waiting"
             ))
         },
+        |why| p.warn(&format!("{what}: {why}")),
         |path| {
             p.note(&format!("{what}: cached pre-training {}", path.display()));
             crate::pretrain::load_cached(path, dev)
@@ -273,7 +269,7 @@ fn pretrained(
                 bar.set_message(format!("loss {l:.4}"));
             })?;
             bar.finish_and_clear();
-            models::save_weights(&w, &path)?;
+            crate::store::sealed::save(&w, &path)?;
             p.note(&format!(
                 "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
                 m.pretrain.steps,
@@ -289,25 +285,45 @@ fn pretrained(
             Ok(w)
         },
     )?;
-    Ok((w, path))
+    let sha = crate::store::sealed::check(&path)?;
+    record_use(exp, opts, &path, &sha)?;
+    Ok((w, sha))
+}
+
+/// Record in the results folder that its results depend on the cache entry `path`.
+fn record_use(
+    exp: &Experiment,
+    opts: &RunOptions,
+    path: &std::path::Path,
+    sha: &str,
+) -> Result<()> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = crate::weights::checkpoint::file_name(path);
+    crate::util::write_atomic(
+        &RunDir::new(&out_dir_of(opts, exp)).uses(&name),
+        format!("{sha}  {}\n", abs.display()).as_bytes(),
+    )
 }
 
 /// The domain extractor, trained on the evaluation classes and cached by content hash.
 fn domain_extractor(
     exp: &Experiment,
-    d: &crate::data::DatasetSpec,
+    (d, data_fp): (&crate::data::DatasetSpec, Option<&str>),
     splits: &Splits,
     size: usize,
     opts: &RunOptions,
 ) -> Result<DomainCnn> {
     let (p, dev) = (&opts.progress, &opts.device);
     let spec = &exp.metrics.domain;
-    let ekey = crate::util::content_hash(&serde_json::json!({
+    let mut desc = serde_json::json!({
         "what": "domain-extractor", "v": grid::PROTOCOL_VERSION, "source": d.effective_source(),
         "classes": splits.eval_classes(), "per_class": d.train_per_class, "sample_seed": d.sample_seed,
         "size": size, "spec": spec,
-    }))[..16]
-        .to_string();
+    });
+    if let Some(f) = data_fp {
+        desc["data_content"] = serde_json::json!(f);
+    }
+    let ekey = crate::util::content_hash(&desc)[..16].to_string();
     let epath = opts
         .cache_dir
         .join("extractors")
@@ -318,7 +334,8 @@ fn domain_extractor(
         &opts.cache_dir.join("extractors"),
         &format!("domain-{ekey}"),
         || p.note("domain extractor: another worker is training it; waiting"),
-        |path| DomainCnn::from_weights(models::load_weights(path, dev)?, size),
+        |why| p.warn(&format!("domain extractor: {why}")),
+        |path| DomainCnn::from_weights(crate::store::sealed::load(path, dev)?, size),
         || {
             let train = splits.relabel(&ImageSet::concat(&[
                 &splits.forget_train,
@@ -330,10 +347,11 @@ fn domain_extractor(
             );
             let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, &bar)?;
             bar.finish_and_clear();
-            models::save_weights(ex.weights(), &epath)?;
+            crate::store::sealed::save(ex.weights(), &epath)?;
             Ok(ex)
         },
     )?;
+    record_use(exp, opts, &epath, &crate::store::sealed::check(&epath)?)?;
     let heldout = splits.relabel(&ImageSet::concat(&[
         &splits.forget_eval,
         &splits.retain_eval,

@@ -22,6 +22,7 @@ mod evaluate;
 mod fetch;
 mod generate;
 mod group;
+mod identity;
 mod jobs;
 mod oracle;
 mod samples;
@@ -136,7 +137,8 @@ fn resolve_models(exp: &Experiment) -> Result<Vec<group::Resolved>> {
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let out_dir = out_dir_of(opts, exp);
     let resolved = resolve_models(exp)?;
-    let all = grid::expand(exp);
+    let fp = identity::fingerprints(exp, &resolved, &opts.progress)?;
+    let all = grid::expand_with(exp, &fp);
     let cells = match opts.shard {
         Some(s) => s.select(all.clone()),
         None => all.clone(),
@@ -165,7 +167,24 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         cells_in_shard: cells.len(),
         ..Default::default()
     };
-    let pending: Vec<&Cell> = cells.iter().filter(|c| !store.is_done(&c.id)).collect();
+    // Stored records are reused only when sound; a stale one is reported and computed again.
+    let originals = identity::known_originals(exp, &resolved, &fp, &opts.cache_dir);
+    let mut pending: Vec<&Cell> = vec![];
+    for c in &cells {
+        let original = originals.get(&(c.dataset_idx, c.model_idx));
+        match store.stored(&c.id, original.map(String::as_str)) {
+            store::Stored::Sound => {}
+            store::Stored::Missing => pending.push(c),
+            store::Stored::Stale(why) => {
+                opts.progress.warn(&format!(
+                    "cell {} ({}): {why}; computing it again",
+                    c.id, c.label
+                ));
+                store.remove(&c.id);
+                pending.push(c);
+            }
+        }
+    }
     summary.cells_skipped = cells.len() - pending.len();
     let p = &opts.progress;
     p.note(&format!(
@@ -190,9 +209,26 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             .push(c);
     }
     let counter = cell::CellCounter::new(pending.len());
-    for ((di, mi), by_key) in groups {
+    for ((di, mi), mut by_key) in groups {
         let mut group =
-            group::prepare_group(exp, di, mi, &resolved[mi], opts, &mut summary.phases)?;
+            group::prepare_group(exp, (di, mi), &resolved[mi], &fp, opts, &mut summary.phases)?;
+        // Now that the original is known: the group's stored cells from another original.
+        for c in cells
+            .iter()
+            .filter(|c| (c.dataset_idx, c.model_idx) == (di, mi))
+        {
+            if let store::Stored::Stale(why) = store.stored(&c.id, Some(&group.original_sha)) {
+                opts.progress.warn(&format!(
+                    "cell {} ({}): {why}; computing it again",
+                    c.id, c.label
+                ));
+                store.remove(&c.id);
+                let job = by_key.entry(c.unlearn_key.clone()).or_default();
+                if !job.iter().any(|x| x.id == c.id) {
+                    job.push(c);
+                }
+            }
+        }
         let t = Instant::now();
         let group_cells: Vec<&Cell> = by_key.values().flatten().copied().collect();
         let fid = exp.metrics.fid.map(|r| group.extractors[&r].as_ref());

@@ -5,6 +5,8 @@
 
 pub mod claim;
 mod run_dir;
+pub mod sealed;
+pub mod verify;
 
 pub use run_dir::{get_or_make, RunDir};
 
@@ -94,6 +96,41 @@ impl Store {
         self.cell_path(id).is_file()
     }
 
+    /// Whether cell `id` is stored soundly: a record that parses, is stored under its own id and,
+    /// where `original` (the SHA-256 of the original model) is known, comes from that model.
+    pub fn stored(&self, id: &str, original: Option<&str>) -> Stored {
+        let p = self.cell_path(id);
+        let Ok(bytes) = std::fs::read(&p) else {
+            return Stored::Missing;
+        };
+        let rec: CellRecord = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => return Stored::Stale(format!("{} is not a cell record ({e})", p.display())),
+        };
+        if rec.cell.id != id {
+            return Stored::Stale(format!(
+                "{} holds the record of cell {}, not {id}",
+                p.display(),
+                rec.cell.id
+            ));
+        }
+        let was = &rec.provenance.original_weights_sha256;
+        match original {
+            Some(o) if o != was => Stored::Stale(format!(
+                "{} was computed from another original model (SHA-256 {}…, now {}…)",
+                p.display(),
+                &was[..12.min(was.len())],
+                &o[..12.min(o.len())]
+            )),
+            _ => Stored::Sound,
+        }
+    }
+
+    /// Remove a stale record.
+    pub fn remove(&self, id: &str) {
+        std::fs::remove_file(self.cell_path(id)).ok();
+    }
+
     /// Write a finished cell (atomic).
     pub fn put(&self, rec: &CellRecord) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(rec)?;
@@ -134,6 +171,15 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What [`Store::stored`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Missing,
+    Sound,
+    /// A record that must not be used, and why.
+    Stale(String),
 }
 
 /// The cells an experiment expects, written at the start of a run so `report` knows which records

@@ -64,6 +64,11 @@ impl RunDir {
             .join("embeddings")
             .join(format!("{id}.safetensors"))
     }
+    /// A cache entry this folder's results depend on (a pre-training, a domain extractor),
+    /// recorded as `uses/<file name>.sha256`: its SHA-256 and absolute path, for `verify`.
+    pub fn uses(&self, file_name: &str) -> PathBuf {
+        self.dir.join("uses").join(format!("{file_name}.sha256"))
+    }
     /// The claims of workers sharing this folder (see [`super::claim`]).
     pub fn claims(&self) -> PathBuf {
         self.dir.join("claims")
@@ -105,25 +110,43 @@ fn readable(s: &str) -> String {
 
 /// The cached artefact at `path`: read if it is there, else made by the one worker that holds
 /// the claim `<claims>/<name>.claim` (others wait for it, saying so through `on_wait`, then
-/// read what it made). `make` writes the file and returns the value.
+/// read what it made). `make` writes the file and returns the value. A stored file that `read`
+/// finds [stale](super::sealed::Stale) is reported through `on_stale`, removed and made again.
 pub fn get_or_make<T>(
     path: &Path,
     claims: &Path,
     name: &str,
-    on_wait: impl FnMut(),
-    read: impl FnOnce(&Path) -> Result<T>,
+    mut on_wait: impl FnMut(),
+    on_stale: impl Fn(&str),
+    read: impl Fn(&Path) -> Result<T>,
     make: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    let _claim = if path.exists() {
-        None
-    } else {
-        Some(Claim::wait_take(claims, name, on_wait)?)
+    let read_sound = |path: &Path| -> Result<Option<T>> {
+        match read(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if super::sealed::is_stale(&e) => {
+                on_stale(&format!(
+                    "{}; computing it again",
+                    crate::error::one_line(&e)
+                ));
+                super::sealed::remove(path);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     };
     if path.exists() {
-        read(path)
-    } else {
-        make()
+        if let Some(v) = read_sound(path)? {
+            return Ok(v);
+        }
     }
+    let _claim = Claim::wait_take(claims, name, &mut on_wait)?;
+    if path.exists() {
+        if let Some(v) = read_sound(path)? {
+            return Ok(v);
+        }
+    }
+    make()
 }
 
 #[cfg(test)]

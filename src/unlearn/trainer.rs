@@ -35,6 +35,12 @@ pub struct UnlearnLog {
     /// trace with the multiplier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<super::constrained::ConstraintLog>,
+    /// The stored unlearned model's key and the SHA-256 of the original it was trained from
+    /// (compared when a stored model is reused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub original_sha256: String,
 }
 
 /// Inputs of one unlearning run.
