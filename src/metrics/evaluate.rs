@@ -127,16 +127,20 @@ fn is_rows(c: &SetCtx, r: ExtractorRef) -> Result<Vec<MetricValue>> {
         ),
     };
     // The same rule on each resample of the generated images.
-    let ci = bootstrap::interval(&[g.n], spec.bootstrap, c.boot(MetricId::Is), |idx| {
-        Ok(score(&bootstrap::gather_rows(logits, g.classes, &idx[0]))?.0)
-    })?;
+    let ci = bootstrap::interval_bias_corrected(
+        &[g.n],
+        spec.bootstrap,
+        c.boot(MetricId::Is),
+        mean,
+        |idx| Ok(score(&bootstrap::gather_rows(logits, g.classes, &idx[0]))?.0),
+    )?;
     let p = format!(
         "IS, {}, {} classes, f64 softmax, {how}{}",
         ex.protocol(),
         g.classes,
         if spec.bootstrap > 0 {
             format!(
-                "; 95% bootstrap interval over the {} generated images ({} resamples)",
+                "; 95% bootstrap interval over the {} generated images ({} resamples, percentile shifted by the resamples' bias)",
                 g.n, spec.bootstrap
             )
         } else {
@@ -237,7 +241,7 @@ pub fn fid_pair(
         &fid::Stats::from_rows(&a.features, a.dim)?,
         &fid::Stats::from_rows(&b.features, b.dim)?,
     )?;
-    let ci = bootstrap::interval(&[a.n], resamples, seed, |idx| {
+    let ci = bootstrap::interval_bias_corrected(&[a.n], resamples, seed, value, |idx| {
         let x = fid::Stats::from_rows(&bootstrap::gather_rows(&a.features, a.dim, &idx[0]), a.dim)?;
         let y = fid::Stats::from_rows(&bootstrap::gather_rows(&b.features, b.dim, &idx[0]), b.dim)?;
         fid::frechet_distance(&x, &y)
@@ -249,7 +253,7 @@ pub fn fid_pair(
     };
     let interval = if resamples > 0 {
         format!(
-            "; 95% bootstrap interval over the {} pairs ({resamples} resamples)",
+            "; 95% bootstrap interval over the {} pairs ({resamples} resamples, percentile shifted by the resamples' bias)",
             a.n
         )
     } else {

@@ -163,11 +163,10 @@ impl Table {
                     .filter_map(|(i, v)| key(v).map(|k| (i, v, k)))
                     .collect();
                 ranked.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
+                // Bold needs a runner-up: a lone method leads nothing.
                 let (best, v, _) = *ranked.first()?;
-                match ranked.get(1) {
-                    None => (v.noise.is_some() || v.ci.is_some()).then_some(best),
-                    Some((_, r, _)) => beyond_noise(v, r).then_some(best),
-                }
+                let (_, r, _) = ranked.get(1)?;
+                beyond_noise(v, r).then_some(best)
             })
             .collect()
     }
@@ -364,7 +363,7 @@ fn find_any<'a>(items: &[&&'a Agg], set: &str, metric: &str) -> Option<&'a Agg> 
 }
 
 /// When a value is bold (said under every table).
-pub const BOLD_RULE: &str = "Bold: the best unlearning method of a column (Original and Retrain are references, never bold), only where it is ahead of the runner-up beyond the noise: their 95% bootstrap intervals over images do not overlap, and where several seeds or the Inception Score's splits estimate a noise, the difference also exceeds the sum of the two noises; no bold where nothing estimates the noise (one seed, no intervals).";
+pub const BOLD_RULE: &str = "Bold: the best unlearning method of a column (Original and Retrain are references, never bold), only where it is ahead of the runner-up beyond the noise: their 95% bootstrap intervals over images do not overlap, and where several seeds or the Inception Score's splits estimate a noise, the difference also exceeds the sum of the two noises; no bold where nothing estimates the noise (one seed, no intervals) or where a column has a single unlearning method (no runner-up).";
 
 #[cfg(test)]
 mod tests {
@@ -469,6 +468,17 @@ mod tests {
         // FID: no noise estimate → no bold however large the gap; retain IS: 2.0 apart with
         // noise 0.3 → bold Ours; forget IS: 0.4 apart with noise 0.6 → no bold.
         assert_eq!(t[0].best(), vec![None, Some(1), None]);
+        // A lone unlearning method beside the Original, with intervals and a seed spread that
+        // overlap the Original's: nothing to lead, no bold.
+        let lone = |method: &str, mean: f64| Agg {
+            ci: Some((mean - 1.0, mean + 1.0)),
+            ..agg(method, method, "retain", "fid", mean, None)
+        };
+        let t = tables(&[lone("original", 10.0), lone("ours", 10.5)]);
+        assert_eq!(t[0].rows.len(), 2);
+        assert_eq!(t[0].best(), vec![None]);
+        let t = tables(&[lone("original", 10.0), lone("ours", 30.0)]);
+        assert_eq!(t[0].best(), vec![None], "a lone method is never bold");
     }
 
     #[test]
