@@ -192,6 +192,12 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             .iter()
             .map(|&k| crate::util::rng("generate", k))
             .collect();
+        // The saved one-pass predictions draw from streams of their own, seeded alike (--seed
+        // and the image's name), so they follow --seed and do not shift the generation's.
+        let mut predict_rngs: Vec<_> = keys
+            .iter()
+            .map(|&k| crate::util::rng("predict", k))
+            .collect();
         // A second bar over the sampling steps of this batch, for families that sample in
         // steps (diffusion: up to 2000 network passes per batch).
         let mut steps_bar: Option<crate::progress::Bar> = None;
@@ -228,10 +234,11 @@ pub fn run(a: &InpaintArgs, p: &Progress) -> Result<usize> {
             names.push(rel(path, a.images));
         }
         if a.save_tensors.is_some() {
-            saved
-                .entry("predictions")
-                .or_default()
-                .push(model.predict(&x, &m)?);
+            saved.entry("predictions").or_default().push(model.predict(
+                &x,
+                &m,
+                &mut predict_rngs,
+            )?);
             saved.entry("inputs").or_default().push(x);
             saved.entry("outputs").or_default().push(out);
             saved

@@ -40,7 +40,17 @@ metrics:
 #[test]
 fn a_tiny_mage_grid_runs_every_method_and_resumes() {
     let d = tempfile::tempdir().unwrap();
-    run_every_method_and_resume(d.path(), GRID);
+    let out = run_every_method_and_resume(d.path(), GRID);
+    // Every number's protocol says how MAGE generated: iterations, sampled or greedy, compositing.
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    for what in [
+        "MaskGIT 8 iterations",
+        "sampled: tokens drawn",
+        "temperature 6",
+        "blurred paste",
+    ] {
+        assert!(csv.contains(what), "`{what}` in the protocols of\n{csv}");
+    }
 }
 
 /// `weights:` as files: the official-format MAGE checkpoint (tokenizer inside, under `vqgan.*`)

@@ -155,3 +155,59 @@ fn inpaint_a_folder_with_an_official_format_checkpoint() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The one-pass predictions `inpaint --save-tensors` writes draw their noise from `--seed` (and
+/// each image's name): the same seed gives the same tensors, another seed other ones.
+#[test]
+fn saved_predictions_follow_the_seed() {
+    let d = tempfile::tempdir().unwrap();
+    let imgs = d.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for i in 0..2u8 {
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, i * 90])
+        });
+        img.save(imgs.join(format!("p{i}.png"))).unwrap();
+    }
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/palette_ref");
+    let cache = d.path().join("cache");
+    let predictions = |seed: &str, tag: &str| {
+        let out = d.path().join(format!("out-{tag}"));
+        let st = d.path().join(format!("{tag}.safetensors"));
+        let o = run(
+            &[
+                "inpaint",
+                "--family",
+                "palette",
+                "--model",
+                model.to_str().unwrap(),
+                "--mask",
+                "center:8",
+                "--steps",
+                "2",
+                "--seed",
+                seed,
+                "--images",
+                imgs.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--save-tensors",
+                st.to_str().unwrap(),
+            ],
+            d.path(),
+            &cache,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let t = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).unwrap();
+        t["predictions"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let a = predictions("1", "a");
+    let b = predictions("1", "b");
+    let c = predictions("2", "c");
+    assert_eq!(a, b, "the same seed, the same predictions");
+    assert_ne!(a, c, "another seed, other predictions");
+}

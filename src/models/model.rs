@@ -214,11 +214,11 @@ pub struct GenerateOptions {
 }
 
 impl GenerateOptions {
-    /// For protocol strings.
+    /// For protocol strings of one-pass families (families that sample say more).
     pub fn describe(&self, size: usize) -> String {
-        let mut s = format!("generation: {}", self.composite.describe(size));
+        let mut s = format!("generation: one pass, {}", self.composite.describe(size));
         if let Some(n) = self.steps {
-            s.push_str(&format!(", {n} sampling steps"));
+            s.push_str(&format!(" (generate.steps {n} ignored: one pass)"));
         }
         s
     }
@@ -302,8 +302,10 @@ pub trait I2IModel: Send + Sync {
     fn describe_generation(&self, opts: &GenerateOptions) -> String {
         opts.describe(self.image_size())
     }
-    /// The raw prediction `[B, 3, S, S]` of a single pass (not composited), for inspection.
-    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor>;
+    /// The raw prediction `[B, 3, S, S]` of a single pass (not composited), for inspection;
+    /// `rngs` (one stream per image) for a family whose pass draws noise.
+    fn predict(&self, pixels: &Tensor, mask: &BatchMask, rngs: &mut [ChaCha8Rng])
+        -> Result<Tensor>;
     /// Whether a parameter gets weight decay (the family's own rule, as its official recipe).
     fn decays(&self, name: &str, var: &Var) -> bool;
     /// Parameters (empty for a frozen model).

@@ -458,7 +458,12 @@ impl I2IModel for Mae {
             opts.composite,
         )
     }
-    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+    fn predict(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        _rngs: &mut [ChaCha8Rng],
+    ) -> Result<Tensor> {
         self.predict_pixels(pixels, mask)
     }
     /// As the MAE recipe (timm's `add_weight_decay` with MAE's skip list): matrices decay;

@@ -417,8 +417,35 @@ impl I2IModel for Mage {
         let out = self.decode_ids(&ids, pixels.device())?;
         crate::masks::composite::composite(pixels, &out, mask, self.cfg.hole_fill(), opts.composite)
     }
+    fn describe_generation(&self, opts: &GenerateOptions) -> String {
+        let i = &self.cfg.inpaint;
+        let sampler = if i.greedy {
+            "greedy: argmax tokens, no Gumbel noise (deterministic; the official code samples)"
+                .to_string()
+        } else {
+            format!(
+                "sampled: tokens drawn from their logits' categorical, re-masking by confidence + Gumbel noise at temperature {} × (1 − r), one seeded stream per image (as the official code)",
+                i.choice_temperature
+            )
+        };
+        let ignored = opts
+            .steps
+            .map(|n| format!(" (generate.steps {n} ignored: MAGE runs inpaint.num_iter)"))
+            .unwrap_or_default();
+        format!(
+            "generation: {}, MaskGIT {} iterations on the cosine schedule (official testpaint.py), {sampler}, token mask grown {} token(s) beyond the hole{ignored}",
+            opts.composite.describe(self.image_size()),
+            i.num_iter,
+            i.token_margin
+        )
+    }
     /// One pass: every masked token's argmax, decoded.
-    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+    fn predict(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        _rngs: &mut [ChaCha8Rng],
+    ) -> Result<Tensor> {
         let masked_px = self.fill_hole(pixels, mask)?;
         let ids = self.tokenize(&masked_px)?;
         let (b, n) = ids.dims2()?;

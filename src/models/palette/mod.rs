@@ -319,15 +319,17 @@ impl I2IModel for Palette {
     }
     /// One pass at the test schedule's last (noisiest) step from the condition image: the
     /// predicted y0, clipped.
-    fn predict(&self, pixels: &Tensor, mask: &BatchMask) -> Result<Tensor> {
+    fn predict(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        rngs: &mut [ChaCha8Rng],
+    ) -> Result<Tensor> {
         let dev = pixels.device();
         let b = mask.len();
         let y0 = pixels.affine(2.0, -1.0)?;
         let m = mask.pixel_mask(self.size(), dev)?;
-        let mut rngs: Vec<ChaCha8Rng> = (0..b)
-            .map(|i| crate::util::rng("palette-predict", i as u64))
-            .collect();
-        let zc = self.noise_per_image(&mut rngs, dev)?;
+        let zc = self.noise_per_image(rngs, dev)?;
         let y_cond = crate::masks::paste(&y0, &zc, &m)?;
         let c = self.test.coefficients(self.test.len() - 1);
         let gam = diffusion::gammas_tensor(&vec![c.gamma; b], dev)?;
