@@ -59,7 +59,11 @@ fn main() -> anyhow::Result<()> {
             // As `inpaint` runs it on a CPU: the batch in one shard per thread.
             let forward = || -> anyhow::Result<()> {
                 shards.map(batch, |_, r| {
-                    teacher.predict(&x.narrow(0, r.start, r.len())?, &m.slice(r.start, r.len()))
+                    teacher.predict(
+                        &x.narrow(0, r.start, r.len())?,
+                        &m.slice(r.start, r.len()),
+                        &mut [],
+                    )
                 })?;
                 Ok(())
             };
