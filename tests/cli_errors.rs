@@ -532,3 +532,53 @@ fn a_byte_order_mark_is_read_and_an_empty_cache_variable_is_unset() {
         "nothing cached in the working folder"
     );
 }
+
+/// Bad input files exit 2 with one line naming the file: a checkpoint whose `config.json` does
+/// not parse, `--cache-dir` naming a file, `.npz` statistics whose `mu` and `sigma` disagree.
+#[test]
+fn bad_input_files_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let ck = dir.join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mae/tiny");
+    std::fs::copy(
+        fixture.join("model.safetensors"),
+        ck.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(ck.join("config.json"), "{\"image_size\": 32, \"bad").unwrap();
+    let imgs = dir.join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    image::RgbImage::new(32, 32)
+        .save(imgs.join("a.png"))
+        .unwrap();
+    let cache = dir.join("cache");
+    let one_line_exit_2 = |args: &[&str], names: &str| {
+        let o = run(args, dir, &cache);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(names), "{args:?} names {names}: {err}");
+    };
+    one_line_exit_2(
+        &["inpaint", "--model", "ck", "--images", "imgs", "--out", "o"],
+        "config.json",
+    );
+    std::fs::write(dir.join("cachefile"), "").unwrap();
+    let exp = write(dir, "t.yaml", &tiny_yaml("t", ""));
+    one_line_exit_2(
+        &["run", exp.to_str().unwrap(), "--cache-dir", "cachefile"],
+        "--cache-dir cachefile",
+    );
+    assert!(!dir.join("results/t").exists(), "nothing written");
+    let mu =
+        candle_core::Tensor::zeros(3, candle_core::DType::F64, &candle_core::Device::Cpu).unwrap();
+    let sigma =
+        candle_core::Tensor::zeros((4, 4), candle_core::DType::F64, &candle_core::Device::Cpu)
+            .unwrap();
+    candle_core::Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], dir.join("bad.npz")).unwrap();
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/inception/stats_a.npz");
+    one_line_exit_2(&["fid", "bad.npz", good.to_str().unwrap()], "bad.npz");
+}

@@ -41,6 +41,20 @@ impl From<CompositeArg> for crate::masks::Composite {
     }
 }
 
+/// [`cache_dir`], refused (exit 2) when it names something that is not a folder.
+pub fn checked_cache_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let from_flag = explicit.is_some();
+    let p = cache_dir(explicit);
+    if p.exists() && !p.is_dir() {
+        return Err(user(format!(
+            "{} {} is not a folder: give a folder for the cache of pre-trainings and extractors (it is created when missing)",
+            if from_flag { "--cache-dir" } else { "the cache" },
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
 /// The cache folder: explicit, `$I2I_UNLEARN_CACHE`, `$XDG_CACHE_HOME/i2i-unlearn`, `~/.cache/i2i-unlearn`.
 pub fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(p) = explicit {

@@ -1,6 +1,6 @@
 //! `i2i-unlearn run`: every unfinished cell of a grid, then the report.
 
-use super::{cache_dir, device, DeviceArg};
+use super::{checked_cache_dir, device, DeviceArg};
 use crate::config::grid::Shard;
 use crate::progress::Progress;
 use anyhow::Result;
@@ -45,7 +45,7 @@ pub fn run(args: RunArgs, progress: &Progress) -> Result<()> {
     let opts = crate::pipeline::RunOptions {
         shard,
         device: device(d)?,
-        cache_dir: cache_dir(cd),
+        cache_dir: checked_cache_dir(cd)?,
         output,
         progress: progress.clone(),
         samples: !no_samples,

@@ -263,13 +263,14 @@ impl Stats {
         };
         let (mu, sigma) = (get("mu")?, get("sigma")?);
         let d = mu.elem_count();
-        anyhow::ensure!(
-            mu.rank() == 1 && sigma.dims() == [d, d],
-            "{}: `mu` {:?} and `sigma` {:?} do not fit together",
-            path.display(),
-            mu.dims(),
-            sigma.dims()
-        );
+        if !(mu.rank() == 1 && sigma.dims() == [d, d]) {
+            return Err(crate::error::user(format!(
+                "{}: `mu` {:?} and `sigma` {:?} do not fit together (pytorch-fid statistics: mu [d], sigma [d, d])",
+                path.display(),
+                mu.dims(),
+                sigma.dims()
+            )));
+        }
         let stats = Self {
             mu: mu.to_dtype(DType::F64)?.to_vec1::<f64>()?,
             sigma: sigma

@@ -32,7 +32,7 @@ pub trait Family:
     fn checkpoint_config(ck: &Checkpoint) -> Result<Self> {
         let text = std::fs::read_to_string(&ck.config)
             .with_context(|| format!("reading {}", ck.config.display()))?;
-        Self::from_json(&text).with_context(|| format!("{} ({})", ck.config.display(), ck.origin))
+        Self::from_json(&text).map_err(|e| bad_config(ck, &e))
     }
     /// Cells per image side of the grid masks are drawn on (the family's patches or tokens).
     fn mask_grid(&self) -> usize;
@@ -226,4 +226,15 @@ families! {
     Mage = "mage": super::mage::MageConfig,
     /// Palette's diffusion UNet: a folder with config.json and 16_Network.pth (or *_Network.pth).
     Palette = "palette": super::palette::PaletteConfig,
+}
+
+/// A checkpoint's `config.json` that does not parse or does not describe a model: bad input
+/// (exit 2), naming the file.
+pub fn bad_config(ck: &Checkpoint, e: &anyhow::Error) -> anyhow::Error {
+    crate::error::user(format!(
+        "{} ({}): {}; the checkpoint's config.json must describe the model (fix or replace it)",
+        ck.config.display(),
+        ck.origin,
+        crate::error::one_line(e)
+    ))
 }

@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Tensor};
 pub fn checkpoint_config(ck: &crate::weights::checkpoint::Checkpoint) -> Result<MaeConfig> {
     let text = std::fs::read_to_string(&ck.config)
         .with_context(|| format!("reading {}", ck.config.display()))?;
-    let mut cfg = MaeConfig::from_json(&text)
-        .with_context(|| format!("{} ({})", ck.config.display(), ck.origin))?;
+    let mut cfg =
+        MaeConfig::from_json(&text).map_err(|e| crate::models::family::bad_config(ck, &e))?;
     if let Some((mean, std)) =
         crate::weights::checkpoint::normalisation(ck.preprocessor.as_deref())?
     {
