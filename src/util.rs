@@ -113,6 +113,41 @@ pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
     sha256_hex(serde_json::to_string(&v).expect("json").as_bytes())
 }
 
+/// Remove the temporary files of atomic writes (`.<name>.tmp<pid>-<n>…`) left in `dir` (not
+/// below it) by a killed process: those last modified more than `age` ago (a live writer
+/// touches its file within moments, whichever host it runs on). Returns how many were removed.
+pub fn clean_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
+    let is_temp = |name: &str| {
+        name.starts_with('.')
+            && name.find(".tmp").is_some_and(|i| {
+                let rest = &name[i + 4..];
+                let (pid, tail) = rest.split_once('-').unwrap_or(("", ""));
+                !pid.is_empty()
+                    && pid.chars().all(|c| c.is_ascii_digit())
+                    && tail.chars().next().is_some_and(|c| c.is_ascii_digit())
+            })
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old = e
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|d| d > age);
+        if is_temp(&name) && old && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// How old a temporary file must be before [`clean_stale_temps`] removes it.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Write a file atomically: `write` fills a temporary sibling (hidden, unique to this process and
 /// call), which is synced and renamed over `path`; a crash leaves either the old file or the new
 /// one, never a part. The one place every writer of results, caches and weights goes through.

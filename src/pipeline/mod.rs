@@ -147,6 +147,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let dir = store.run_dir();
     let created = !out_dir.exists();
     prepare_output_dir(&out_dir)?;
+    // Temporary files a killed run left behind.
+    for d in [dir.cells(), out_dir.join("unlearned"), out_dir.clone()] {
+        crate::util::clean_stale_temps(&d, crate::util::STALE_TEMP_AGE);
+    }
     // A run that fails before it has any result (bad data, say) leaves no folder it created.
     let mut cleanup = Cleanup {
         dir: &out_dir,

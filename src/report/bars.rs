@@ -13,7 +13,8 @@ use std::path::Path;
 pub(crate) const LEGEND_W: u32 = 150;
 
 pub(crate) fn bars(t: &Table, metric: &str, path: &Path) -> Result<()> {
-    draw_bars(t, metric, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    super::chart_style::atomic_png(path, |p| draw_bars(t, metric, p))
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
 
 pub(crate) fn draw_bars(t: &Table, metric: &str, path: &Path) -> Result<(), Dyn> {

@@ -49,6 +49,29 @@ pub(crate) fn metric_title_of(t: &Table, m: &str) -> String {
 
 pub(crate) type Dyn = Box<dyn std::error::Error + Send + Sync>;
 
+/// Draw a chart atomically: `draw` writes a hidden temporary PNG beside `path`
+/// (`.<name>.tmp<pid>-<n>.png`, the extension plotters' encoder needs), renamed over `path` once
+/// whole; a draw that fails leaves no half-written chart and no temporary file.
+pub(crate) fn atomic_png(
+    path: &std::path::Path,
+    draw: impl FnOnce(&std::path::Path) -> Result<(), Dyn>,
+) -> Result<(), Dyn> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("chart");
+    let tmp = dir.join(format!(
+        ".{name}.tmp{}-{}.png",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let r = draw(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if r.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    r
+}
+
 /// `s` in lines of at most `width` characters, broken at spaces.
 pub(crate) fn wrap(s: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];

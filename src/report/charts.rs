@@ -143,8 +143,10 @@ fn versus(
     title: &str,
     path: &Path,
 ) -> Result<()> {
-    draw_versus(ts, xs, metric, x_desc, what, title, path)
-        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    super::chart_style::atomic_png(path, |p| {
+        draw_versus(ts, xs, metric, x_desc, what, title, p)
+    })
+    .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
 
 fn draw_versus(

@@ -93,6 +93,45 @@ pub fn collect_with_dirs(dirs: &[PathBuf], p: &Progress) -> Result<Vec<(CellReco
     Ok(by_id.into_values().collect())
 }
 
+/// The cells of the folders' grids that no folder has a record of.
+fn missing_cells(
+    dirs: &[PathBuf],
+    records: &[CellRecord],
+) -> Result<Vec<crate::config::grid::Cell>> {
+    let have: BTreeSet<&str> = records.iter().map(|r| r.cell.id.as_str()).collect();
+    let mut seen = BTreeSet::new();
+    let mut out = vec![];
+    for d in dirs {
+        for c in store::read_grid(d)?.map(|g| g.cells).unwrap_or_default() {
+            if !have.contains(c.id.as_str()) && seen.insert(c.id.clone()) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// "Incomplete: …", naming the missing cells (the first ten).
+fn incomplete_note(missing: &[crate::config::grid::Cell], total: usize) -> String {
+    let names: Vec<String> = missing
+        .iter()
+        .take(10)
+        .map(|c| {
+            let a = c.alpha.map(|a| format!(", α {a}")).unwrap_or_default();
+            format!(
+                "{} / {} / {} ({}, {}{a}, seed {})",
+                c.dataset, c.model, c.label, c.id, c.mask, c.seed
+            )
+        })
+        .collect();
+    format!(
+        "Incomplete: {} of {total} cells of the grid have no record, so their rows are absent or averaged over fewer seeds: {}{}. Run the experiment again (or merge the other shards' folders) to complete it.",
+        missing.len(),
+        names.join("; "),
+        if missing.len() > 10 { "; …" } else { "" }
+    )
+}
+
 /// Mean, sample std (None for one seed) and count, in plain Rust (used when built without Polars
 /// and to cross-check the Polars aggregation in tests).
 pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
@@ -195,6 +234,9 @@ pub fn build(
     let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));
     std::fs::create_dir_all(out)?;
+    for d in [out.to_path_buf(), out.join("charts")] {
+        crate::util::clean_stale_temps(&d, crate::util::STALE_TEMP_AGE);
+    }
     let mut files = vec![];
     #[cfg(feature = "report")]
     let aggs = {
@@ -210,6 +252,12 @@ pub fn build(
     };
     let tables = table::tables(&aggs);
     let mut notes: Vec<String> = vec![];
+    let missing = missing_cells(dirs, &records)?;
+    if !missing.is_empty() {
+        let note = incomplete_note(&missing, records.len() + missing.len());
+        p.warn(&format!("report: {note}"));
+        notes.push(format!("**{note}**"));
+    }
     for d in dirs {
         for n in store::read_grid(d)?.map(|g| g.notes).unwrap_or_default() {
             if !notes.contains(&n) {
@@ -217,10 +265,21 @@ pub fn build(
             }
         }
     }
-    let md = render::markdown(&tables, &records, &notes, opts.ci);
+    let mut md = render::markdown(&tables, &records, &notes, opts.ci);
+    let mut tex = render::latex(&tables, opts.ci);
+    if !missing.is_empty() {
+        let k = missing.len();
+        md = md.replacen(
+            "# Results\n",
+            &format!(
+                "# Results — incomplete: {k} cells of the grid missing (see the note at the end)\n"
+            ),
+            1,
+        );
+        tex = format!("% INCOMPLETE: {k} cells of the grid have no record; see table.md\n{tex}");
+    }
     crate::util::write_atomic(&out.join("table.md"), md.as_bytes())?;
     files.push(out.join("table.md"));
-    let tex = render::latex(&tables, opts.ci);
     crate::util::write_atomic(&out.join("table.tex"), tex.as_bytes())?;
     files.push(out.join("table.tex"));
     #[cfg(feature = "report")]

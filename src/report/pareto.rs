@@ -84,7 +84,7 @@ pub fn draw_pareto(tables: &[Table], metric: &str, dir: &Path) -> Result<Vec<Pat
             slug(&format!("{d}_{m}_{mask}"))
         ));
         let title = format!("{d} · {m} · {mask}");
-        draw(&pts, metric, &title, &path)
+        super::chart_style::atomic_png(&path, |p| draw(&pts, metric, &title, p))
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         files.push(path);
     }

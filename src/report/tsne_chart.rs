@@ -75,7 +75,7 @@ pub fn draw_tsne(
             "{}_tsne{suffix}.png",
             slug(&format!("{}_{}_{}", t.dataset, t.model, t.mask))
         ));
-        tsne_figure(&panels, &t.title(), &path)
+        super::chart_style::atomic_png(&path, |p| tsne_figure(&panels, &t.title(), p))
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         files.push(path);
     }
