@@ -75,7 +75,31 @@ fn auc_of(
     let Some((value, ci)) =
         crate::metrics::audit::auc_with_interval(&members, &nonmembers, resamples, boot_seed)?
     else {
-        return Ok(None);
+        // Not computable: a row that says so (n/a in the table), never a silently missing one.
+        let why = if members.is_empty() || nonmembers.is_empty() {
+            format!(
+                "{} members and {} non-members",
+                members.len(),
+                nonmembers.len()
+            )
+        } else {
+            let bad = members
+                .iter()
+                .chain(&nonmembers)
+                .filter(|v| !v.is_finite())
+                .count();
+            format!(
+                "{bad} of the {} per-image losses are not finite",
+                members.len() + nonmembers.len()
+            )
+        };
+        return Ok(Some(MetricValue {
+            metric: MetricId::MiaAuc.as_str().into(),
+            value: f64::NAN,
+            n: members.len() + nonmembers.len(),
+            protocol: format!("membership audit: not computed ({why})"),
+            ci: None,
+        }));
     };
     Ok(Some(MetricValue {
         metric: MetricId::MiaAuc.as_str().into(),
@@ -128,5 +152,37 @@ mod tests {
             assert!((b - s).abs() <= 1e-6 * s.abs(), "{batched:?} vs {single:?}");
         }
         assert!(single.iter().all(|l| *l > 0.0));
+    }
+
+    /// A model whose losses are not finite gets an audit row that says so (n/a), not no row.
+    #[test]
+    fn an_audit_that_cannot_be_computed_is_a_row_that_says_why() {
+        let dev = Device::Cpu;
+        let (cfg, mut w, a, b) = crate::selfcheck::tiny_setup(&dev).unwrap();
+        let (name, t) = w
+            .iter()
+            .find(|(_, t)| t.rank() == 2)
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .unwrap();
+        w.insert(name, (t * f64::NAN).unwrap());
+        let model = cfg.build(&w, false, &dev).unwrap();
+        let pair = || crate::data::split::AuditPair {
+            members: a.clone(),
+            nonmembers: b.clone(),
+        };
+        let audit = crate::data::split::Audit {
+            forget: pair(),
+            retain: pair(),
+        };
+        let rows = super::evaluate(&*model, &audit, "center:2".parse().unwrap(), 0, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        for (_, v) in rows {
+            assert!(v.value.is_nan());
+            assert!(
+                v.protocol.contains("not computed") && v.protocol.contains("not finite"),
+                "{}",
+                v.protocol
+            );
+        }
     }
 }

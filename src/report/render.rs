@@ -19,6 +19,9 @@ fn fmt_num(metric: &str, v: f64) -> String {
 
 /// Mean (± seed std), and with `ci` the bootstrap interval as `[low, high]`.
 fn fmt_value(metric: &str, v: &Value, pm: &str, ci: bool) -> String {
+    if !v.mean.is_finite() {
+        return "n/a".into();
+    }
     let mut out = match v.std {
         Some(s) => format!("{}{pm}{}", fmt_num(metric, v.mean), fmt_num(metric, s)),
         None => fmt_num(metric, v.mean),
@@ -132,6 +135,31 @@ pub fn markdown(tables: &[Table], records: &[CellRecord], notes: &[String], ci: 
     }
     for n in notes {
         let _ = writeln!(s, "{n}\n");
+    }
+    // Values that could not be computed are n/a in the tables; say why, row by row.
+    let na: Vec<String> = records
+        .iter()
+        .flat_map(|r| &r.rows)
+        .filter(|row| !row.value.is_finite())
+        .map(|row| {
+            format!(
+                "{} ({}, {}, seed {}) {} {}: {}",
+                row.label,
+                row.model,
+                row.mask,
+                row.seed,
+                set_name(&row.set),
+                row.metric,
+                row.protocol
+            )
+        })
+        .collect();
+    if !na.is_empty() {
+        let _ = writeln!(s, "n/a — not computed:\n");
+        for l in na {
+            let _ = writeln!(s, "- {l}");
+        }
+        s.push('\n');
     }
     if let Some(r) = records.first() {
         let shas: BTreeSet<&str> = records

@@ -482,6 +482,17 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_could_not_be_computed_is_n_a() {
+        let t = tables(&[
+            agg("ours", "Ours", "forget", "mia_auc", f64::NAN, None),
+            agg("max_loss", "Max Loss", "forget", "mia_auc", 0.6, None),
+        ]);
+        let md = markdown(&t, &[], &[], false);
+        assert!(md.contains("n/a"), "{md}");
+        assert_eq!(t[0].best(), vec![None], "n/a leads nothing");
+    }
+
+    #[test]
     fn headers_name_the_extractor_that_computed_the_column() {
         let domain = "FID generated-vs-truth, domain extractor (3-layer CNN) sha256:0";
         assert_eq!(column_name("fid", Some(domain)), "FID (domain)");
