@@ -31,6 +31,10 @@ pub struct Cli {
     /// Print nothing but errors (no progress bars, no notes).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Run a model even when its parameters' training state alone exceeds this machine's
+    /// memory (by default refused before anything is allocated).
+    #[arg(long, global = true)]
+    pub ignore_memory_limit: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,6 +161,7 @@ not run yet are listed, not faults), 1 otherwise, 2 for a bad argument.")]
 /// Run the command `cli` names.
 pub fn main_with(cli: Cli) -> Result<()> {
     let progress = Progress::new(cli.quiet);
+    crate::models::size::ignore_memory_limit(cli.ignore_memory_limit);
     match cli.command {
         Command::Run(a) => commands::run::run(a, &progress),
         Command::Fetch(a) => commands::fetch::run(a, &progress),

@@ -582,3 +582,45 @@ fn bad_input_files_exit_2() {
         .join("tests/fixtures/inception/stats_a.npz");
     one_line_exit_2(&["fid", "bad.npz", good.to_str().unwrap()], "bad.npz");
 }
+
+/// An absurd or too large architecture is refused by `check` and `run` before anything is
+/// allocated or written (exit 2, naming the field or the memory needed); `--ignore-memory-limit`
+/// lets a merely large one through `check`.
+#[test]
+fn oversized_models_are_refused_before_work() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cache = dir.join("cache");
+    let absurd = tiny_yaml("big", "").replace("hidden_size: 16,", "hidden_size: 100000000,");
+    let p = write(dir, "absurd.yaml", &absurd);
+    for cmd in ["check", "run"] {
+        let o = run(&[cmd, p.to_str().unwrap()], dir, &cache);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("hidden_size") && err.contains("implausibly large"),
+            "{err}"
+        );
+    }
+    let large = tiny_yaml("big", "")
+        .replace("hidden_size: 16,", "hidden_size: 65536,")
+        .replace("num_hidden_layers: 1,", "num_hidden_layers: 4096,")
+        .replace("intermediate_size: 32,", "intermediate_size: 65536,");
+    let p = write(dir, "large.yaml", &large);
+    for cmd in ["check", "run"] {
+        let o = run(&[cmd, p.to_str().unwrap()], dir, &cache);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("GiB to unlearn") && err.contains("--ignore-memory-limit"),
+            "{err}"
+        );
+    }
+    assert!(!dir.join("results").exists(), "nothing written");
+    let o = run(
+        &["check", p.to_str().unwrap(), "--ignore-memory-limit"],
+        dir,
+        &cache,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -17,6 +17,12 @@ pub fn run(args: CheckArgs, _progress: &Progress) -> Result<()> {
     let CheckArgs { experiment, shard } = args;
 
     let exp = crate::config::load(&experiment)?;
+    // Architectures given in the file are sized here (a checkpoint's, when the run reads it).
+    for m in &exp.models {
+        if let Ok(Some(c)) = m.family_config() {
+            crate::models::size::check(&c, &format!("model `{}`", m.name))?;
+        }
+    }
     let all = grid::expand(&exp);
     let cells = match shard {
         Some(s) => s.select(all.clone()),

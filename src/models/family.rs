@@ -43,6 +43,9 @@ pub trait Family:
     fn hole_fill(&self) -> [f32; 3];
     /// Fresh weights, deterministic for `seed`.
     fn init_weights(&self, seed: u64, device: &Device) -> Result<Weights>;
+    /// Every parameter's name and shape, recorded without allocating (see
+    /// [`crate::weights::shapes::record`]); what [`super::size`] sizes a model by.
+    fn param_shapes(&self) -> Result<std::collections::BTreeMap<String, Vec<usize>>>;
     /// The weights of a resolved checkpoint, checked against the family's names and shapes, and
     /// a note on the layout they were found in (for the run's log).
     fn load_checkpoint(&self, ck: &Checkpoint, device: &Device) -> Result<(Weights, String)>;
@@ -174,6 +177,12 @@ macro_rules! families {
             pub fn hole_fill(&self) -> [f32; 3] {
                 match self {
                     $(FamilyConfig::$variant(c) => c.hole_fill(),)+
+                }
+            }
+            /// See [`Family::param_shapes`].
+            pub fn param_shapes(&self) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+                match self {
+                    $(FamilyConfig::$variant(c) => c.param_shapes(),)+
                 }
             }
             /// See [`Family::init_weights`].

@@ -9,6 +9,7 @@ pub mod mage;
 pub mod model;
 pub mod palette;
 pub mod sharded;
+pub mod size;
 pub mod spec;
 pub mod vars;
 
@@ -62,6 +63,7 @@ pub fn load_resolved(
     device: &Device,
 ) -> Result<Pretrained> {
     let config = family.checkpoint_config(&ck)?;
+    size::check(&config, &format!("checkpoint {}", ck.origin))?;
     let (weights, layout) = config.load_checkpoint(&ck, device)?;
     Ok(Pretrained {
         config,

@@ -336,8 +336,19 @@ impl ModelSpec {
         Ok((self.family.checkpoint_config(&ck)?, Some(ck)))
     }
 
-    /// The architecture and the checkpoint (if `weights` names one), fetching what is missing.
+    /// The architecture and the checkpoint (if `weights` names one), fetching what is missing;
+    /// refused before anything is allocated when the architecture is too large (see
+    /// [`super::size`]).
     pub fn resolve(
+        &self,
+        hub: Option<&crate::hub::Hub>,
+    ) -> Result<(FamilyConfig, Option<checkpoint::Checkpoint>)> {
+        let (cfg, ck) = self.resolve_unsized(hub)?;
+        super::size::check(&cfg, &format!("model `{}`", self.name))?;
+        Ok((cfg, ck))
+    }
+
+    fn resolve_unsized(
         &self,
         hub: Option<&crate::hub::Hub>,
     ) -> Result<(FamilyConfig, Option<checkpoint::Checkpoint>)> {

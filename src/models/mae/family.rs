@@ -10,6 +10,9 @@ use candle_core::Device;
 
 impl Family for MaeConfig {
     const NAME: FamilyName = FamilyName::Mae;
+    fn param_shapes(&self) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+        Ok(super::weights::expected_shapes(self).into_iter().collect())
+    }
     const FILE_LIST: bool = false;
     fn layout() -> &'static Layout {
         &HF_LAYOUT

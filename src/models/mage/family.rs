@@ -11,6 +11,9 @@ use candle_core::Device;
 
 impl Family for MageConfig {
     const NAME: FamilyName = FamilyName::Mage;
+    fn param_shapes(&self) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+        super::weights::expected_shapes(self)
+    }
     fn layout() -> &'static Layout {
         &super::LAYOUT
     }

@@ -10,6 +10,9 @@ use candle_core::Device;
 
 impl Family for PaletteConfig {
     const NAME: FamilyName = FamilyName::Palette;
+    fn param_shapes(&self) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+        super::weights::expected_shapes(self)
+    }
     fn layout() -> &'static Layout {
         &super::LAYOUT
     }
