@@ -53,8 +53,7 @@ impl Group {
     }
 }
 
-/// A model's family config and, when it starts from one, its resolved checkpoint.
-pub type Resolved = (FamilyConfig, Option<crate::weights::checkpoint::Checkpoint>);
+pub use super::identity::Resolved;
 
 /// Everything the cells of (dataset `di`, model `mi`) share, loaded, pre-trained or trained once.
 pub fn prepare_group(

@@ -4,7 +4,6 @@
 //! new keys, so nothing computed from the old content is reused; a stored record or unlearned
 //! model from another original is found stale and computed again.
 
-use super::group::Resolved;
 use crate::config::grid::{self, Fingerprints};
 use crate::config::Experiment;
 use crate::models::FamilyConfig;
@@ -12,6 +11,9 @@ use crate::progress::Progress;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// A model's family config and, when it starts from one, its resolved checkpoint.
+pub type Resolved = (FamilyConfig, Option<crate::weights::checkpoint::Checkpoint>);
 
 /// The fingerprints of the experiment's local data folders and checkpoints.
 pub fn fingerprints(exp: &Experiment, resolved: &[Resolved], p: &Progress) -> Result<Fingerprints> {

@@ -171,24 +171,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         cells_in_shard: cells.len(),
         ..Default::default()
     };
-    // Stored records are reused only when sound; a stale one is reported and computed again.
     let originals = identity::known_originals(exp, &resolved, &fp, &opts.cache_dir);
-    let mut pending: Vec<&Cell> = vec![];
-    for c in &cells {
-        let original = originals.get(&(c.dataset_idx, c.model_idx));
-        match store.stored(&c.id, original.map(String::as_str)) {
-            store::Stored::Sound => {}
-            store::Stored::Missing => pending.push(c),
-            store::Stored::Stale(why) => {
-                opts.progress.warn(&format!(
-                    "cell {} ({}): {why}; computing it again",
-                    c.id, c.label
-                ));
-                store.remove(&c.id);
-                pending.push(c);
-            }
-        }
-    }
+    let pending = pending_cells(&cells, &store, &originals, &opts.progress);
     summary.cells_skipped = cells.len() - pending.len();
     let p = &opts.progress;
     p.note(&format!(
@@ -266,6 +250,34 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     dir.drop_claims_folder();
     cleanup.armed = false;
     Ok(summary)
+}
+
+/// The cells without a sound stored record. Stored records are reused only when sound (they
+/// parse, sit under their own id and, where it is known, come from the current original model);
+/// a stale one is reported, removed and computed again.
+fn pending_cells<'a>(
+    cells: &'a [Cell],
+    store: &Store,
+    originals: &BTreeMap<(usize, usize), String>,
+    p: &crate::progress::Progress,
+) -> Vec<&'a Cell> {
+    let mut pending = vec![];
+    for c in cells {
+        let original = originals.get(&(c.dataset_idx, c.model_idx));
+        match store.stored(&c.id, original.map(String::as_str)) {
+            store::Stored::Sound => {}
+            store::Stored::Missing => pending.push(c),
+            store::Stored::Stale(why) => {
+                p.warn(&format!(
+                    "cell {} ({}): {why}; computing it again",
+                    c.id, c.label
+                ));
+                store.remove(&c.id);
+                pending.push(c);
+            }
+        }
+    }
+    pending
 }
 
 /// Removes an output folder this run created if the run ends early without any result (no
