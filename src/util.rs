@@ -113,6 +113,20 @@ pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
     sha256_hex(serde_json::to_string(&v).expect("json").as_bytes())
 }
 
+/// The temporary sibling an atomic write of `path` fills: `.<name>.tmp<pid>-<n><suffix>`, hidden,
+/// unique to this process and call (`suffix`: an extension a writer needs, such as `.png`). The
+/// one place the name is made; [`clean_stale_temps`] recognises it.
+pub fn temp_sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    dir.join(format!(
+        ".{}.tmp{}-{}{suffix}",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+}
+
 /// Remove the temporary files of atomic writes (`.<name>.tmp<pid>-<n>…`) left in `dir` (not
 /// below it) by a killed process: those last modified more than `age` ago (a live writer
 /// touches its file within moments, whichever host it runs on). Returns how many were removed.
@@ -152,15 +166,9 @@ pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(6
 /// call), which is synced and renamed over `path`; a crash leaves either the old file or the new
 /// one, never a part. The one place every writer of results, caches and weights goes through.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}-{}",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let tmp = temp_sibling(path, "");
     // The permissions a plain File::create gets here (0666 less the umask): some writers (the
     // safetensors crate) create 0600 files, which breaks caches shared by a group.
     let perms = std::fs::File::create(&tmp)

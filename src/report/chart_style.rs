@@ -56,15 +56,10 @@ pub(crate) fn atomic_png(
     path: &std::path::Path,
     draw: impl FnOnce(&std::path::Path) -> Result<(), Dyn>,
 ) -> Result<(), Dyn> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("chart");
-    let tmp = dir.join(format!(
-        ".{name}.tmp{}-{}.png",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = crate::util::temp_sibling(path, ".png");
     let r = draw(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
     if r.is_err() {
         std::fs::remove_file(&tmp).ok();
