@@ -142,8 +142,8 @@ impl DataParallel {
     }
 }
 
-/// Load cached pre-trained weights.
-pub fn load_cached(path: &Path, device: &Device) -> Result<Weights> {
+/// Load cached pre-trained weights, checked against their seal; with their SHA-256.
+pub fn load_cached(path: &Path, device: &Device) -> Result<(Weights, String)> {
     crate::store::sealed::load(path, device).with_context(|| {
         format!(
             "reading cached pre-trained weights {} (delete it to retrain)",

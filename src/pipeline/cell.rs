@@ -278,7 +278,7 @@ fn load_unlearned(
             &g.original_sha[..12.min(g.original_sha.len())]
         ));
     }
-    let trained = crate::store::sealed::load(wpath, dev).with_context(|| {
+    let (trained, _) = crate::store::sealed::load(wpath, dev).with_context(|| {
         format!(
             "reading the unlearned model {} (delete it to unlearn again)",
             wpath.display()

@@ -237,7 +237,7 @@ fn pretrained(
     let key = super::identity::pretrain_key(exp, (di, mi), family, exclude, fp);
     let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
     // One worker pre-trains it; others pointed at the same cache wait for the file.
-    let w = get_or_make(
+    let (w, sha) = get_or_make(
         &path,
         &opts.cache_dir.join("pretrain"),
         &key,
@@ -268,7 +268,7 @@ fn pretrained(
                 bar.set_message(format!("loss {l:.4}"));
             })?;
             bar.finish_and_clear();
-            crate::store::sealed::save(&w, &path)?;
+            let sha = crate::store::sealed::save(&w, &path)?;
             p.note(&format!(
                 "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
                 m.pretrain.steps,
@@ -281,10 +281,9 @@ fn pretrained(
                 t.elapsed().as_secs_f64(),
                 path.display()
             ));
-            Ok(w)
+            Ok((w, sha))
         },
     )?;
-    let sha = crate::store::sealed::check(&path)?;
     record_use(exp, opts, &path, &sha)?;
     Ok((w, sha))
 }
@@ -328,13 +327,16 @@ fn domain_extractor(
         .join("extractors")
         .join(format!("domain-{ekey}.safetensors"));
     // One worker trains it; others pointed at the same cache wait for the file.
-    let mut extractor = get_or_make(
+    let (mut extractor, esha) = get_or_make(
         &epath,
         &opts.cache_dir.join("extractors"),
         &format!("domain-{ekey}"),
         || p.note("domain extractor: another worker is training it; waiting"),
         |why| p.warn(&format!("domain extractor: {why}")),
-        |path| DomainCnn::from_weights(crate::store::sealed::load(path, dev)?, size),
+        |path| {
+            let (w, sha) = crate::store::sealed::load(path, dev)?;
+            Ok((DomainCnn::from_weights(w, size)?, sha))
+        },
         || {
             let train = splits.relabel(&ImageSet::concat(&[
                 &splits.forget_train,
@@ -346,11 +348,11 @@ fn domain_extractor(
             );
             let ex = DomainCnn::train(spec, &train, splits.eval_classes().len(), size, &bar)?;
             bar.finish_and_clear();
-            crate::store::sealed::save(ex.weights(), &epath)?;
-            Ok(ex)
+            let sha = crate::store::sealed::save(ex.weights(), &epath)?;
+            Ok((ex, sha))
         },
     )?;
-    record_use(exp, opts, &epath, &crate::store::sealed::check(&epath)?)?;
+    record_use(exp, opts, &epath, &esha)?;
     let heldout = splits.relabel(&ImageSet::concat(&[
         &splits.forget_eval,
         &splits.retain_eval,

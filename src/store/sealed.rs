@@ -74,10 +74,10 @@ pub fn check(path: &Path) -> Result<String> {
     Ok(got)
 }
 
-/// Load weights stored by [`save`], checked against their seal first.
-pub fn load(path: &Path, device: &Device) -> Result<Weights> {
-    check(path)?;
-    crate::models::load_weights(path, device)
+/// Load weights stored by [`save`], checked against their seal first; with their SHA-256.
+pub fn load(path: &Path, device: &Device) -> Result<(Weights, String)> {
+    let sha = check(path)?;
+    Ok((crate::models::load_weights(path, device)?, sha))
 }
 
 /// Remove a stale artefact and its seal.
@@ -127,7 +127,7 @@ mod tests {
         let mut bytes = std::fs::read(&p).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&p, bytes).unwrap();
-        let e = load(&p, &Device::Cpu).unwrap_err();
+        let e = load(&p, &Device::Cpu).map(|_| ()).unwrap_err();
         assert!(is_stale(&e), "{e:#}");
         assert!(verify(&p).is_some());
         remove(&p);
