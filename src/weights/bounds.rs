@@ -108,15 +108,24 @@ pub fn check_total(what: &str, total: u64) -> Result<()> {
 /// holds its storage, the file's size and the machine, before candle's reader allocates any of
 /// them. `key` selects a nested state dict as candle's reader does.
 pub fn check_zip(path: &Path, key: Option<&str>) -> Result<()> {
+    let infos = candle_core::pickle::read_pth_tensor_info(path, false, key).map_err(|e| {
+        user(format!(
+            "{}: not a readable torch checkpoint ({e})",
+            path.display()
+        ))
+    })?;
+    check_declared(path, &infos)
+}
+
+/// [`check_zip`] for tensors already listed by `candle_core::pickle::read_pth_tensor_info`.
+pub fn check_declared(path: &Path, infos: &[candle_core::pickle::TensorInfo]) -> Result<()> {
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bad = |why: String| user(format!("{}: {why}", path.display()));
-    let infos = candle_core::pickle::read_pth_tensor_info(path, false, key)
-        .map_err(|e| bad(format!("not a readable torch checkpoint ({e})")))?;
     let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
         .map_err(|e| bad(format!("not a readable zip ({e})")))?;
     let mut total: u64 = 0;
-    for info in &infos {
+    for info in infos {
         let what = format!("{}: tensor `{}`", path.display(), info.name);
         let member = zip
             .by_name(&info.path)

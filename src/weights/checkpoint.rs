@@ -362,8 +362,8 @@ fn to_f32(raw: Vec<(String, candle_core::Tensor)>, device: &Device) -> Result<su
 pub fn read_container(path: &Path, device: &Device) -> Result<super::Tensors> {
     for key in ["model", "state_dict"] {
         let declared = candle_core::pickle::read_pth_tensor_info(path, false, Some(key));
-        if declared.is_ok_and(|t| !t.is_empty()) {
-            super::bounds::check_zip(path, Some(key))?;
+        if let Some(infos) = declared.ok().filter(|t| !t.is_empty()) {
+            super::bounds::check_declared(path, &infos)?;
             if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
                 return to_f32(t, device);
             }
