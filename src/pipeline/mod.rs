@@ -200,10 +200,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     for ((di, mi), mut by_key) in groups {
         let mut group =
             group::prepare_group(exp, (di, mi), &resolved[mi], &fp, opts, &mut summary.phases)?;
-        // Now that the original is known: the group's stored cells from another original.
+        // Now that the original is known: the group's stored cells from another original (already
+        // checked above where the original was known then and is the same).
+        let checked = originals.get(&(di, mi)) == Some(&group.original_sha);
         for c in cells
             .iter()
-            .filter(|c| (c.dataset_idx, c.model_idx) == (di, mi))
+            .filter(|c| !checked && (c.dataset_idx, c.model_idx) == (di, mi))
         {
             if let store::Stored::Stale(why) = store.stored(&c.id, Some(&group.original_sha)) {
                 opts.progress.warn(&format!(
