@@ -118,7 +118,12 @@ RandomState(2020) shuffle, 10 splits, mean and population std over splits.
 256x256 (PIL bilinear), normalised with the CIFAR-10 mean/std (a quirk of that code), upsampled \
 to 299 (torch bilinear) into torchvision's ImageNet InceptionV3 (inception_v3_google-0cc3c7bd.pth, \
 1000 classes, transform_input=False), softmax of the logits, contiguous splits of N/10 (remainder \
-dropped), no shuffle (--mode paper-is; another --mode overrides the input).")]
+dropped), no shuffle (--mode paper-is; another --mode overrides the input).
+--paper=places365: the paper's Places-365 evaluation (its eval365.py): CSAIL's Places365 ResNet-50 \
+(resnet50_places365.pth.tar, 365 classes; downloaded from places2.csail.mit.edu and pinned on first \
+download, or --weights FILE), each image resized to 256x256 (PIL bilinear), centre crop 224, \
+ImageNet mean/std, softmax of the logits, contiguous splits of N/10. The official code shuffles the \
+files unseeded first; here the split order is the sorted file order.")]
     Is(commands::metrics::IsArgs),
     /// Kernel Inception Distance between two folders, as torch-fidelity computes it.
     Kid(commands::metrics::KidArgs),

@@ -52,9 +52,10 @@ pub struct IsArgs {
     pub ex: ExtractorFlags,
     #[arg(long, default_value_t = 10)]
     pub splits: usize,
-    /// The paper's variant (see above).
-    #[arg(long)]
-    pub paper: bool,
+    /// The paper's variant (see above): `--paper` or `--paper=imagenet` for its ImageNet code,
+    /// `--paper=places365` for its Places-365 code.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "imagenet")]
+    pub paper: Option<crate::metrics::commands::PaperIs>,
 }
 
 pub fn is(args: IsArgs, progress: &Progress) -> Result<()> {
@@ -66,7 +67,7 @@ pub fn is(args: IsArgs, progress: &Progress) -> Result<()> {
     } = args;
 
     use crate::metrics::preprocess::ResizeMode;
-    let default = if paper {
+    let default = if paper.is_some() {
         ResizeMode::PaperIs
     } else {
         ResizeMode::TorchFidelity

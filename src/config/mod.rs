@@ -163,6 +163,7 @@ pub fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<Experim
             None => crate::error::user(format!("{origin}: {msg}")),
         }
     })?;
+    apply_metric_protocol(&mut exp, text);
     if let Some(base) = base {
         for d in &mut exp.datasets {
             d.source.resolve_relative(base);
@@ -185,6 +186,23 @@ pub fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<Experim
         crate::error::user(format!("{origin}:{line}:{col}: {path_s}: {msg}"))
     })?;
     Ok(exp)
+}
+
+/// Fill the `metrics.protocol` profile's choices the file left out (see
+/// [`MetricsSpec::apply_protocol`]); the keys the file gives are read from its text.
+fn apply_metric_protocol(exp: &mut Experiment, text: &str) {
+    let raw: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null);
+    let metrics = &raw["metrics"];
+    let given = |key: &str| match key.split_once('.') {
+        Some((a, b)) => !metrics[a][b].is_null(),
+        None => metrics.get(key).is_some(),
+    };
+    let places = !exp.datasets.is_empty()
+        && exp
+            .datasets
+            .iter()
+            .all(|d| d.preset.as_deref() == Some("places365-paper"));
+    exp.metrics.apply_protocol(given, places);
 }
 
 /// serde_yaml appends " at line L column C"; we print the location up front instead.

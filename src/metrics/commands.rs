@@ -12,6 +12,14 @@ use candle_core::Device;
 use std::path::{Path, PathBuf};
 
 /// What every metric command needs to build its extractor.
+/// Which network `is --paper` scores with: the paper's ImageNet code (torchvision's
+/// InceptionV3) or its Places-365 code (the Places365 ResNet-50).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaperIs {
+    Imagenet,
+    Places365,
+}
+
 pub struct ExtractorArgs {
     pub weights: Option<PathBuf>,
     pub mode: ResizeMode,
@@ -46,6 +54,27 @@ pub fn run_folder(
     keep_features: bool,
     p: &Progress,
 ) -> Result<FolderOut> {
+    let run = |imgs: &[image::RgbImage]| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let out = ex.run_rgb(imgs)?;
+        let l = match ex.variant() {
+            Variant::Fid => out.logits_unbiased,
+            Variant::ImageNet => out.logits,
+        };
+        Ok((out.features, l))
+    };
+    run_folder_with(&run, ex.dims, dir, batch, keep_features, p)
+}
+
+/// [`run_folder`] with any extractor: `run` maps decoded images to (features, logits).
+#[allow(clippy::type_complexity)]
+pub fn run_folder_with(
+    run: &dyn Fn(&[image::RgbImage]) -> Result<(Vec<f32>, Option<Vec<f32>>)>,
+    dims: usize,
+    dir: &Path,
+    batch: usize,
+    keep_features: bool,
+    p: &Progress,
+) -> Result<FolderOut> {
     let listing = folder::list_images_noted(dir)?;
     if let Some(n) = listing.note() {
         p.note(&n);
@@ -58,7 +87,7 @@ pub fn run_folder(
         )));
     }
     let bar = p.bar(files.len() as u64, &format!("{}", dir.display()));
-    let mut acc = StatsAccumulator::new(ex.dims);
+    let mut acc = StatsAccumulator::new(dims);
     let mut logits = vec![];
     let mut features = vec![];
     let mut failed = vec![];
@@ -69,15 +98,11 @@ pub fn run_folder(
         if !dec.images.is_empty() {
             let imgs: Vec<image::RgbImage> = dec.images.into_iter().map(|(_, i)| i).collect();
             n += imgs.len();
-            let out = ex.run_rgb(&imgs)?;
-            acc.add_rows(&out.features)?;
+            let (f, l) = run(&imgs)?;
+            acc.add_rows(&f)?;
             if keep_features {
-                features.extend(&out.features);
+                features.extend(&f);
             }
-            let l = match ex.variant() {
-                Variant::Fid => out.logits_unbiased,
-                Variant::ImageNet => out.logits,
-            };
             if let Some(l) = l {
                 logits.extend(l);
             }
@@ -220,7 +245,7 @@ pub fn fid(
 /// `is DIR`: prints the protocol, then `IS: <mean> ± <std>` as the last line.
 pub fn inception_score(
     dir: &Path,
-    paper: bool,
+    paper: Option<PaperIs>,
     splits: usize,
     a: &ExtractorArgs,
     p: &Progress,
@@ -228,13 +253,32 @@ pub fn inception_score(
     if !dir.is_dir() {
         return Err(user(format!("{}: not a folder of images", dir.display())));
     }
-    let variant = if paper {
-        Variant::ImageNet
-    } else {
-        Variant::Fid
+    let (out, protocol) = match paper {
+        Some(PaperIs::Places365) => {
+            let (path, _) = super::open::places365_weights(a.weights.as_deref())?;
+            let ex = super::places365::Places365Extractor::load(&path, &a.device)?;
+            p.note(&format!("extractor: {}", super::Extractor::protocol(&ex)));
+            let run = |imgs: &[image::RgbImage]| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+                let o = ex.run_rgb(imgs)?;
+                Ok((
+                    crate::nn::to_vec_f32(&o.features)?,
+                    Some(crate::nn::to_vec_f32(&o.logits)?),
+                ))
+            };
+            let out = run_folder_with(&run, 2048, dir, a.batch_size, false, p)?;
+            (out, super::Extractor::protocol(&ex))
+        }
+        _ => {
+            let variant = match paper {
+                Some(_) => Variant::ImageNet,
+                None => Variant::Fid,
+            };
+            let ex = load_extractor(a, variant, p)?;
+            let out = run_folder(&ex, dir, a.batch_size, false, p)?;
+            (out, super::Extractor::protocol(&ex))
+        }
     };
-    let ex = load_extractor(a, variant, p)?;
-    let out = run_folder(&ex, dir, a.batch_size, false, p)?;
+    let paper = paper.is_some();
     let (mean, std) = if paper {
         super::is::inception_score_with(
             &out.logits,
@@ -254,8 +298,7 @@ pub fn inception_score(
         )?
     };
     println!(
-        "protocol: {}; {} classes; {}",
-        super::Extractor::protocol(&ex),
+        "protocol: {protocol}; {} classes; {}",
         out.classes,
         if paper {
             "softmax of the biased logits, contiguous splits of floor(N/s), no shuffle (the paper's official code)"

@@ -19,11 +19,12 @@ pub mod is;
 pub mod kid;
 pub mod np_random;
 pub mod open;
+pub mod places365;
 pub mod preprocess;
 mod spec;
 
 pub use evaluate::{evaluate_set, fid_pair, FeatureSets};
-pub use spec::{ExtractorRef, InceptionSpec, MetricsSpec};
+pub use spec::{ExtractorRef, InceptionSpec, MetricsSpec, Protocol};
 
 use anyhow::Result;
 use candle_core::Tensor;

@@ -46,8 +46,23 @@ fn inception_of(
             ResizeMode::PaperIs,
             2048,
         )),
-        ExtractorRef::Domain | ExtractorRef::Clip => None,
+        ExtractorRef::Domain | ExtractorRef::Clip | ExtractorRef::Places365 => None,
     }
+}
+
+/// The Places365 ResNet-50's weights: `local` if given, else the official download (pinned on
+/// first download, with a warning on stderr then).
+pub fn places365_weights(local: Option<&Path>) -> Result<(PathBuf, String)> {
+    let (path, sha, warning) = crate::weights::resolve_first_pinned(
+        super::places365::WEIGHTS_URL,
+        super::places365::WEIGHTS_NAME,
+        local,
+        &crate::hub::HubConfig::from_env(),
+    )?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok((path, sha))
 }
 
 /// A downloaded extractor as the experiment's metrics configure it; `None` for the domain
@@ -62,6 +77,12 @@ pub fn open(
     }
     Ok(match r {
         ExtractorRef::Clip => Some(Box::new(clip::ClipExtractor::load(&spec.clip_model, dev)?)),
+        ExtractorRef::Places365 => {
+            let (path, _) = places365_weights(spec.places365_weights.as_deref())?;
+            Some(Box::new(super::places365::Places365Extractor::load(
+                &path, dev,
+            )?))
+        }
         _ => None,
     })
 }
@@ -84,6 +105,13 @@ pub fn fetch(
                 "extractor clip: {} → {}",
                 ck.origin,
                 ck.weights.display()
+            ))
+        }
+        ExtractorRef::Places365 => {
+            let (path, sha) = places365_weights(spec.places365_weights.as_deref())?;
+            Some(format!(
+                "extractor places365_resnet50: {} (sha256 {sha})",
+                path.display()
             ))
         }
         _ => None,

@@ -16,6 +16,33 @@ pub enum ExtractorRef {
     InceptionPaper,
     /// A CLIP vision tower (`metrics.clip_model`; the paper's ViT-H-14 by default).
     Clip,
+    /// CSAIL's Places365 ResNet-50 scene classifier, the paper's Inception Score network on
+    /// Places-365 (`metrics.places365_weights` or the official download, pinned on first use).
+    #[serde(rename = "places365_resnet50")]
+    Places365,
+}
+
+/// `metrics.protocol`: a named metric profile that fills `fid`, `is`, `clip` and
+/// `inception.mode` where the file leaves them out (keys the file gives win).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The paper's official evaluation: clean-fid FID (InceptionV3, clean resize), the paper's
+    /// Inception Score (torchvision's InceptionV3 with its official preprocessing; on Places-365
+    /// the Places365 ResNet-50), OpenCLIP ViT-H-14 cosine similarity.
+    Paper,
+    /// The standard tools: pytorch-fid FID, torch-fidelity's Inception Score on the same FID
+    /// InceptionV3, CLIP ViT-H-14 cosine similarity.
+    Standard,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Paper => "paper",
+            Protocol::Standard => "standard",
+        }
+    }
 }
 
 /// `metrics.inception`: the InceptionV3 extractor's protocol.
@@ -48,6 +75,9 @@ impl Default for InceptionSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSpec {
+    /// A named profile (`paper` or `standard`) filling the extractor choices the file leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// Fréchet distance between generated and ground-truth features, per set.
     pub fid: Option<ExtractorRef>,
     /// Inception Score of the generated images (from the extractor's class posteriors).
@@ -71,6 +101,10 @@ pub struct MetricsSpec {
     /// (0: no intervals). Each resample recomputes the statistic (for FID a d × d matrix square
     /// root: with 2048-d Inception features ≈ 1 s each on 2 cores).
     pub bootstrap: usize,
+    /// A local copy of `resnet50_places365.pth.tar` for `places365_resnet50` (instead of the
+    /// official download).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub places365_weights: Option<std::path::PathBuf>,
 }
 
 impl Default for MetricsSpec {
@@ -86,11 +120,49 @@ impl Default for MetricsSpec {
             inception: InceptionSpec::default(),
             clip_model: clip::PAPER_CLIP.to_string(),
             bootstrap: 200,
+            protocol: None,
+            places365_weights: None,
         }
     }
 }
 
 impl MetricsSpec {
+    /// Fill what `protocol` decides and the file left out: `given(key)` says whether the file's
+    /// `metrics:` block has `key` (`inception.mode` for the resize); `places` whether every
+    /// dataset of the grid is a Places-365 one (the paper's IS network is then the Places365
+    /// ResNet-50).
+    pub fn apply_protocol(&mut self, given: impl Fn(&str) -> bool, places: bool) {
+        let Some(p) = self.protocol else { return };
+        let (fid, is, mode) = match p {
+            Protocol::Paper => (
+                ExtractorRef::InceptionV3,
+                if places {
+                    ExtractorRef::Places365
+                } else {
+                    ExtractorRef::InceptionPaper
+                },
+                preprocess::ResizeMode::Clean,
+            ),
+            Protocol::Standard => (
+                ExtractorRef::InceptionV3,
+                ExtractorRef::InceptionV3,
+                preprocess::ResizeMode::PytorchFid,
+            ),
+        };
+        if !given("fid") {
+            self.fid = Some(fid);
+        }
+        if !given("is") {
+            self.is = Some(is);
+        }
+        if !given("clip") {
+            self.clip = Some(ExtractorRef::Clip);
+        }
+        if !given("inception.mode") {
+            self.inception.mode = mode;
+        }
+    }
+
     pub fn validate(&self) -> std::result::Result<(), (Vec<crate::locate::Seg>, String)> {
         use crate::locate::Seg::Key;
         if self.is_splits == 0 {

@@ -76,6 +76,52 @@ pub fn resolve(file: &WeightsFile, explicit: Option<&Path>, hub: &HubConfig) -> 
     Ok(dest)
 }
 
+/// A file known only by its URL (its publisher gives no hash): downloaded once into the weights
+/// cache as `name`, its SHA-256 recorded beside it (`<name>.sha256`) on that first download and
+/// checked on every later use ("pinned on first download"). `explicit` (a local file) wins.
+/// Returns the path, its SHA-256 and, on the first download only, a warning to show the user.
+pub fn resolve_first_pinned(
+    url: &str,
+    name: &str,
+    explicit: Option<&Path>,
+    hub: &HubConfig,
+) -> Result<(PathBuf, String, Option<String>)> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(user(format!("weights file {}: no such file", p.display())));
+        }
+        return Ok((p.to_path_buf(), crate::util::sha256_file(p)?, None));
+    }
+    let dest = cache_dir(hub).join(name);
+    let pin = PathBuf::from(format!("{}.sha256", dest.display()));
+    if dest.is_file() {
+        let sha = crate::util::sha256_file(&dest)?;
+        let pinned = std::fs::read_to_string(&pin).unwrap_or_default();
+        let pinned = pinned.split_whitespace().next().unwrap_or("");
+        if !pinned.is_empty() && pinned != sha {
+            return Err(user(format!(
+                "{}: SHA-256 {sha} differs from {pinned}, pinned when it was first downloaded from {url}: delete both files to download it again",
+                dest.display()
+            )));
+        }
+        return Ok((dest, sha, None));
+    }
+    if hub.offline {
+        return Err(user(format!(
+            "offline (HF_HUB_OFFLINE is set) and {name} is not cached at {}: download it once ({url}) or give a local file",
+            dest.display()
+        )));
+    }
+    download_verified(url, "", &dest).with_context(|| format!("downloading {url}"))?;
+    let sha = crate::util::sha256_file(&dest)?;
+    crate::util::write_atomic(&pin, format!("{sha}  {name}\n").as_bytes())?;
+    let warning = format!(
+        "{name}: no published SHA-256 to check {url} against; pinned on first download as {sha} (in {}): later runs check this hash",
+        pin.display()
+    );
+    Ok((dest, sha, Some(warning)))
+}
+
 /// Download `url` to `dest`: into `dest.part` (resuming a previous partial download with a Range
 /// request), check that the SHA-256 starts with `sha256_prefix`, then rename.
 pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<()> {
