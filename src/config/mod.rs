@@ -4,12 +4,14 @@
 //! Everything a run needs is validated before anything is written: a bad field, an unknown name or
 //! an impossible combination is one line `FILE:LINE:COL: what is wrong; valid choices`, exit code 2.
 
+pub mod figure;
 pub mod grid;
 use crate::locate;
 
 use crate::data::DatasetSpec;
 use crate::masks::MaskSpec;
 use crate::metrics::MetricsSpec;
+pub use figure::FigureSpec;
 use crate::models::ModelSpec;
 use crate::unlearn::{MethodSpec, UnlearnSpec};
 use anyhow::Result;
@@ -64,7 +66,12 @@ pub struct Experiment {
     /// term is averaged over the whole batch. Off by default: the intended losses are used.
     #[serde(default)]
     pub paper_compat: bool,
+    /// The qualitative figure (the paper's Figures 1 and 3): the evaluation images whose masked
+    /// input, output and ground truth every cell saves for `report --layout paper`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figure: Option<FigureSpec>,
 }
+
 
 fn default_seeds() -> Vec<u64> {
     vec![0]
@@ -216,7 +223,7 @@ fn strip_location(msg: &str) -> String {
 /// A semantic error: the YAML path of the culprit and what is wrong with it.
 pub type Invalid = (Vec<locate::Seg>, String);
 
-fn at(path: &[locate::Seg], msg: impl Into<String>) -> Invalid {
+pub(crate) fn at(path: &[locate::Seg], msg: impl Into<String>) -> Invalid {
     (path.to_vec(), msg.into())
 }
 
@@ -236,6 +243,9 @@ const NAME_RULE: &str =
     "use letters, digits, '-', '_' or '.' only, not starting with '.' (names become file names)";
 
 fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
+    if let Some(f) = &exp.figure {
+        f.validate()?;
+    }
     if !is_safe_name(&exp.name) {
         return Err(at(&[Key("name")], NAME_RULE));
     }

@@ -42,8 +42,25 @@ fn sheet_rows(
     gen: &Tensor,
     dev: &Device,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (idx, ids) = spread(SAMPLES_PER_ROW.min(set.len()), set.len(), dev)?;
-    let first = set.select(&idx)?;
+    let (idx, _) = spread(SAMPLES_PER_ROW.min(set.len()), set.len(), dev)?;
+    chosen_rows(cell, model, set, gen, &idx, dev)
+}
+
+/// Truth, masked input (hidden pixels grey) and output of the images at `idx`.
+fn chosen_rows(
+    cell: &Cell,
+    model: &dyn I2IModel,
+    set: &ImageSet,
+    gen: &Tensor,
+    idx: &[usize],
+    dev: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let ids = Tensor::from_vec(
+        idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        idx.len(),
+        dev,
+    )?;
+    let first = set.select(idx)?;
     let m = cell.mask.batch(
         model.mask_grid(),
         &trainer::mask_keys(&first.ids, cell.seed, None),
@@ -131,6 +148,10 @@ fn metric_rows(
 #[derive(Default)]
 struct Artefacts {
     sheet: Vec<(Tensor, Tensor, Tensor)>,
+    /// (set, positions, (truth, masked, output)) of the qualitative figure.
+    figure: Vec<(String, Vec<usize>, (Tensor, Tensor, Tensor))>,
+    /// `figure/<cell id>/rows.json`: each figure row's set, position and class index.
+    figure_rows: Vec<serde_json::Value>,
     embeddings: HashMap<String, Tensor>,
 }
 
@@ -165,6 +186,24 @@ pub(crate) fn evaluate_cell(
         };
         if opts.samples {
             art.sheet.push(sheet_rows(cell, model, set, &gen, dev)?);
+        }
+        if let Some(f) = &exp.figure {
+            let pos = f.of(set_name);
+            if let Some(bad) = pos.iter().find(|&&i| i >= set.len()) {
+                return Err(crate::error::user(format!(
+                    "figure.{set_name}: position {bad} is past the {set_name} evaluation set ({} images)",
+                    set.len()
+                )));
+            }
+            if !pos.is_empty() {
+                let rows = chosen_rows(cell, model, set, &gen, pos, dev)?;
+                for &i in pos {
+                    art.figure_rows.push(serde_json::json!({
+                        "set": set_name, "position": i, "class": set.labels[i],
+                    }));
+                }
+                art.figure.push((set_name.to_string(), pos.to_vec(), rows));
+            }
         }
         if let Some(r) = exp.metrics.clip {
             tsne_embeddings(g, r, set_name, set, &gen, dev, &mut art.embeddings)?;
@@ -255,6 +294,19 @@ fn write_artefacts(
                 path.display()
             ));
         }
+    }
+    for (set, pos, (truth, masked, out)) in &art.figure {
+        for (k, &p) in pos.iter().enumerate() {
+            for (kind, t) in [("truth", truth), ("masked", masked), ("output", out)] {
+                let img = crate::data::tensor_to_rgb(&t.get(k)?)?;
+                write_png(&img, &dir.figure_image(&cell.id, set, p, kind))?;
+            }
+        }
+    }
+    if !art.figure_rows.is_empty() {
+        let path = dir.figure_image(&cell.id, "rows", 0, "json");
+        let path = path.with_file_name("rows.json");
+        crate::util::write_atomic(&path, serde_json::to_string_pretty(&art.figure_rows)?.as_bytes())?;
     }
     if !art.embeddings.is_empty() {
         crate::util::write_atomic_with(&dir.embeddings(&cell.id), |tmp| {

@@ -58,6 +58,14 @@ impl RunDir {
             .join(readable(&format!("{}_{}", cell.dataset, cell.model)))
             .join(readable(&name))
     }
+    /// A cell's images for the qualitative figure: `figure/<cell id>/<set>_<position>_<kind>.png`
+    /// (`kind`: masked, output, truth).
+    pub fn figure_image(&self, id: &str, set: &str, position: usize, kind: &str) -> PathBuf {
+        self.dir
+            .join("figure")
+            .join(id)
+            .join(format!("{set}_{position}_{kind}.png"))
+    }
     /// A cell's embeddings for the t-SNE figure.
     pub fn embeddings(&self, id: &str) -> PathBuf {
         self.dir

@@ -39,13 +39,22 @@ impl Checkpoint {
 }
 
 /// One weights file named directly: a local path, `https://…#sha256=<64 hex>` (downloaded once
-/// into the weights cache and verified), or `hub:owner/name/path/in/repo[@revision]` (a model
+/// into the weights cache and verified), `https://…#sha256=first-download` for an official file
+/// whose publisher gives no hash (pinned on its first download, checked after; a warning says so),
+/// or `hub:owner/name/path/in/repo[@revision]` (a model
 /// repository's file, through the hub client and its cache).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileRef {
     Path(PathBuf),
-    Url { url: String, sha256: String },
-    Hub { repo: String, file: String },
+    /// `sha256: None`: pinned on first download.
+    Url {
+        url: String,
+        sha256: Option<String>,
+    },
+    Hub {
+        repo: String,
+        file: String,
+    },
 }
 
 impl std::str::FromStr for FileRef {
@@ -53,8 +62,14 @@ impl std::str::FromStr for FileRef {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         if s.starts_with("http://") || s.starts_with("https://") {
             let (url, frag) = s.split_once("#sha256=").ok_or_else(|| {
-                format!("`{s}`: a URL needs its SHA-256 pinned: `{s}#sha256=<64 hex digits>`")
+                format!("`{s}`: a URL needs its SHA-256 pinned: `{s}#sha256=<64 hex digits>` (or `#sha256=first-download` when no hash is published)")
             })?;
+            if frag == FIRST_DOWNLOAD {
+                return Ok(FileRef::Url {
+                    url: url.to_string(),
+                    sha256: None,
+                });
+            }
             let sha = frag.to_ascii_lowercase();
             if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -63,7 +78,7 @@ impl std::str::FromStr for FileRef {
             }
             return Ok(FileRef::Url {
                 url: url.to_string(),
-                sha256: sha,
+                sha256: Some(sha),
             });
         }
         if let Some(rest) = s.strip_prefix("hub:") {
@@ -89,7 +104,11 @@ impl std::fmt::Display for FileRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FileRef::Path(p) => write!(f, "{}", p.display()),
-            FileRef::Url { url, sha256 } => write!(f, "{url}#sha256={sha256}"),
+            FileRef::Url { url, sha256 } => write!(
+                f,
+                "{url}#sha256={}",
+                sha256.as_deref().unwrap_or(FIRST_DOWNLOAD)
+            ),
             FileRef::Hub { repo, file } => write!(f, "hub:{repo}/{file}"),
         }
     }
@@ -130,11 +149,19 @@ impl FileRef {
                 }
             }
             FileRef::Url { url, sha256 } => {
-                let name = url
-                    .rsplit('/')
-                    .next()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or("weights");
+                let name = url_file_name(url);
+                let Some(sha256) = sha256 else {
+                    let cached = format!(
+                        "first-download-{}-{name}",
+                        &crate::util::sha256_hex(url.as_bytes())[..12]
+                    );
+                    let (path, _, warning) =
+                        super::resolve_first_pinned(url, &cached, None, hub_cfg)?;
+                    if let Some(w) = warning {
+                        eprintln!("warning: {w}");
+                    }
+                    return Ok(path);
+                };
                 let dest = super::cache_dir(hub_cfg).join(format!("{}-{name}", &sha256[..16]));
                 if dest.is_file() {
                     return Ok(dest);
@@ -160,6 +187,25 @@ impl FileRef {
                 hub.file(&r, file).map_err(crate::hub::to_anyhow)
             }
         }
+    }
+}
+
+/// `#sha256=first-download`: the URL's file is pinned when first downloaded.
+pub const FIRST_DOWNLOAD: &str = "first-download";
+
+/// The last path segment of a URL without its query (`weights` when there is none), a file name
+/// for the cache.
+pub fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or("");
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    if clean.is_empty() {
+        "weights".into()
+    } else {
+        clean
     }
 }
 
