@@ -50,6 +50,13 @@ pub fn run(args: CheckArgs, _progress: &Progress) -> Result<()> {
     for n in grid::absent_rows(&exp) {
         println!("{n}");
     }
+    // The price before the run: what it downloads (no network here) and what it computes.
+    for l in crate::pipeline::downloads::render(&crate::pipeline::downloads::list(&exp, false)) {
+        println!("{l}");
+    }
+    for l in crate::pipeline::price::render(&exp) {
+        println!("{l}");
+    }
     for c in cells {
         let a = match (c.alpha, c.epsilon) {
             (Some(a), _) => format!("α={a}"),

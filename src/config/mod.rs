@@ -11,10 +11,10 @@ use crate::locate;
 use crate::data::DatasetSpec;
 use crate::masks::MaskSpec;
 use crate::metrics::MetricsSpec;
-pub use figure::FigureSpec;
 use crate::models::ModelSpec;
 use crate::unlearn::{MethodSpec, UnlearnSpec};
 use anyhow::Result;
+pub use figure::FigureSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,6 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub figure: Option<FigureSpec>,
 }
-
 
 fn default_seeds() -> Vec<u64> {
     vec![0]

@@ -22,6 +22,19 @@ pub enum ExtractorRef {
     Places365,
 }
 
+impl ExtractorRef {
+    /// The name the experiment file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtractorRef::Domain => "domain",
+            ExtractorRef::InceptionV3 => "inception_v3",
+            ExtractorRef::InceptionPaper => "inception_paper",
+            ExtractorRef::Clip => "clip",
+            ExtractorRef::Places365 => "places365_resnet50",
+        }
+    }
+}
+
 /// `metrics.protocol`: a named metric profile that fills `fid`, `is`, `clip` and
 /// `inception.mode` where the file leaves them out (keys the file gives win).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

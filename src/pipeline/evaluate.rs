@@ -144,12 +144,15 @@ fn metric_rows(
     Ok(values)
 }
 
+/// (set, positions, (truth, masked, output)) of the qualitative figure.
+type FigureRows = (String, Vec<usize>, (Tensor, Tensor, Tensor));
+
 /// What the evaluation of a cell produced besides its rows.
 #[derive(Default)]
 struct Artefacts {
     sheet: Vec<(Tensor, Tensor, Tensor)>,
     /// (set, positions, (truth, masked, output)) of the qualitative figure.
-    figure: Vec<(String, Vec<usize>, (Tensor, Tensor, Tensor))>,
+    figure: Vec<FigureRows>,
     /// `figure/<cell id>/rows.json`: each figure row's set, position and class index.
     figure_rows: Vec<serde_json::Value>,
     embeddings: HashMap<String, Tensor>,
@@ -306,7 +309,10 @@ fn write_artefacts(
     if !art.figure_rows.is_empty() {
         let path = dir.figure_image(&cell.id, "rows", 0, "json");
         let path = path.with_file_name("rows.json");
-        crate::util::write_atomic(&path, serde_json::to_string_pretty(&art.figure_rows)?.as_bytes())?;
+        crate::util::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&art.figure_rows)?.as_bytes(),
+        )?;
     }
     if !art.embeddings.is_empty() {
         crate::util::write_atomic_with(&dir.embeddings(&cell.id), |tmp| {

@@ -18,6 +18,7 @@
 
 mod audit;
 mod cell;
+pub mod downloads;
 mod evaluate;
 mod fetch;
 mod generate;
@@ -25,6 +26,7 @@ mod group;
 mod identity;
 mod jobs;
 mod oracle;
+pub mod price;
 mod samples;
 
 pub use fetch::fetch;

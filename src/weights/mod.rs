@@ -165,7 +165,7 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
 }
 
 /// `Content-Range: bytes 0-0/TOTAL` of a one-byte request, if the server supports ranges.
-fn remote_size(url: &str) -> Option<u64> {
+pub fn remote_size(url: &str) -> Option<u64> {
     let u = url.to_string();
     let resp = crate::net::watched(
         || 0,

@@ -1,0 +1,365 @@
+//! What a grid would download, listed without downloading it (`check`, `fetch --dry-run`): each
+//! checkpoint, dataset and extractor file with its source, its size where the server says it, and
+//! whether it is already cached. Nothing here writes to the caches.
+
+use crate::config::Experiment;
+use crate::data::SourceSpec;
+use crate::metrics::ExtractorRef;
+use crate::models::spec::WeightsSource;
+use crate::weights::checkpoint::FileRef;
+
+/// Where a listed file stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    /// Already on this machine (cached download or local file).
+    Here(String),
+    /// To be downloaded.
+    Missing,
+    /// A local path that does not exist.
+    Absent,
+    /// Nothing to download (trained or built in here).
+    Nothing,
+}
+
+/// One listed download.
+#[derive(Clone, Debug)]
+pub struct Download {
+    /// What needs it: `model mage-vitb (model file)`, `dataset imagenet1k`, `extractor clip`.
+    pub what: String,
+    /// Where it comes from: a URL, `hub:repo/file`, a path.
+    pub source: String,
+    /// Bytes, where known (asked of the server with `probe`).
+    pub size: Option<u64>,
+    pub state: State,
+    /// A remark: the pin, what could not be reached, what happens at run time.
+    pub note: String,
+}
+
+/// Every download of `exp`. With `probe`, the size of each missing URL is asked of its server
+/// (a failure is noted, not an error); without, nothing touches the network.
+pub fn list(exp: &Experiment, probe: bool) -> Vec<Download> {
+    let hub_cfg = crate::hub::HubConfig::from_env();
+    let hub = crate::hub::Hub::new(hub_cfg.clone()).ok();
+    let probe = probe && !hub_cfg.offline;
+    let mut out = vec![];
+    for m in &exp.models {
+        let what = |part: &str| format!("model {} ({part})", m.name);
+        match &m.weights {
+            None => out.push(nothing(
+                what("original"),
+                "pre-trained by `run` (cached by content)",
+            )),
+            Some(WeightsSource::Checkpoint(id)) => {
+                if std::path::Path::new(id).is_dir() {
+                    out.push(here(what("checkpoint"), id, id));
+                    continue;
+                }
+                let layout = m.family.layout();
+                for file in std::iter::once("config.json").chain(
+                    layout
+                        .weights
+                        .iter()
+                        .copied()
+                        .filter(|f| !f.contains('*'))
+                        .take(1),
+                ) {
+                    let r = crate::hub::RepoRef::model(id);
+                    let cached = hub.as_ref().and_then(|h| h.cached(&r, file));
+                    out.push(Download {
+                        what: what(file),
+                        source: format!("hub:{id}/{file}"),
+                        size: None,
+                        state: cached
+                            .map_or(State::Missing, |p| State::Here(p.display().to_string())),
+                        note: String::new(),
+                    });
+                }
+            }
+            Some(WeightsSource::Files(f)) => {
+                out.push(file_ref(
+                    what("model file"),
+                    &f.model,
+                    hub.as_ref(),
+                    &hub_cfg,
+                    probe,
+                ));
+                if let Some(t) = &f.tokenizer {
+                    out.push(file_ref(
+                        what("tokenizer file"),
+                        t,
+                        hub.as_ref(),
+                        &hub_cfg,
+                        probe,
+                    ));
+                }
+            }
+        }
+    }
+    for d in &exp.datasets {
+        out.push(dataset(d));
+    }
+    for r in exp.metrics.extractors() {
+        out.push(extractor(r, exp, hub.as_ref(), &hub_cfg, probe));
+    }
+    out
+}
+
+fn nothing(what: String, note: &str) -> Download {
+    Download {
+        what,
+        source: "-".into(),
+        size: None,
+        state: State::Nothing,
+        note: note.into(),
+    }
+}
+
+fn here(what: String, source: &str, path: &str) -> Download {
+    Download {
+        what,
+        source: source.into(),
+        size: std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
+        state: State::Here(path.into()),
+        note: String::new(),
+    }
+}
+
+/// A URL: cached or not; its size asked of the server when `probe`.
+fn url(what: String, url: &str, cached: std::path::PathBuf, probe: bool, note: String) -> Download {
+    if cached.is_file() {
+        return here(what, url, &cached.display().to_string());
+    }
+    let (size, note) = if probe {
+        match crate::weights::remote_size(url) {
+            Some(s) => (Some(s), note),
+            None => (
+                None,
+                format!(
+                    "{note}{}size not reported (server unreachable or no range support)",
+                    if note.is_empty() { "" } else { "; " }
+                ),
+            ),
+        }
+    } else {
+        (None, note)
+    };
+    Download {
+        what,
+        source: url.into(),
+        size,
+        state: State::Missing,
+        note,
+    }
+}
+
+fn file_ref(
+    what: String,
+    f: &FileRef,
+    hub: Option<&crate::hub::Hub>,
+    hub_cfg: &crate::hub::HubConfig,
+    probe: bool,
+) -> Download {
+    match f {
+        FileRef::Path(p) if p.is_file() => {
+            here(what, &p.display().to_string(), &p.display().to_string())
+        }
+        FileRef::Path(p) => Download {
+            what,
+            source: p.display().to_string(),
+            size: None,
+            state: State::Absent,
+            note: "no such file: give the path of your copy".into(),
+        },
+        FileRef::Url { url: u, sha256 } => {
+            let name = crate::weights::checkpoint::url_file_name(u);
+            let dir = crate::weights::cache_dir(hub_cfg);
+            let (cached, note) = match sha256 {
+                Some(s) => (
+                    dir.join(format!("{}-{name}", &s[..16])),
+                    format!("pinned sha256 {}…", &s[..16]),
+                ),
+                None => (
+                    dir.join(format!(
+                        "first-download-{}-{name}",
+                        &crate::util::sha256_hex(u.as_bytes())[..12]
+                    )),
+                    "no published hash: pinned on first download".into(),
+                ),
+            };
+            url(what, u, cached, probe, note)
+        }
+        FileRef::Hub { repo, file } => {
+            let cached = hub.and_then(|h| h.cached(&crate::hub::RepoRef::model(repo), file));
+            Download {
+                what,
+                source: format!("hub:{repo}/{file}"),
+                size: None,
+                state: cached.map_or(State::Missing, |p| State::Here(p.display().to_string())),
+                note: String::new(),
+            }
+        }
+    }
+}
+
+fn dataset(d: &crate::data::spec::DatasetSpec) -> Download {
+    let what = format!("dataset {}", d.name);
+    let src = d.effective_source();
+    match src {
+        SourceSpec::Embedded(_) => nothing(what, "built into the binary"),
+        SourceSpec::ImageFolder(c) => {
+            let root = c.root.display().to_string();
+            if c.root.is_dir() {
+                here(what, &root, &root)
+            } else {
+                Download {
+                    what,
+                    source: root,
+                    size: None,
+                    state: State::Absent,
+                    note: "no such folder".into(),
+                }
+            }
+        }
+        #[cfg(feature = "parquet")]
+        SourceSpec::HubParquet(c) => hub_dataset(what, &c.repo, d),
+        SourceSpec::HubTar(c) => hub_dataset(what, &c.repo, d),
+    }
+}
+
+fn hub_dataset(what: String, repo: &str, d: &crate::data::spec::DatasetSpec) -> Download {
+    let local = d
+        .local
+        .as_ref()
+        .map(|l| match l {
+            SourceSpec::ImageFolder(c) => {
+                format!("; `local:` {} is not on this machine", c.root.display())
+            }
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    Download {
+        what,
+        source: format!("hub dataset {repo}"),
+        size: None,
+        state: State::Missing,
+        note: format!(
+            "only the shards holding the needed classes' draws are downloaded; the shard list needs the hub (`fetch` lists it){local}"
+        ),
+    }
+}
+
+fn extractor(
+    r: ExtractorRef,
+    exp: &Experiment,
+    hub: Option<&crate::hub::Hub>,
+    hub_cfg: &crate::hub::HubConfig,
+    probe: bool,
+) -> Download {
+    let spec = &exp.metrics;
+    let what = format!("extractor {}", r.as_str());
+    let weights_file =
+        |file: &crate::weights::WeightsFile, local: Option<&std::path::Path>| match local {
+            Some(p) => file_ref(
+                what.clone(),
+                &FileRef::Path(p.to_path_buf()),
+                hub,
+                hub_cfg,
+                probe,
+            ),
+            None => url(
+                what.clone(),
+                file.url,
+                crate::weights::cache_dir(hub_cfg).join(file.name),
+                probe,
+                format!("sha256 prefix {} checked", file.sha256_prefix),
+            ),
+        };
+    match r {
+        ExtractorRef::Domain => {
+            nothing(what, "trained by `run` on the evaluation classes (cached)")
+        }
+        ExtractorRef::InceptionV3 => weights_file(
+            &crate::weights::FID_INCEPTION,
+            spec.inception.weights.as_deref(),
+        ),
+        ExtractorRef::InceptionPaper => weights_file(
+            &crate::weights::TORCHVISION_INCEPTION,
+            spec.inception.paper_weights.as_deref(),
+        ),
+        ExtractorRef::Places365 => match &spec.places365_weights {
+            Some(p) => file_ref(what, &FileRef::Path(p.clone()), hub, hub_cfg, probe),
+            None => url(
+                what,
+                crate::metrics::places365::WEIGHTS_URL,
+                crate::weights::cache_dir(hub_cfg).join(crate::metrics::places365::WEIGHTS_NAME),
+                probe,
+                "no published hash: pinned on first download".into(),
+            ),
+        },
+        ExtractorRef::Clip => {
+            let id = &spec.clip_model;
+            if std::path::Path::new(id).is_dir() {
+                return here(what, id, id);
+            }
+            let r = crate::hub::RepoRef::model(id);
+            let cached = hub.and_then(|h| {
+                h.cached(&r, "model.safetensors")
+                    .or_else(|| h.cached(&r, "open_clip_model.safetensors"))
+            });
+            Download {
+                what,
+                source: format!("hub:{id} (config.json + weights)"),
+                size: None,
+                state: cached.map_or(State::Missing, |p| State::Here(p.display().to_string())),
+                note: String::new(),
+            }
+        }
+    }
+}
+
+/// The listing as lines: one per file, then a summary.
+pub fn render(list: &[Download]) -> Vec<String> {
+    let mut lines = vec!["downloads:".to_string()];
+    let (mut missing, mut bytes, mut unknown) = (0, 0u64, 0);
+    for d in list {
+        let state = match &d.state {
+            State::Here(p) => format!("here ({p})"),
+            State::Missing => {
+                missing += 1;
+                match d.size {
+                    Some(s) => bytes += s,
+                    None => unknown += 1,
+                }
+                "to download".into()
+            }
+            State::Absent => "MISSING (local path)".into(),
+            State::Nothing => "nothing to download".into(),
+        };
+        let size = d
+            .size
+            .map(crate::util::human_bytes)
+            .unwrap_or_else(|| "size ?".into());
+        let note = if d.note.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", d.note)
+        };
+        lines.push(format!(
+            "  {:<34} {state}; {size}; {}{note}",
+            d.what, d.source
+        ));
+    }
+    lines.push(format!(
+        "  {missing} to download: {} known{}",
+        crate::util::human_bytes(bytes),
+        if unknown > 0 {
+            format!(" + {unknown} of unknown size")
+        } else {
+            String::new()
+        }
+    ));
+    lines
+}
