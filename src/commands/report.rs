@@ -21,6 +21,17 @@ pub struct ReportArgs {
     /// fid (default), is, clip, mia_auc.
     #[arg(long, value_name = "METRIC", value_parser = parse_metric)]
     pub pareto: Option<crate::names::MetricId>,
+    /// `paper`: merge the folders of several experiments (E1–E8 of experiments/paper/) into the
+    /// paper's layout under OUT/paper/: one table per inpainting mask with a block per family,
+    /// the α table, the outpainting curves, the t-SNE and the qualitative figure per family.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+}
+
+/// The report layouts besides the default (one table per dataset × model × mask × α).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    Paper,
 }
 
 fn parse_metric(s: &str) -> std::result::Result<crate::names::MetricId, String> {
@@ -39,6 +50,7 @@ pub fn run(args: ReportArgs, progress: &Progress) -> Result<()> {
         out,
         ci,
         pareto,
+        layout,
     } = args;
 
     for d in &dirs {
@@ -50,6 +62,11 @@ pub fn run(args: ReportArgs, progress: &Progress) -> Result<()> {
         }
     }
     let out = out.unwrap_or_else(|| dirs[0].clone());
+    if layout == Some(Layout::Paper) {
+        crate::report::build_paper(&dirs, &out, progress)?;
+        println!("{}", out.join("paper").join("paper.md").display());
+        return Ok(());
+    }
     let s = crate::report::build(
         &dirs,
         &out,

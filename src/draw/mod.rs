@@ -2,6 +2,7 @@
 //! (the embedded DejaVu Sans, or the TrueType file named by `I2I_UNLEARN_FONT`) and the labels of
 //! sample sheets. A leaf: it uses no step of the pipeline.
 
+pub mod grid;
 pub mod sheet;
 
 use anyhow::Result;

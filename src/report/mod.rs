@@ -13,6 +13,9 @@ mod chart_style;
 mod charts;
 #[cfg(feature = "report")]
 mod frame;
+pub mod paper;
+#[cfg(feature = "report")]
+mod paper_charts;
 #[cfg(feature = "report")]
 mod pareto;
 pub mod render;
@@ -26,6 +29,7 @@ use crate::store::{self, CellRecord, Row, Store};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use table::Table;
 
 /// One aggregated number: mean ± std of a metric over seeds.
 #[derive(Clone, Debug, PartialEq)]
@@ -193,6 +197,85 @@ pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
             }
         })
         .collect()
+}
+
+/// `report --layout paper`: the folders' stored cells in the paper's layout, under `out/paper/`:
+/// `paper.md`, `paper.tex`, the outpainting curves, the t-SNE and the qualitative figure of each
+/// family (see [`paper`]).
+pub fn build_paper(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+    let with_dirs = collect_with_dirs(dirs, p)?;
+    let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
+    if records.is_empty() {
+        return Err(crate::error::user(format!(
+            "no finished cells in {} (run the experiments first)",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
+    let dir = out.join("paper");
+    std::fs::create_dir_all(&dir)?;
+    crate::util::clean_stale_temps(&dir, crate::util::STALE_TEMP_AGE);
+    #[cfg(feature = "report")]
+    let aggs = frame::aggregate(&rows)?;
+    #[cfg(not(feature = "report"))]
+    let aggs = aggregate_plain(&rows);
+    let tables = table::tables(&aggs);
+    #[allow(unused_mut)]
+    let mut figures: Vec<(String, PathBuf)> = vec![];
+    #[cfg(feature = "report")]
+    {
+        figures.extend(paper_charts::outpaint_curves(&tables, &dir)?);
+        let main: Vec<Table> = paper::main_tables(&tables)
+            .into_values()
+            .flatten()
+            .cloned()
+            .collect();
+        for f in tsne_chart::draw_tsne(&main, &with_dirs, &dir)? {
+            let name = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+            figures.push((
+                format!(
+                    "t-SNE of the CLIP embeddings — {}",
+                    name.unwrap_or_default()
+                ),
+                f,
+            ));
+        }
+        figures.extend(paper_charts::qualitative(&tables, &with_dirs, &dir)?);
+    }
+    let rel: Vec<(String, String)> = figures
+        .iter()
+        .map(|(t, f)| (t.clone(), crate::weights::checkpoint::file_name(f)))
+        .collect();
+    let mut files: Vec<PathBuf> = figures.into_iter().map(|(_, f)| f).collect();
+    let missing = missing_cells(dirs, &records)?;
+    let mut md = paper::markdown(&tables, &rel);
+    let mut tex = paper::latex(&tables);
+    if !missing.is_empty() {
+        let note = incomplete_note(&missing, records.len() + missing.len());
+        p.warn(&format!("report: {note}"));
+        md = format!("**{note}**\n\n{md}");
+        tex = format!(
+            "% INCOMPLETE: {} cells of the grids have no record\n{tex}",
+            missing.len()
+        );
+    }
+    crate::util::write_atomic(&dir.join("paper.md"), md.as_bytes())?;
+    crate::util::write_atomic(&dir.join("paper.tex"), tex.as_bytes())?;
+    files.push(dir.join("paper.md"));
+    files.push(dir.join("paper.tex"));
+    p.note(&format!(
+        "report (paper layout): {} cells → {}",
+        records.len(),
+        dir.display()
+    ));
+    Ok(ReportSummary {
+        cells: records.len(),
+        rows: rows.len(),
+        files,
+    })
 }
 
 /// What `build` wrote.

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 /// Digits for a metric: FID and IS to 3 significant-ish decimals, CLIP to 4.
-fn fmt_num(metric: &str, v: f64) -> String {
+pub(crate) fn fmt_num(metric: &str, v: f64) -> String {
     match metric {
         m if m == MetricId::Clip.as_str() => format!("{v:.4}"),
         _ if v.abs() >= 100.0 => format!("{v:.1}"),
@@ -18,7 +18,7 @@ fn fmt_num(metric: &str, v: f64) -> String {
 }
 
 /// Mean (± seed std), and with `ci` the bootstrap interval as `[low, high]`.
-fn fmt_value(metric: &str, v: &Value, pm: &str, ci: bool) -> String {
+pub(crate) fn fmt_value(metric: &str, v: &Value, pm: &str, ci: bool) -> String {
     if !v.mean.is_finite() {
         return "n/a".into();
     }
@@ -36,7 +36,7 @@ fn fmt_value(metric: &str, v: &Value, pm: &str, ci: bool) -> String {
     out
 }
 
-fn arrow(c: &Col, md: bool) -> &'static str {
+pub(crate) fn arrow(c: &Col, md: bool) -> &'static str {
     match (c.better, md) {
         (Better::Higher, true) => "↑",
         (Better::Lower, true) => "↓",
@@ -249,7 +249,7 @@ fn oracle_markdown(s: &mut String, t: &Table, ci: bool) {
     }
 }
 
-fn tex_escape(s: &str) -> String {
+pub(crate) fn tex_escape(s: &str) -> String {
     let mut out = String::new();
     for ch in s.chars() {
         match ch {
