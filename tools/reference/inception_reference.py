@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import math
 import os
+import sys
 import re
 import tempfile
 import warnings
@@ -41,27 +42,15 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from formula_hash import MASK64, fnv1a64, splitmix64  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MASK64 = (1 << 64) - 1
 
 
 # ----------------------------------------------------------------------------------------------
 # Formula weights
 # ----------------------------------------------------------------------------------------------
-def fnv1a64(b: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for c in b:
-        h ^= c
-        h = (h * 0x100000001B3) & MASK64
-    return h
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    # numpy uint64 array arithmetic wraps modulo 2^64
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def formula_uv(name: str, n: int):

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import scipy.stats
@@ -36,26 +37,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from formula_hash import MASK64, fnv1a64, splitmix64  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MASK64 = (1 << 64) - 1
 # Eight MiniPlaces validation photographs (128 px JPEGs), eight different classes.
 IMAGES = ["00000001.jpg", "00000002.jpg", "00000003.jpg", "00000004.jpg",
           "00000005.jpg", "00000006.jpg", "00000007.jpg", "00000008.jpg"]
 
 
-def fnv1a64(b: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for c in b:
-        h ^= c
-        h = (h * 0x100000001B3) & MASK64
-    return h
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 FC_SCALE = 0.1
