@@ -325,17 +325,16 @@ pub fn state_dict_shapes() -> Vec<(String, Vec<usize>)> {
 /// its name's FNV-1a hash and the element index through splitmix64, in f64, cast to f32. Not a
 /// trained network: parity fixtures need no 97 MB download.
 pub fn formula_state_dict() -> Result<HashMap<String, Tensor>> {
-    use crate::util::{fnv1a64, splitmix64};
+    use super::inception::formula::formula_v;
     state_dict_shapes()
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let h = fnv1a64(name.as_bytes());
+            let h = crate::util::fnv1a64(name.as_bytes());
             let last = name.rsplit('.').next().unwrap_or("");
             let vals: Vec<f32> = (0..n)
                 .map(|i| {
-                    let u = (splitmix64(h.wrapping_add(i as u64)) >> 11) as f64 * 2f64.powi(-53);
-                    let v = 2.0 * u - 1.0;
+                    let v = formula_v(h, i);
                     let x = if name.starts_with("fc.") {
                         0.1 * v
                     } else if shape.len() == 4 {

@@ -174,20 +174,10 @@ fn file_ref(
             note: "no such file: give the path of your copy".into(),
         },
         FileRef::Url { url: u, sha256 } => {
-            let name = crate::weights::checkpoint::url_file_name(u);
-            let dir = crate::weights::cache_dir(hub_cfg);
-            let (cached, note) = match sha256 {
-                Some(s) => (
-                    dir.join(format!("{}-{name}", &s[..16])),
-                    format!("pinned sha256 {}…", &s[..16]),
-                ),
-                None => (
-                    dir.join(format!(
-                        "first-download-{}-{name}",
-                        &crate::util::sha256_hex(u.as_bytes())[..12]
-                    )),
-                    "no published hash: pinned on first download".into(),
-                ),
+            let cached = crate::weights::checkpoint::url_cache_path(u, sha256.as_deref(), hub_cfg);
+            let note = match sha256 {
+                Some(s) => format!("pinned sha256 {}…", &s[..16]),
+                None => "no published hash: pinned on first download".into(),
             };
             url(what, u, cached, probe, note)
         }

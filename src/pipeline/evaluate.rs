@@ -307,8 +307,7 @@ fn write_artefacts(
         }
     }
     if !art.figure_rows.is_empty() {
-        let path = dir.figure_image(&cell.id, "rows", 0, "json");
-        let path = path.with_file_name("rows.json");
+        let path = dir.figure_dir(&cell.id).join("rows.json");
         crate::util::write_atomic(
             &path,
             serde_json::to_string_pretty(&art.figure_rows)?.as_bytes(),

@@ -179,11 +179,12 @@ pub fn render(exp: &Experiment) -> Vec<String> {
         let (nf, nr) = class_counts(d);
         let images = (nf + nr) * d.eval_per_class;
         for m in &exp.models {
-            let mine: Vec<&grid::Cell> = cells
+            let mine: Vec<grid::Cell> = cells
                 .iter()
                 .filter(|c| c.dataset == d.name && c.model == m.name)
+                .cloned()
                 .collect();
-            let models = grid::unlearnings(&mine.iter().map(|c| (*c).clone()).collect::<Vec<_>>());
+            let models = grid::unlearnings(&mine);
             let cfg = m
                 .family_config()
                 .ok()

@@ -199,21 +199,32 @@ pub fn aggregate_plain(rows: &[Row]) -> Vec<Agg> {
         .collect()
 }
 
-/// `report --layout paper`: the folders' stored cells in the paper's layout, under `out/paper/`:
-/// `paper.md`, `paper.tex`, the outpainting curves, the t-SNE and the qualitative figure of each
-/// family (see [`paper`]).
-pub fn build_paper(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+/// The finished cells of `dirs`, with and without their folders; a user error when there are
+/// none.
+#[allow(clippy::type_complexity)]
+fn finished(
+    dirs: &[PathBuf],
+    p: &Progress,
+) -> Result<(Vec<(CellRecord, PathBuf)>, Vec<CellRecord>)> {
     let with_dirs = collect_with_dirs(dirs, p)?;
     let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
     if records.is_empty() {
         return Err(crate::error::user(format!(
-            "no finished cells in {} (run the experiments first)",
+            "no finished cells in {} (run the experiment first)",
             dirs.iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
     }
+    Ok((with_dirs, records))
+}
+
+/// `report --layout paper`: the folders' stored cells in the paper's layout, under `out/paper/`:
+/// `paper.md`, `paper.tex`, the outpainting curves, the t-SNE and the qualitative figure of each
+/// family (see [`paper`]).
+pub fn build_paper(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+    let (with_dirs, records) = finished(dirs, p)?;
     let rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     let dir = out.join("paper");
     std::fs::create_dir_all(&dir)?;
@@ -302,18 +313,8 @@ pub fn build(
     opts: ReportOptions,
     p: &Progress,
 ) -> Result<ReportSummary> {
-    let with_dirs = collect_with_dirs(dirs, p)?;
-    let records: Vec<CellRecord> = with_dirs.iter().map(|(r, _)| r.clone()).collect();
-    if records.is_empty() {
-        // Nothing is written for a folder without results.
-        return Err(crate::error::user(format!(
-            "no finished cells in {} (run the experiment first)",
-            dirs.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    // Nothing is written for a folder without results.
+    let (with_dirs, records) = finished(dirs, p)?;
     let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));
     std::fs::create_dir_all(out)?;

@@ -164,7 +164,8 @@ pub fn qualitative(
 ) -> Result<Vec<(String, PathBuf)>> {
     let mut out = vec![];
     for t in super::paper::main_tables(tables).into_values().flatten() {
-        let mut cols: Vec<(String, PathBuf)> = vec![];
+        // (column label, the cell's results folder, its id)
+        let mut cols: Vec<(String, crate::store::RunDir, &str)> = vec![];
         for row in &super::paper::block(t).rows {
             let rec = records.iter().find(|(r, _)| {
                 r.cell.dataset == t.dataset
@@ -174,18 +175,18 @@ pub fn qualitative(
                     && (r.cell.alpha.is_none() || r.cell.alpha == t.alpha)
             });
             if let Some((r, d)) = rec {
-                let fig = crate::store::RunDir::new(d).figure_image(&r.cell.id, "rows", 0, "json");
-                let fig_dir = fig.parent().expect("figure folder").to_path_buf();
-                if fig_dir.join("rows.json").is_file() {
-                    cols.push((row.0.clone(), fig_dir));
+                let run = crate::store::RunDir::new(d);
+                if run.figure_dir(&r.cell.id).join("rows.json").is_file() {
+                    cols.push((row.0.clone(), run, r.cell.id.as_str()));
                 }
             }
         }
-        let Some((_, first)) = cols.first() else {
+        let Some((_, first, first_id)) = cols.first() else {
             continue;
         };
         let rows: Vec<serde_json::Value> = serde_json::from_str(
-            &std::fs::read_to_string(first.join("rows.json")).context("reading rows.json")?,
+            &std::fs::read_to_string(first.figure_dir(first_id).join("rows.json"))
+                .context("reading rows.json")?,
         )?;
         let mut rows: Vec<(String, usize, u64)> = rows
             .iter()
@@ -198,20 +199,22 @@ pub fn qualitative(
             })
             .collect();
         rows.sort_by_key(|r| (r.0 != "forget", r.1));
-        let img = |d: &Path, set: &str, p: usize, kind: &str| -> Result<image::RgbImage> {
-            let f = d.join(format!("{set}_{p}_{kind}.png"));
-            Ok(image::open(&f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .to_rgb8())
+        let img = |d: &crate::store::RunDir, id: &str, set: &str, p: usize, kind: &str| {
+            let f = d.figure_image(id, set, p, kind);
+            anyhow::Ok(
+                image::open(&f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .to_rgb8(),
+            )
         };
         let mut grid: Vec<Vec<image::RgbImage>> = vec![];
         let mut row_labels = vec![];
         for (set, p, class) in &rows {
-            let mut line = vec![img(first, set, *p, "masked")?];
-            for (_, d) in &cols {
-                line.push(img(d, set, *p, "output")?);
+            let mut line = vec![img(first, first_id, set, *p, "masked")?];
+            for (_, d, id) in &cols {
+                line.push(img(d, id, set, *p, "output")?);
             }
-            line.push(img(first, set, *p, "truth")?);
+            line.push(img(first, first_id, set, *p, "truth")?);
             grid.push(line);
             row_labels.push(format!(
                 "{} #{p} (class {class})",

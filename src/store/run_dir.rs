@@ -61,10 +61,12 @@ impl RunDir {
     /// A cell's images for the qualitative figure: `figure/<cell id>/<set>_<position>_<kind>.png`
     /// (`kind`: masked, output, truth).
     pub fn figure_image(&self, id: &str, set: &str, position: usize, kind: &str) -> PathBuf {
-        self.dir
-            .join("figure")
-            .join(id)
+        self.figure_dir(id)
             .join(format!("{set}_{position}_{kind}.png"))
+    }
+    /// A cell's folder of figure images, with `rows.json` (each row's set, position, class).
+    pub fn figure_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("figure").join(id)
     }
     /// A cell's embeddings for the t-SNE figure.
     pub fn embeddings(&self, id: &str) -> PathBuf {

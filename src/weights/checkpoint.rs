@@ -149,20 +149,16 @@ impl FileRef {
                 }
             }
             FileRef::Url { url, sha256 } => {
-                let name = url_file_name(url);
+                let dest = url_cache_path(url, sha256.as_deref(), hub_cfg);
                 let Some(sha256) = sha256 else {
-                    let cached = format!(
-                        "first-download-{}-{name}",
-                        &crate::util::sha256_hex(url.as_bytes())[..12]
-                    );
+                    let name = crate::weights::checkpoint::file_name(&dest);
                     let (path, _, warning) =
-                        super::resolve_first_pinned(url, &cached, None, hub_cfg)?;
+                        super::resolve_first_pinned(url, &name, None, hub_cfg)?;
                     if let Some(w) = warning {
                         eprintln!("warning: {w}");
                     }
                     return Ok(path);
                 };
-                let dest = super::cache_dir(hub_cfg).join(format!("{}-{name}", &sha256[..16]));
                 if dest.is_file() {
                     return Ok(dest);
                 }
@@ -188,6 +184,19 @@ impl FileRef {
             }
         }
     }
+}
+
+/// Where a URL's file is cached: `<sha256[..16]>-<name>` when pinned, else
+/// `first-download-<sha256(url)[..12]>-<name>` (its pin lies beside it).
+pub fn url_cache_path(url: &str, sha256: Option<&str>, hub_cfg: &crate::hub::HubConfig) -> PathBuf {
+    let name = url_file_name(url);
+    super::cache_dir(hub_cfg).join(match sha256 {
+        Some(s) => format!("{}-{name}", &s[..16]),
+        None => format!(
+            "first-download-{}-{name}",
+            &crate::util::sha256_hex(url.as_bytes())[..12]
+        ),
+    })
 }
 
 /// `#sha256=first-download`: the URL's file is pinned when first downloaded.

@@ -9,17 +9,21 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
+/// The value v ∈ [−1, 1) of element `i` of the tensor whose name hashes to `name_hash`
+/// (`fnv1a64`): `2u − 1`, `u = (splitmix64(hash + i) >> 11) · 2⁻⁵³`; every formula-weights
+/// fixture (InceptionV3, the Places365 ResNet-50) draws its values from it.
+pub fn formula_v(name_hash: u64, i: usize) -> f64 {
+    let u = (splitmix64(name_hash.wrapping_add(i as u64)) >> 11) as f64 * 2f64.powi(-53);
+    2.0 * u - 1.0
+}
+
 /// The fixture README's formula, in f64 then cast to f32.
 pub fn formula_tensor(name: &str, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let h = fnv1a64(name.as_bytes());
-    let uv = |i: usize| {
-        let u = (splitmix64(h.wrapping_add(i as u64)) >> 11) as f64 * 2f64.powi(-53);
-        (u, 2.0 * u - 1.0)
-    };
     (0..n)
         .map(|i| {
-            let (_, v) = uv(i);
+            let v = formula_v(h, i);
             let x = if name.ends_with("conv.weight") {
                 let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
                 let a = 1.5 * (6.0 / fan_in).sqrt();
