@@ -446,13 +446,13 @@ fn validate_dataset(
         return Err(at(
             &path("source"),
             format!(
-                "image folder {} does not exist (relative paths are relative to the experiment file's folder)",
+                "folder {} does not exist (relative paths are relative to the experiment file's folder)",
                 folder.display()
             ),
         ));
     }
     if src.is_present() {
-        let source = crate::data::open_source(src).map_err(|e| {
+        let source = crate::data::open_dataset(d).map_err(|e| {
             let key = if d.local.as_ref().is_some_and(|l| l.is_present()) {
                 "local"
             } else {

@@ -6,15 +6,18 @@
 //! for a seed. New sources (image folders, hub parquet or tar shards) implement the same trait and
 //! get one line in [`open_source`].
 
+pub mod archive;
 pub mod augment;
 mod classes;
 pub mod embedded;
 pub mod folder;
+pub mod held_out;
 #[cfg(feature = "parquet")]
 pub mod hub_parquet;
 pub mod hub_shards;
 pub mod hub_tar;
 pub mod image_folder;
+pub mod places365;
 pub mod presets;
 pub mod spec;
 pub mod split;
@@ -119,6 +122,9 @@ pub enum SourceSpec {
     /// A hub dataset repository of tar shards (webdataset `.cls` labels, or labels in file names
     /// or folders), plain or gzipped.
     HubTar(hub_tar::TarConfig),
+    /// Places-365 from MIT CSAIL's official archives (by URL, or in a local folder): downloaded
+    /// once, only the classes a run needs extracted.
+    Places365(places365::Places365Config),
 }
 
 impl SourceSpec {
@@ -152,6 +158,7 @@ impl SourceSpec {
                 }
             }
             SourceSpec::HubTar(c) => local(&mut c.classes_file, base),
+            SourceSpec::Places365(c) => local(&mut c.base, base),
         }
     }
 
@@ -159,6 +166,7 @@ impl SourceSpec {
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {
             SourceSpec::ImageFolder(c) => Some(&c.root),
+            SourceSpec::Places365(c) if !c.is_remote() => Some(std::path::Path::new(&c.base)),
             _ => None,
         }
     }
@@ -171,6 +179,7 @@ impl SourceSpec {
             #[cfg(feature = "parquet")]
             SourceSpec::HubParquet(_) => false,
             SourceSpec::HubTar(_) => false,
+            SourceSpec::Places365(c) => !c.is_remote() && std::path::Path::new(&c.base).is_dir(),
         }
     }
 }
@@ -183,6 +192,17 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn DataSource>> {
         #[cfg(feature = "parquet")]
         SourceSpec::HubParquet(c) => Box::new(hub_parquet::open(c)?),
         SourceSpec::HubTar(c) => Box::new(hub_tar::open(c)?),
+        SourceSpec::Places365(c) => Box::new(places365::Places365::open(c.clone())?),
+    })
+}
+
+/// A dataset's source as its runs read it: [`DatasetSpec::effective_source`], with the
+/// evaluation split held out of the training split when `val_from_train` asks for it.
+pub fn open_dataset(spec: &DatasetSpec) -> Result<Box<dyn DataSource>> {
+    let src = open_source(spec.effective_source())?;
+    Ok(match &spec.val_from_train {
+        Some(h) => Box::new(held_out::HeldOut::new(src, h.clone())),
+        None => src,
     })
 }
 

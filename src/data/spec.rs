@@ -66,6 +66,11 @@ pub struct DatasetSpec {
     /// ones); default `min(eval_per_class, 50)`, 0 turns the audit off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_per_class: Option<usize>,
+    /// For a source without a validation split (a train-only copy): hold `per_class` training
+    /// images per class out (drawn with `seed`) as the evaluation split. A deviation from an
+    /// official validation split, recorded in the data manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_from_train: Option<super::held_out::HeldOutSpec>,
 }
 
 impl DatasetSpec {

@@ -3,7 +3,7 @@
 
 pub use super::classes::{resolve_classes, ResolvedClasses};
 use super::DatasetSpec;
-use super::{open_source, DataSource, ImageSet, Split};
+use super::{open_dataset, DataSource, ImageSet, Split};
 use anyhow::Result;
 use candle_core::Device;
 use serde::Serialize;
@@ -215,7 +215,7 @@ fn audit_needs(
 impl Splits {
     /// Build all sets at the model's resolution `size`.
     pub fn build(spec: &DatasetSpec, size: usize, device: &Device) -> Result<Self> {
-        let src = open_source(spec.effective_source())?;
+        let src = open_dataset(spec)?;
         let classes = src.classes();
         let r = resolve_or_explain(spec, &classes)?;
         let mut g = Gather {
@@ -264,7 +264,7 @@ impl Splits {
     /// cache; local sources have nothing to do. Nothing is read into memory or decoded. Returns
     /// the source's description and the number of (class, split) requests.
     pub fn fetch(spec: &DatasetSpec, pretrain: bool) -> Result<(String, usize)> {
-        let src = open_source(spec.effective_source())?;
+        let src = open_dataset(spec)?;
         let classes = src.classes();
         let r = resolve_or_explain(spec, &classes)?;
         let mut needs = split_needs(spec, &r);
@@ -285,7 +285,7 @@ impl Splits {
         size: usize,
         device: &Device,
     ) -> Result<ImageSet> {
-        let src = open_source(spec.effective_source())?;
+        let src = open_dataset(spec)?;
         let n = spec.pretrain_per_class.unwrap_or(spec.train_per_class);
         let names = src.classes();
         let all: Vec<usize> = (0..names.len()).filter(|c| !exclude.contains(c)).collect();
@@ -324,7 +324,7 @@ impl Splits {
         if na == 0 {
             return Ok(None);
         }
-        let src = open_source(spec.effective_source())?;
+        let src = open_dataset(spec)?;
         let seed = spec.sample_seed;
         src.prepare(
             &audit_needs(spec, &self.forget, &self.retain, pretrained_here),

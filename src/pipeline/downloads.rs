@@ -96,7 +96,10 @@ pub fn list(exp: &Experiment, probe: bool) -> Vec<Download> {
         }
     }
     for d in &exp.datasets {
-        out.push(dataset(d));
+        match d.effective_source() {
+            SourceSpec::Places365(c) => out.extend(places365(&d.name, c, &hub_cfg, probe)),
+            _ => out.push(dataset(d)),
+        }
     }
     for r in exp.metrics.extractors() {
         out.push(extractor(r, exp, hub.as_ref(), &hub_cfg, probe));
@@ -216,7 +219,53 @@ fn dataset(d: &crate::data::spec::DatasetSpec) -> Download {
         #[cfg(feature = "parquet")]
         SourceSpec::HubParquet(c) => hub_dataset(what, &c.repo, d),
         SourceSpec::HubTar(c) => hub_dataset(what, &c.repo, d),
+        SourceSpec::Places365(_) => unreachable!("listed by places365()"),
     }
+}
+
+/// The three official Places-365 files, by URL or in a local folder.
+fn places365(
+    name: &str,
+    c: &crate::data::places365::Places365Config,
+    hub_cfg: &crate::hub::HubConfig,
+    probe: bool,
+) -> Vec<Download> {
+    let cache = c.cache_dir(hub_cfg).join("archives");
+    c.files()
+        .iter()
+        .map(|(role, file, md5)| {
+            let what = format!("dataset {name} ({role})");
+            let check = match md5 {
+                Some(h) => format!("published MD5 {h} checked"),
+                None => "no published hash: pinned on first download".into(),
+            };
+            let published = crate::data::places365::PUBLISHED_SIZE
+                .iter()
+                .find(|(f, _)| f == file)
+                .map(|(_, s)| format!("{s} as published; "))
+                .unwrap_or_default();
+            let note =
+                format!("{published}{check}; only the classes a run draws from are extracted");
+            if c.is_remote() {
+                let u = format!("{}/{file}", c.base.trim_end_matches('/'));
+                url(what, &u, cache.join(file), probe, note)
+            } else {
+                let p = std::path::Path::new(&c.base).join(file);
+                let shown = p.display().to_string();
+                if p.is_file() {
+                    here(what, &shown, &shown)
+                } else {
+                    Download {
+                        what,
+                        source: shown,
+                        size: None,
+                        state: State::Absent,
+                        note: "no such file in the source's `base` folder".into(),
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 fn hub_dataset(what: String, repo: &str, d: &crate::data::spec::DatasetSpec) -> Download {

@@ -125,6 +125,23 @@ pub fn resolve_first_pinned(
 /// Download `url` to `dest`: into `dest.part` (resuming a previous partial download with a Range
 /// request), check that the SHA-256 starts with `sha256_prefix`, then rename.
 pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<()> {
+    download_checked(url, dest, |part| {
+        let sha = crate::util::sha256_file(part)?;
+        anyhow::ensure!(
+            sha.starts_with(sha256_prefix),
+            "{url}: SHA-256 {sha} does not start with the expected {sha256_prefix}; the file was removed"
+        );
+        Ok(())
+    })
+}
+
+/// Download `url` to `dest`: into `dest.part` (resuming a previous partial download with a Range
+/// request); `check(part)` then decides (an error removes the part), and the part is renamed.
+pub fn download_checked(
+    url: &str,
+    dest: &Path,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let dir = dest.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let part = PathBuf::from(format!("{}.part", dest.display()));
@@ -155,10 +172,9 @@ pub fn download_verified(url: &str, sha256_prefix: &str, dest: &Path) -> Result<
             "the download failed three times (the partial file is kept for the next try)",
         ));
     }
-    let sha = crate::util::sha256_file(&part)?;
-    if !sha.starts_with(sha256_prefix) {
+    if let Err(e) = check(&part) {
         std::fs::remove_file(&part).ok();
-        anyhow::bail!("{url}: SHA-256 {sha} does not start with the expected {sha256_prefix}; the file was removed");
+        return Err(e);
     }
     std::fs::rename(&part, dest).with_context(|| format!("renaming into {}", dest.display()))?;
     Ok(())
