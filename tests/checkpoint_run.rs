@@ -57,6 +57,26 @@ fn fetch_then_offline_run_from_a_hub_checkpoint() {
         endpoint: &server.url,
         offline: false,
     };
+    // The dry run asks the hub for each file's size.
+    let o = run_hub(
+        &["fetch", "--dry-run", p.to_str().unwrap()],
+        d.path(),
+        &online,
+        &cache,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let size = std::fs::metadata(format!("{}/model.safetensors", fixture_dir()))
+        .unwrap()
+        .len();
+    let line = out
+        .lines()
+        .find(|l| l.contains("hub:test/mae-tiny/model.safetensors"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(&i2i_unlearn::util::human_bytes(size)),
+        "{size} B: {line}"
+    );
     let o = run_hub(&["fetch", p.to_str().unwrap()], d.path(), &online, &cache);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");

@@ -192,6 +192,11 @@ fn official_archives_by_url_resumed_pinned_and_only_needed_classes_extracted() {
         assert!(out.contains(f), "{f} not listed: {out}");
     }
     assert!(out.contains("pinned on first download"), "{out}");
+    // The server says each archive's size.
+    assert!(
+        out.contains("3 to download") && !out.contains("unknown size"),
+        "{out}"
+    );
     let o = run_hub(&["fetch", p.to_str().unwrap()], d.path(), &online, &cache);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");

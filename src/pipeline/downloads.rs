@@ -63,16 +63,14 @@ pub fn list(exp: &Experiment, probe: bool) -> Vec<Download> {
                         .filter(|f| !f.contains('*'))
                         .take(1),
                 ) {
-                    let r = crate::hub::RepoRef::model(id);
-                    let cached = hub.as_ref().and_then(|h| h.cached(&r, file));
-                    out.push(Download {
-                        what: what(file),
-                        source: format!("hub:{id}/{file}"),
-                        size: None,
-                        state: cached
-                            .map_or(State::Missing, |p| State::Here(p.display().to_string())),
-                        note: String::new(),
-                    });
+                    out.push(hub_file(
+                        what(file),
+                        id,
+                        &[file],
+                        hub.as_ref(),
+                        &hub_cfg,
+                        probe,
+                    ));
                 }
             }
             Some(WeightsSource::Files(f)) => {
@@ -184,16 +182,45 @@ fn file_ref(
             };
             url(what, u, cached, probe, note)
         }
-        FileRef::Hub { repo, file } => {
-            let cached = hub.and_then(|h| h.cached(&crate::hub::RepoRef::model(repo), file));
-            Download {
-                what,
-                source: format!("hub:{repo}/{file}"),
-                size: None,
-                state: cached.map_or(State::Missing, |p| State::Here(p.display().to_string())),
-                note: String::new(),
-            }
-        }
+        FileRef::Hub { repo, file } => hub_file(what, repo, &[file], hub, hub_cfg, probe),
+    }
+}
+
+/// A file of a hub model repository (the first of `files` the repository has): cached or not;
+/// with `probe`, its size asked of the hub (gated repositories answer only with a token, so
+/// their size may stay unknown).
+fn hub_file(
+    what: String,
+    repo: &str,
+    files: &[&str],
+    hub: Option<&crate::hub::Hub>,
+    hub_cfg: &crate::hub::HubConfig,
+    probe: bool,
+) -> Download {
+    let r = crate::hub::RepoRef::model(repo);
+    let source = format!("hub:{repo}/{}", files.join(" or "));
+    if let Some(p) = files.iter().find_map(|f| hub.and_then(|h| h.cached(&r, f))) {
+        return here(what, &source, &p.display().to_string());
+    }
+    let size = if probe {
+        files.iter().find_map(|f| {
+            let u = format!(
+                "{}/{}/resolve/{}/{f}",
+                hub_cfg.endpoint.trim_end_matches('/'),
+                r.id,
+                r.revision
+            );
+            crate::weights::remote_size(&u)
+        })
+    } else {
+        None
+    };
+    Download {
+        what,
+        source,
+        size,
+        state: State::Missing,
+        note: String::new(),
     }
 }
 
@@ -343,18 +370,16 @@ fn extractor(
             if std::path::Path::new(id).is_dir() {
                 return here(what, id, id);
             }
-            let r = crate::hub::RepoRef::model(id);
-            let cached = hub.and_then(|h| {
-                h.cached(&r, "model.safetensors")
-                    .or_else(|| h.cached(&r, "open_clip_model.safetensors"))
-            });
-            Download {
+            let mut d = hub_file(
                 what,
-                source: format!("hub:{id} (config.json + weights)"),
-                size: None,
-                state: cached.map_or(State::Missing, |p| State::Here(p.display().to_string())),
-                note: String::new(),
-            }
+                id,
+                &["open_clip_model.safetensors", "model.safetensors"],
+                hub,
+                hub_cfg,
+                probe,
+            );
+            d.note = "with its config.json".into();
+            d
         }
     }
 }
