@@ -5,6 +5,7 @@
 //! an impossible combination is one line `FILE:LINE:COL: what is wrong; valid choices`, exit code 2.
 
 pub mod figure;
+pub mod gate;
 pub mod grid;
 use crate::locate;
 
@@ -15,6 +16,7 @@ use crate::models::ModelSpec;
 use crate::unlearn::{MethodSpec, UnlearnSpec};
 use anyhow::Result;
 pub use figure::FigureSpec;
+pub use gate::GateSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +72,9 @@ pub struct Experiment {
     /// input, output and ground truth every cell saves for `report --layout paper`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub figure: Option<FigureSpec>,
+    /// The original model's quality gate, measured on held-out images before any unlearning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_gate: Option<GateSpec>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -244,6 +249,9 @@ const NAME_RULE: &str =
 fn validate(exp: &Experiment) -> std::result::Result<(), Invalid> {
     if let Some(f) = &exp.figure {
         f.validate()?;
+    }
+    if let Some(g) = &exp.quality_gate {
+        g.validate()?;
     }
     if !is_safe_name(&exp.name) {
         return Err(at(&[Key("name")], NAME_RULE));

@@ -15,7 +15,8 @@ pub mod vars;
 
 pub use family::{Family, FamilyConfig, FamilyName, PreStage, TrainImages};
 pub use model::{
-    trainable, Embedding, GenerateOptions, I2IModel, ModelInput, Params, Role, Scope, Weights,
+    trainable, Embedding, GenerateOptions, I2IModel, ModelInput, Params, QualityFigure, Role,
+    Scope, Weights,
 };
 pub use sharded::generate_in_shards;
 pub(crate) use spec::{parse_config, parse_config_json};

@@ -224,6 +224,22 @@ impl GenerateOptions {
     }
 }
 
+/// One figure of a quality gate: it passes at `value <= limit`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QualityFigure {
+    pub name: String,
+    pub value: f64,
+    pub limit: f64,
+    /// How it was computed, in a phrase.
+    pub rule: String,
+}
+
+impl QualityFigure {
+    pub fn passed(&self) -> bool {
+        self.value <= self.limit
+    }
+}
+
 /// The operations unlearning, training and evaluation need from a family.
 pub trait I2IModel: Send + Sync {
     /// Image side in pixels.
@@ -306,6 +322,17 @@ pub trait I2IModel: Send + Sync {
     /// `rngs` (one stream per image) for a family whose pass draws noise.
     fn predict(&self, pixels: &Tensor, mask: &BatchMask, rngs: &mut [ChaCha8Rng])
         -> Result<Tensor>;
+    /// Family figures of the model's quality on held-out `pixels` under `mask` (MAGE: its
+    /// tokenizer's reconstruction error and its masked-token cross-entropy), each with the limit
+    /// it must stay under; none by default.
+    fn quality(
+        &self,
+        _pixels: &Tensor,
+        _mask: &BatchMask,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<QualityFigure>> {
+        Ok(vec![])
+    }
     /// Whether a parameter gets weight decay (the family's own rule, as its official recipe).
     fn decays(&self, name: &str, var: &Var) -> bool;
     /// Parameters (empty for a frozen model).

@@ -73,6 +73,14 @@ pub fn prepare_group(
     let t = Instant::now();
     let (original, original_sha) =
         original_model(exp, (di, mi), family, checkpoint.as_ref(), fp, opts)?;
+    super::gate::check_original(
+        exp,
+        (di, mi),
+        family,
+        (&original, &original_sha),
+        &splits,
+        opts,
+    )?;
     // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
     let oracle =
         if checkpoint.is_none() && exp.methods.iter().any(|x| x.name == MethodName::Retrain) {

@@ -21,6 +21,7 @@ mod cell;
 pub mod downloads;
 mod evaluate;
 mod fetch;
+mod gate;
 mod generate;
 mod group;
 mod identity;

@@ -29,6 +29,7 @@ use crate::store::{self, CellRecord, Row, Store};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "report")]
 use table::Table;
 
 /// One aggregated number: mean ± std of a metric over seeds.
@@ -224,6 +225,7 @@ fn finished(
 /// `paper.md`, `paper.tex`, the outpainting curves, the t-SNE and the qualitative figure of each
 /// family (see [`paper`]).
 pub fn build_paper(dirs: &[PathBuf], out: &Path, p: &Progress) -> Result<ReportSummary> {
+    #[cfg_attr(not(feature = "report"), allow(unused_variables))]
     let (with_dirs, records) = finished(dirs, p)?;
     let rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     let dir = out.join("paper");
@@ -314,6 +316,7 @@ pub fn build(
     p: &Progress,
 ) -> Result<ReportSummary> {
     // Nothing is written for a folder without results.
+    #[cfg_attr(not(feature = "report"), allow(unused_variables))]
     let (with_dirs, records) = finished(dirs, p)?;
     let mut rows: Vec<Row> = records.iter().flat_map(|r| r.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.cell, &a.set, &a.metric).cmp(&(&b.cell, &b.set, &b.metric)));

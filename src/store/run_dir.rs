@@ -99,6 +99,10 @@ impl RunDir {
     pub fn data_manifest(&self, dataset: &str) -> PathBuf {
         self.dir.join(format!("data-{dataset}.json"))
     }
+    /// The original model's quality gate of a (dataset, model).
+    pub fn gate(&self, dataset: &str, model: &str) -> PathBuf {
+        self.dir.join(format!("gate-{dataset}-{model}.json"))
+    }
     /// Remove `claims/` once no worker holds a claim in it (a finished run leaves none).
     pub fn drop_claims_folder(&self) {
         std::fs::remove_dir(self.claims()).ok();

@@ -17,6 +17,7 @@
 mod config;
 mod family;
 mod maskgit;
+mod quality;
 mod tokenizer_pretrain;
 mod transformer;
 mod vqgan;
@@ -476,6 +477,14 @@ impl I2IModel for Mage {
             })
             .collect();
         self.decode_ids(&ids, pixels.device())
+    }
+    fn quality(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<super::QualityFigure>> {
+        quality::figures(self, pixels, mask, rng)
     }
     /// timm's `add_weight_decay` as the official recipe calls it: no decay for 1-D tensors and
     /// biases.

@@ -1,0 +1,50 @@
+//! `quality_gate:` of the experiment file: the checks an original model must pass on held-out
+//! images before any unlearning (an original that cannot inpaint has nothing to forget).
+
+use super::{at, Invalid};
+use crate::locate::Seg::Key;
+use serde::{Deserialize, Serialize};
+
+fn default_images() -> usize {
+    64
+}
+fn default_hole_ratio() -> f64 {
+    0.5
+}
+fn yes() -> bool {
+    true
+}
+
+/// `quality_gate: {images, max_hole_ratio, enforce}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// Held-out evaluation images measured (half forget, half retain, the first of each set).
+    #[serde(default = "default_images")]
+    pub images: usize,
+    /// The hole's MSE must be at most this share of the MSE of filling the hole with each image's
+    /// mean known colour (the trivial fill).
+    #[serde(default = "default_hole_ratio")]
+    pub max_hole_ratio: f64,
+    /// Stop before any unlearning when a figure misses its limit (else: a warning).
+    #[serde(default = "yes")]
+    pub enforce: bool,
+}
+
+impl GateSpec {
+    pub(crate) fn validate(&self) -> std::result::Result<(), Invalid> {
+        if self.images < 2 {
+            return Err(at(
+                &[Key("quality_gate"), Key("images")],
+                format!("at least 2 images, got {}", self.images),
+            ));
+        }
+        if !(self.max_hole_ratio > 0.0 && self.max_hole_ratio.is_finite()) {
+            return Err(at(
+                &[Key("quality_gate"), Key("max_hole_ratio")],
+                format!("a positive share, got {}", self.max_hole_ratio),
+            ));
+        }
+        Ok(())
+    }
+}
