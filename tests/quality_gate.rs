@@ -107,4 +107,6 @@ fn mage_gate_figures_are_measured_and_a_warning_gate_goes_on() {
     let ce = g["figures"][2]["value"].as_f64().unwrap();
     assert!(ce > 0.5 && ce < 1.5, "{g}");
     assert!(err.contains("quality gate of `mage`"), "{err}");
+    // Each unlearning says how far its recipe moves: 2 steps × 2 of the 8 forget images.
+    assert!(err.contains("0.5 passes over D_F, 0.2 over D_R"), "{err}");
 }

@@ -118,9 +118,10 @@ pub fn run_unlearned(
             crate::util::write_atomic(&lpath, &serde_json::to_vec_pretty(&log)?)?;
             report.unlearned = true;
             p.note(&format!(
-                "{what}: unlearned in {:.1} s ({} steps, masks: {}) → {}",
+                "{what}: unlearned in {:.1} s ({} steps, {}, masks: {}) → {}",
                 log.seconds,
                 log.steps,
+                log.movement(),
                 log.masks,
                 wpath.display()
             ));

@@ -164,6 +164,22 @@ fn file_ref(
     probe: bool,
 ) -> Download {
     match f {
+        FileRef::Pinned { path, sha256 } if path.is_file() => {
+            let mut d = here(
+                what,
+                &path.display().to_string(),
+                &path.display().to_string(),
+            );
+            d.note = format!("pinned sha256 {}… (checked when loaded)", &sha256[..16]);
+            d
+        }
+        FileRef::Pinned { path, .. } => Download {
+            what,
+            source: path.display().to_string(),
+            size: None,
+            state: State::Absent,
+            note: "no such file: give the path of your copy".into(),
+        },
         FileRef::Path(p) if p.is_file() => {
             here(what, &p.display().to_string(), &p.display().to_string())
         }

@@ -41,6 +41,25 @@ pub struct UnlearnLog {
     pub key: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub original_sha256: String,
+    /// Σ of the learning rate over the steps: how far the recipe can move the weights (the
+    /// official Palette run: about 0.5–0.8).
+    #[serde(default)]
+    pub lr_sum: f64,
+    /// How many times the steps go over the forget and the retain training images.
+    #[serde(default)]
+    pub forget_passes: f64,
+    #[serde(default)]
+    pub retain_passes: f64,
+}
+
+impl UnlearnLog {
+    /// `Σ lr 0.0074, 6.0 passes over D_F, 5.4 over D_R` for the log.
+    pub fn movement(&self) -> String {
+        format!(
+            "Σ lr {:.3e}, {:.1} passes over D_F, {:.1} over D_R",
+            self.lr_sum, self.forget_passes, self.retain_passes
+        )
+    }
 }
 
 /// Inputs of one unlearning run.
@@ -149,7 +168,14 @@ impl Stream {
 
 /// The log of a run of `method` before its first step.
 pub fn new_log(vars: &[TrainVar], job: &UnlearnJob) -> UnlearnLog {
+    let s = job.spec;
+    let optim = s.optim(s.steps);
+    let images = (s.steps * s.grad_accum) as f64;
+    let passes = |batch: usize, n: usize| images * batch as f64 / n.max(1) as f64;
     UnlearnLog {
+        lr_sum: (0..s.steps).map(|k| crate::train::lr_at(&optim, k)).sum(),
+        forget_passes: passes(s.forget_batch, job.forget.len()),
+        retain_passes: passes(s.retain_batch, job.retain.len()),
         trained_params: vars.iter().map(|(_, v, _)| v.elem_count()).sum(),
         masks: match (job.spec.mask, job.eval_mask) {
             (UnlearnMask::Task, Some(m)) => format!("task: {m}"),

@@ -10,6 +10,7 @@
 
 pub mod bounds;
 pub mod checkpoint;
+pub mod file_ref;
 pub mod shapes;
 pub mod torch_legacy;
 
