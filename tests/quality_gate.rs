@@ -109,4 +109,6 @@ fn mage_gate_figures_are_measured_and_a_warning_gate_goes_on() {
     assert!(err.contains("quality gate of `mage`"), "{err}");
     // Each unlearning says how far its recipe moves: 2 steps × 2 of the 8 forget images.
     assert!(err.contains("0.5 passes over D_F, 0.2 over D_R"), "{err}");
+    // Ours says how much of each encoder map's forget gap it closed.
+    assert!(err.contains("forget gap closed per map (%):"), "{err}");
 }

@@ -6,6 +6,7 @@
 //! method only talks to the family-neutral [`I2IModel`]: embeddings, outputs and training losses
 //! of prepared [`ModelInput`]s.
 
+mod closure;
 pub mod constrained;
 pub mod controllable;
 mod max_loss;

@@ -50,13 +50,27 @@ pub struct UnlearnLog {
     pub forget_passes: f64,
     #[serde(default)]
     pub retain_passes: f64,
+    /// Ours: per encoder map, the share of the forget gap closed on a fixed forget batch (1 −
+    /// gap after / gap before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map_closure: Vec<f64>,
 }
 
 impl UnlearnLog {
     /// `Σ lr 0.0074, 6.0 passes over D_F, 5.4 over D_R` for the log.
     pub fn movement(&self) -> String {
+        let closure = if self.map_closure.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = self
+                .map_closure
+                .iter()
+                .map(|c| format!("{:.0}", 100.0 * c))
+                .collect();
+            format!(", forget gap closed per map (%): {}", v.join(" "))
+        };
         format!(
-            "Σ lr {:.3e}, {:.1} passes over D_F, {:.1} over D_R",
+            "Σ lr {:.3e}, {:.1} passes over D_F, {:.1} over D_R{closure}",
             self.lr_sum, self.forget_passes, self.retain_passes
         )
     }
@@ -206,6 +220,14 @@ pub fn run(
     // pool has two threads (one after the other otherwise: the same numbers either way).
     let shards = Shards::for_device(job.retain.pixels.device())?;
     let mut log = new_log(&vars, job);
+    let probe = if method.name() == crate::names::MethodName::Ours {
+        let mut own = Stream::new("map-closure", job);
+        let b = own.next(ctx.student, job, 0)?;
+        let noise = super::noise_like(&b.forget.pixels, ctx.noise, b.noise_stats, &mut own.rng)?;
+        Some(super::closure::Probe::start(ctx, b, noise)?)
+    } else {
+        None
+    };
     for step in 0..s.steps {
         let mut acc: Option<GradStore> = None;
         let mut last = None;
@@ -250,6 +272,9 @@ pub fn run(
         on_step(step, &loss);
     }
     check_trained(&vars)?;
+    if let Some(p) = probe {
+        log.map_closure = p.finish(ctx)?;
+    }
     log.steps = s.steps;
     log.seconds = start.elapsed().as_secs_f64();
     Ok(log)
