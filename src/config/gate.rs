@@ -48,3 +48,18 @@ impl GateSpec {
         Ok(())
     }
 }
+
+fn default_probe_images() -> usize {
+    16
+}
+
+/// `map_probe: {images}`: the decoder probe of the original (Palette): generation with the
+/// encoder's maps from the pure-noise input everywhere but map 0, everywhere but maps 0–1, and
+/// everywhere, against the plain generation — the hole error of `images` forget and as many
+/// retain evaluation images each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapProbeSpec {
+    #[serde(default = "default_probe_images")]
+    pub images: usize,
+}

@@ -16,7 +16,7 @@ use crate::models::ModelSpec;
 use crate::unlearn::{MethodSpec, UnlearnSpec};
 use anyhow::Result;
 pub use figure::FigureSpec;
-pub use gate::GateSpec;
+pub use gate::{GateSpec, MapProbeSpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -75,6 +75,9 @@ pub struct Experiment {
     /// The original model's quality gate, measured on held-out images before any unlearning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_gate: Option<GateSpec>,
+    /// The decoder probe of the original model (Palette), before any unlearning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_probe: Option<MapProbeSpec>,
 }
 
 fn default_seeds() -> Vec<u64> {

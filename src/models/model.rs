@@ -333,6 +333,20 @@ pub trait I2IModel: Send + Sync {
     ) -> Result<Vec<QualityFigure>> {
         Ok(vec![])
     }
+    /// [`I2IModel::generate`] with the encoder's maps from index `keep` on taken from the
+    /// pure-noise input that Ours trains the forget images toward, the maps below `keep` from
+    /// the real input (an inference-only probe of what the decoder reads); `None` for a family
+    /// whose decoder does not read several encoder maps.
+    fn generate_noise_maps(
+        &self,
+        _pixels: &Tensor,
+        _mask: &BatchMask,
+        _rngs: &mut [ChaCha8Rng],
+        _opts: &GenerateOptions,
+        _keep: usize,
+    ) -> Option<Result<Tensor>> {
+        None
+    }
     /// Whether a parameter gets weight decay (the family's own rule, as its official recipe).
     fn decays(&self, name: &str, var: &Var) -> bool;
     /// Parameters (empty for a frozen model).

@@ -73,14 +73,9 @@ pub fn prepare_group(
     let t = Instant::now();
     let (original, original_sha) =
         original_model(exp, (di, mi), family, checkpoint.as_ref(), fp, opts)?;
-    super::gate::check_original(
-        exp,
-        (di, mi),
-        family,
-        (&original, &original_sha),
-        &splits,
-        opts,
-    )?;
+    let of = (&original, original_sha.as_str());
+    super::gate::check_original(exp, (di, mi), family, of, &splits, opts)?;
+    super::map_probe::probe_original(exp, (di, mi), family, of, &splits, opts)?;
     // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
     let oracle =
         if checkpoint.is_none() && exp.methods.iter().any(|x| x.name == MethodName::Retrain) {

@@ -26,6 +26,7 @@ mod generate;
 mod group;
 mod identity;
 mod jobs;
+mod map_probe;
 mod oracle;
 pub mod price;
 mod samples;

@@ -99,6 +99,10 @@ impl RunDir {
     pub fn data_manifest(&self, dataset: &str) -> PathBuf {
         self.dir.join(format!("data-{dataset}.json"))
     }
+    /// The decoder probe of the original model of a (dataset, model).
+    pub fn map_probe(&self, dataset: &str, model: &str) -> PathBuf {
+        self.dir.join(format!("map-probe-{dataset}-{model}.json"))
+    }
     /// The original model's quality gate of a (dataset, model).
     pub fn gate(&self, dataset: &str, model: &str) -> PathBuf {
         self.dir.join(format!("gate-{dataset}-{model}.json"))

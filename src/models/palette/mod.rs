@@ -18,6 +18,7 @@ mod config;
 pub mod diffusion;
 mod family;
 mod masks;
+mod probe;
 mod unet;
 mod weights;
 
@@ -154,6 +155,22 @@ impl Palette {
         step_noise: &mut dyn FnMut(usize) -> Result<Tensor>,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
+        let net = |x: &Tensor, g: &Tensor| self.net.forward(x, g, Mode::Infer);
+        self.restore_with(y0, mask, cond_noise, schedule, step_noise, on_step, &net)
+    }
+
+    /// [`Palette::restore`] with `eps(x, gammas)` as the noise prediction of `x = [y_cond, y_t]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_with(
+        &self,
+        y0: &Tensor,
+        mask: &Tensor,
+        cond_noise: &Tensor,
+        schedule: &Schedule,
+        step_noise: &mut dyn FnMut(usize) -> Result<Tensor>,
+        on_step: &mut dyn FnMut(usize, usize),
+        eps_of: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let b = y0.dim(0)?;
         let y_cond = crate::masks::paste(y0, cond_noise, mask)?.detach();
         let mut y_t = y_cond.clone();
@@ -161,9 +178,7 @@ impl Palette {
         for i in (0..n).rev() {
             let c = schedule.coefficients(i);
             let gam = diffusion::gammas_tensor(&vec![c.gamma; b], y0.device())?;
-            let eps = self
-                .net
-                .forward(&Tensor::cat(&[&y_cond, &y_t], 1)?, &gam, Mode::Infer)?;
+            let eps = eps_of(&Tensor::cat(&[&y_cond, &y_t], 1)?, &gam)?;
             let (mean, logvar) = diffusion::posterior(&y_t, &eps, &c)?;
             let noise = if i > 0 { Some(step_noise(i)?) } else { None };
             let y = diffusion::ancestral(&mean, logvar, noise.as_ref())?;
@@ -297,6 +312,18 @@ impl I2IModel for Palette {
         )?;
         let out = out.affine(0.5, 0.5)?.clamp(0f32, 1f32)?;
         crate::masks::composite::composite(pixels, &out, mask, self.cfg.hole_fill(), opts.composite)
+    }
+    fn generate_noise_maps(
+        &self,
+        pixels: &Tensor,
+        mask: &BatchMask,
+        rngs: &mut [ChaCha8Rng],
+        opts: &GenerateOptions,
+        keep: usize,
+    ) -> Option<Result<Tensor>> {
+        Some(probe::generate_noise_maps(
+            self, pixels, mask, rngs, opts, keep,
+        ))
     }
     fn describe_generation(&self, opts: &GenerateOptions) -> String {
         let t = &self.cfg.beta_schedule.test;

@@ -313,31 +313,47 @@ impl UNet {
     /// The encoder's maps: every input block's output, then the middle block's (Palette's
     /// `return_feat=True`). `x` is `[B, 6, S, S]` (condition image, noisy image).
     pub fn features(&self, x: &Tensor, gammas: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
-        let emb = self.embed(gammas)?;
+        self.features_with(x, &self.embed(gammas)?, mode)
+    }
+
+    fn features_with(&self, x: &Tensor, emb: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
         let mut hs = Vec::with_capacity(self.input_blocks.len() + 1);
         let mut h = x.clone();
         for seq in &self.input_blocks {
-            h = run(seq, &h, &emb, mode)?;
+            h = run(seq, &h, emb, mode)?;
             hs.push(h.clone());
         }
-        hs.push(run(&self.middle_block, &h, &emb, mode)?);
+        hs.push(run(&self.middle_block, &h, emb, mode)?);
         Ok(hs)
+    }
+
+    /// The decoder from the encoder's maps (as [`UNet::features`] gives them): the middle
+    /// block's output, then the input blocks' outputs as skips, last first. The noise prediction
+    /// `[B, 3, S, S]`.
+    pub fn decode(&self, maps: Vec<Tensor>, gammas: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.decode_with(maps, &self.embed(gammas)?, mode)
+    }
+
+    /// Each skip is dropped once used, as the official decoder's `hs.pop()`.
+    fn decode_with(&self, mut maps: Vec<Tensor>, emb: &Tensor, mode: Mode) -> Result<Tensor> {
+        anyhow::ensure!(
+            maps.len() == self.input_blocks.len() + 1,
+            "the decoder needs {} maps, got {}",
+            self.input_blocks.len() + 1,
+            maps.len()
+        );
+        let mut h = maps.pop().expect("checked length");
+        for seq in &self.output_blocks {
+            let skip = maps.pop().expect("one skip per output block");
+            h = run(seq, &Tensor::cat(&[&h, &skip], 1)?, emb, mode)?;
+        }
+        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
     }
 
     /// The noise prediction `[B, 3, S, S]`.
     pub fn forward(&self, x: &Tensor, gammas: &Tensor, mode: Mode) -> Result<Tensor> {
         let emb = self.embed(gammas)?;
-        let mut hs = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x.clone();
-        for seq in &self.input_blocks {
-            h = run(seq, &h, &emb, mode)?;
-            hs.push(h.clone());
-        }
-        h = run(&self.middle_block, &h, &emb, mode)?;
-        for seq in &self.output_blocks {
-            let skip = hs.pop().expect("one skip per output block");
-            h = run(seq, &Tensor::cat(&[&h, &skip], 1)?, &emb, mode)?;
-        }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        let maps = self.features_with(x, &emb, mode)?;
+        self.decode_with(maps, &emb, mode)
     }
 }

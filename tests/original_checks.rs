@@ -1,7 +1,8 @@
 //! `quality_gate:`: the original model is measured on held-out images before any unlearning
 //! (hole error against the trivial fill; MAGE also its tokenizer and token prediction), the
 //! figures are written to `gate-<dataset>-<model>.json`, and an enforced miss stops the run
-//! before any cell, naming the figure and its limit.
+//! before any cell, naming the figure and its limit. `map_probe:` (Palette) writes the hole error
+//! with the decoder fed the pure-noise input's maps.
 
 mod common;
 use common::*;
@@ -23,7 +24,7 @@ unlearn: {{steps: 2, retain_batch: 2, forget_batch: 2, warmup_steps: 0}}
 methods: [original, ours]
 masks: [center:2]
 metrics: {{is_splits: 2, domain: {{steps: 5, batch_size: 8, widths: [4, 4, 4]}}}}
-quality_gate: {gate}
+{gate}
 "#
     )
 }
@@ -54,7 +55,7 @@ fn an_enforced_gate_stops_an_original_that_cannot_inpaint() {
     let p = write(
         d.path(),
         "g.yaml",
-        &grid(MAE, "{images: 6, max_hole_ratio: 0.1}"),
+        &grid(MAE, "quality_gate: {images: 6, max_hole_ratio: 0.1}"),
     );
     let o = run(
         &["run", p.to_str().unwrap(), "--output", "out"],
@@ -79,7 +80,7 @@ fn mage_gate_figures_are_measured_and_a_warning_gate_goes_on() {
     let p = write(
         d.path(),
         "g.yaml",
-        &grid(MAGE, "{images: 4, enforce: false}"),
+        &grid(MAGE, "quality_gate: {images: 4, enforce: false}"),
     );
     let o = run(
         &["run", p.to_str().unwrap(), "--output", "out"],
@@ -111,4 +112,48 @@ fn mage_gate_figures_are_measured_and_a_warning_gate_goes_on() {
     assert!(err.contains("0.5 passes over D_F, 0.2 over D_R"), "{err}");
     // Ours says how much of each encoder map's forget gap it closed.
     assert!(err.contains("forget gap closed per map (%):"), "{err}");
+}
+
+const PALETTE: &str = "  - name: palette
+    family: palette
+    config:
+      unet: {inner_channel: 32, channel_mults: [1, 1], attn_res: [2], num_head_channels: 32, res_blocks: 1, image_size: 16}
+      sampling: {steps: 2}
+    pretrain: {steps: 3, batch_size: 8, weight_decay: 0.0}";
+
+#[test]
+fn the_palette_map_probe_writes_the_hole_error_per_map_setting() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "g.yaml", &grid(PALETTE, "map_probe: {images: 2}"));
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "out"],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let p = d.path().join("out/map-probe-tex-palette.json");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{r}");
+    let real: Vec<serde_json::Value> = rows.iter().map(|x| x["real_maps"].clone()).collect();
+    assert_eq!(
+        real[..4],
+        [serde_json::Value::Null, 2.into(), 1.into(), 0.into()]
+    );
+    assert!(rows.iter().all(|x| x["hole_mse"].as_f64().unwrap() > 0.0));
+    assert!(err.contains("with only map 0 real"), "{err}");
+    // The MAE family has no maps to probe: a one-line error.
+    let p = write(d.path(), "m.yaml", &grid(MAE, "map_probe: {images: 2}"));
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "out2"],
+        d.path(),
+        &d.path().join("cache"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the probe is for Palette"),
+        "{}",
+        stderr(&o)
+    );
 }
