@@ -157,3 +157,78 @@ fn the_palette_map_probe_writes_the_hole_error_per_map_setting() {
         stderr(&o)
     );
 }
+
+/// The path after `→ ` on the log line starting with `prefix`.
+fn logged_path(err: &str, prefix: &str) -> String {
+    let l = err
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line: {err}"));
+    l.rsplit("→ ").next().unwrap().trim().to_string()
+}
+
+#[test]
+fn committed_pretrainings_replace_pretraining_and_give_the_same_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let text = grid(MAE, "").replace(
+        "methods: [original, ours]",
+        "methods: [original, retrain, ours]",
+    );
+    let p = write(d.path(), "a.yaml", &text);
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "a"],
+        d.path(),
+        &d.path().join("cache-a"),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let sha = |p: &str| i2i_unlearn::util::sha256_file(std::path::Path::new(p)).unwrap();
+    let original = logged_path(&err, "original model `mae`: pre-trained");
+    let oracle = logged_path(&err, "retrain oracle of `mae`: pre-trained");
+    let block = format!(
+        "    pretrained: {{original: \"{original}#sha256={}\", oracle: \"{oracle}#sha256={}\"}}\n",
+        sha(&original),
+        sha(&oracle)
+    );
+    let text_b = text.replace(
+        "    pretrain: {steps: 5, batch_size: 8}\n",
+        &format!("    pretrain: {{steps: 5, batch_size: 8}}\n{block}"),
+    );
+    assert_ne!(text_b, text);
+    let p = write(d.path(), "b.yaml", &text_b);
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "b"],
+        d.path(),
+        &d.path().join("cache-b"),
+    );
+    let err_b = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err_b}");
+    assert!(!err_b.contains("pre-trained"), "{err_b}");
+    assert_eq!(
+        err_b.matches("committed pre-training").count(),
+        2,
+        "{err_b}"
+    );
+    let rows = |dir: &str| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = csv_rows(&d.path().join(dir).join("runs.csv"))
+            .into_iter()
+            .map(|(_, set, metric, value)| (set, metric, value))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(rows("a"), rows("b"));
+    // A changed file is refused, naming it.
+    std::fs::write(&oracle, b"not the weights").unwrap();
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "c"],
+        d.path(),
+        &d.path().join("cache-c"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("differs from the pinned"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -29,6 +29,23 @@ pub struct ModelSpec {
     /// dataset's training images (cached by content hash, so a re-run skips it).
     #[serde(default)]
     pub pretrain: PretrainSpec,
+    /// The results of `pretrain` committed as files (`{original: FILE#sha256=…, oracle:
+    /// FILE#sha256=…}`): loaded, their hash checked, instead of pre-training here. Each file's
+    /// README says which settings and data made it; the pre-training is paid for once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PretrainedFiles>,
+}
+
+/// `pretrained:` of a model entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedFiles {
+    /// The original model (pre-trained on every class).
+    #[serde(default)]
+    pub original: Option<checkpoint::FileRef>,
+    /// The retrain oracle (pre-trained without the forget classes).
+    #[serde(default)]
+    pub oracle: Option<checkpoint::FileRef>,
 }
 
 crate::train::with_optimiser! {
@@ -281,6 +298,14 @@ impl ModelSpec {
             f.model.resolve_relative(base);
             if let Some(t) = f.tokenizer.as_mut() {
                 t.resolve_relative(base);
+            }
+        }
+        if let Some(p) = &mut self.pretrained {
+            for f in [p.original.as_mut(), p.oracle.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                f.resolve_relative(base);
             }
         }
     }

@@ -237,6 +237,24 @@ fn pretrained(
     } else {
         format!("retrain oracle of `{}`", m.name)
     };
+    let committed = m.pretrained.as_ref().and_then(|c| {
+        if exclude.is_empty() {
+            c.original.as_ref()
+        } else {
+            c.oracle.as_ref()
+        }
+    });
+    if let Some(f) = committed {
+        let path = f.fetch(None, &crate::hub::HubConfig::from_env())?;
+        let sha = crate::util::sha256_file(&path)?;
+        let w = crate::models::load_weights(&path, dev)?;
+        p.note(&format!(
+            "{what}: committed pre-training {} (SHA-256 {}…)",
+            path.display(),
+            &sha[..16]
+        ));
+        return Ok((w, sha));
+    }
     let key = super::identity::pretrain_key(exp, (di, mi), family, exclude, fp);
     let path = crate::pretrain::cache_path(&opts.cache_dir, &key);
     // One worker pre-trains it; others pointed at the same cache wait for the file.
