@@ -204,11 +204,25 @@ fn audit_needs(
         .chain(retain)
         .flat_map(|&c| {
             if pretrained_here {
-                vec![(c, Split::Train, npre), (c, Split::Train, npre + na)]
+                vec![
+                    (c, Split::Train, npre),
+                    (c, Split::Train, npre + na),
+                    (c, Split::Val, ne + na),
+                ]
             } else {
                 vec![(c, Split::Train, na), (c, Split::Val, ne + na)]
             }
         })
+        .collect()
+}
+
+/// The ids of `set`'s images of class `c`.
+fn ids_of_class(set: &ImageSet, c: usize) -> std::collections::HashSet<u64> {
+    set.ids
+        .iter()
+        .zip(&set.labels)
+        .filter(|(_, &l)| l == c)
+        .map(|(&id, _)| id)
         .collect()
 }
 
@@ -334,7 +348,7 @@ impl Splits {
         let ne = spec.eval_per_class;
         let mut record = AuditManifest {
             rule: if pretrained_here {
-                format!("members: {na} per class chosen (seeded) among the {npre} pre-training images of the class; non-members: training-split images beyond the pre-training draw")
+                format!("members: {na} per class chosen (seeded) among the {npre} pre-training images of the class; non-members: training-split images beyond the pre-training draw, topped up with validation images beyond the {ne} evaluation images where the training split has too few")
             } else {
                 format!("members: {na} training-split images per class (the checkpoint is taken to have been trained on the source's training split); non-members: validation images beyond the {ne} evaluation images")
             },
@@ -357,20 +371,27 @@ impl Splits {
                     ));
                     pool.truncate(na);
                     let more = src.images(c, Split::Train, npre + na, seed)?;
-                    let fresh: Vec<_> = more
+                    let mut fresh: Vec<_> = more
                         .into_iter()
                         .filter(|r| !seen.contains(&r.id))
                         .take(na)
                         .collect();
+                    if fresh.len() < na {
+                        // Every training image was pre-trained on (a local copy holding only
+                        // the pre-training draw): held-out validation images beyond the
+                        // evaluation images are non-members too.
+                        let evaluated = ids_of_class(eval, c);
+                        let val = src.images(c, Split::Val, ne + na, seed)?;
+                        let need = na - fresh.len();
+                        fresh.extend(
+                            val.into_iter()
+                                .filter(|r| !evaluated.contains(&r.id))
+                                .take(need),
+                        );
+                    }
                     (pool, fresh)
                 } else {
-                    let evaluated: HashSet<u64> = eval
-                        .ids
-                        .iter()
-                        .zip(&eval.labels)
-                        .filter(|(_, &l)| l == c)
-                        .map(|(&id, _)| id)
-                        .collect();
+                    let evaluated = ids_of_class(eval, c);
                     let m = src.images(c, Split::Train, na, seed)?;
                     let more = src.images(c, Split::Val, ne + na, seed)?;
                     let fresh: Vec<_> = more
