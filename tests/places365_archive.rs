@@ -14,18 +14,6 @@ use common::*;
 use std::collections::HashMap;
 use std::path::Path;
 
-fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (p, data) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, p, data.as_slice()).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 /// The four MiniPlaces classes used, as Places-365 identifiers.
 const CLASSES: [&str; 4] = [
     "/a/art_gallery",
@@ -100,9 +88,9 @@ fn archives(shared: &Path) -> Vec<(String, Vec<u8>)> {
         ("places365_val.txt".to_string(), val_list.into_bytes()),
     ];
     vec![
-        ("filelist_test.tar".into(), tar_of(&filelist)),
-        ("train_test.tar".into(), tar_of(&train)),
-        ("val_test.tar".into(), tar_of(&val)),
+        ("filelist_test.tar".into(), tar_of(&filelist, false)),
+        ("train_test.tar".into(), tar_of(&train, false)),
+        ("val_test.tar".into(), tar_of(&val, false)),
     ]
 }
 

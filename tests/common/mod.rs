@@ -209,3 +209,23 @@ pub fn absent(what: &str) {
          or set I2I_SKIP_SHARED=1 to skip the tests that read it"
     );
 }
+
+/// (member path, bytes) pairs as a tar archive, optionally gzipped.
+pub fn tar_of(members: &[(String, Vec<u8>)], gz: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, p, data.as_slice()).unwrap();
+    }
+    let raw = b.into_inner().unwrap();
+    if !gz {
+        return raw;
+    }
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&raw).unwrap();
+    e.finish().unwrap()
+}
