@@ -29,7 +29,6 @@ import os
 import sys
 
 import numpy as np
-import scipy.stats
 import torch
 import torchvision
 from PIL import Image
@@ -38,6 +37,7 @@ from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inception_reference import ROOT, paper_inception_model  # noqa: E402
+from official_is import official_is  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -51,16 +51,6 @@ def official_preprocess(paths):
     ])
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
     return torch.nn.Upsample(size=(299, 299), mode="bilinear")(x)
-
-
-def official_is(preds, splits):
-    n = preds.shape[0]
-    scores = []
-    for k in range(splits):
-        part = preds[k * (n // splits):(k + 1) * (n // splits), :]
-        py = np.mean(part, axis=0)
-        scores.append(np.exp(np.mean([scipy.stats.entropy(part[i, :], py) for i in range(part.shape[0])])))
-    return float(np.mean(scores)), float(np.std(scores))
 
 
 def main():

@@ -30,7 +30,6 @@ import os
 import sys
 
 import numpy as np
-import scipy.stats
 import torch
 import torchvision
 from PIL import Image
@@ -39,6 +38,7 @@ from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from formula_hash import MASK64, fnv1a64, splitmix64  # noqa: E402
+from official_is import official_is  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # Eight MiniPlaces validation photographs (128 px JPEGs), eight different classes.
@@ -88,16 +88,6 @@ def formula_state_dict(model):
         val = formula_values(name, tuple(like.shape), v)
         sd[name] = torch.from_numpy(np.asarray(val, dtype=np.float64).astype(np.float32).reshape(like.shape))
     return sd
-
-
-def official_is(preds, splits):
-    n = preds.shape[0]
-    scores = []
-    for k in range(splits):
-        part = preds[k * (n // splits):(k + 1) * (n // splits), :]
-        py = np.mean(part, axis=0)
-        scores.append(np.exp(np.mean([scipy.stats.entropy(part[i, :], py) for i in range(part.shape[0])])))
-    return float(np.mean(scores)), float(np.std(scores))
 
 
 def main():
