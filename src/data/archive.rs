@@ -247,11 +247,45 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Stream the tar archive `a`: each regular member whose path (without a leading `./`) `dest`
-/// maps to a file is written there (through a temporary sibling, so a killed pass leaves no
-/// partial file under the final name). The archive's hash is checked at the end, when it has
-/// one; an error then means nothing extracted may be trusted. Returns the number written.
-pub fn extract(a: &Local, dest: &mut dyn FnMut(&str) -> Option<PathBuf>) -> Result<usize> {
+/// Called for each regular-file member of a tar stream: its path (without a leading `./`) and
+/// its bytes when they were asked for.
+pub type MemberFn<'a> = dyn FnMut(&str, Option<Vec<u8>>) -> Result<()> + 'a;
+
+/// Walk the tar stream `r`: `f(path, bytes)` for each regular-file member, in archive order.
+/// Only members `want(path)` accepts are read into memory.
+pub fn walk_members(
+    r: impl Read,
+    want: &mut dyn FnMut(&str) -> bool,
+    f: &mut MemberFn<'_>,
+) -> Result<()> {
+    let mut ar = tar::Archive::new(r);
+    for e in ar.entries().context("reading the tar archive")? {
+        let mut e = e.context("reading a tar member")?;
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let name = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let bytes = if want(&name) {
+            let mut b = Vec::with_capacity(e.size() as usize);
+            e.read_to_end(&mut b)
+                .with_context(|| format!("reading member {name}"))?;
+            Some(b)
+        } else {
+            None
+        };
+        f(&name, bytes)?;
+    }
+    Ok(())
+}
+
+/// One pass over the archive `a` ([`walk_members`]), progress on stderr, then its hash checked
+/// over every byte (the tar padding after the end marker included), when it has one: an error
+/// then means nothing the pass read may be trusted.
+fn pass(a: &Local, want: &mut dyn FnMut(&str) -> bool, f: &mut MemberFn<'_>) -> Result<()> {
     let file =
         std::fs::File::open(&a.path).with_context(|| format!("opening {}", a.path.display()))?;
     let total = file.metadata().map(|m| m.len()).ok();
@@ -265,24 +299,31 @@ pub fn extract(a: &Local, dest: &mut dyn FnMut(&str) -> Option<PathBuf>) -> Resu
         hasher: Hasher::new(&a.expected),
         read,
     };
+    walk_members(&mut tee, want, f)
+        .with_context(|| format!("reading the tar archive {}", a.path.display()))?;
+    std::io::copy(&mut tee, &mut std::io::sink())?;
+    check_hash(a, tee.hasher.hex())
+}
+
+/// Stream the tar archive `a`: each regular member whose path `dest` maps to a file is written
+/// there (through a temporary sibling, so a killed pass leaves no partial file under the final
+/// name). The archive's hash is checked at the end, when it has one; an error then means nothing
+/// extracted may be trusted. Returns the number written.
+pub fn extract(a: &Local, dest: &mut dyn FnMut(&str) -> Option<PathBuf>) -> Result<usize> {
+    let next = std::cell::Cell::new(None::<PathBuf>);
     let mut written = 0;
-    {
-        let mut ar = tar::Archive::new(&mut tee);
-        let what = || format!("reading the tar archive {}", a.path.display());
-        for e in ar.entries().with_context(what)? {
-            let mut e = e.with_context(what)?;
-            if !e.header().entry_type().is_file() {
-                continue;
-            }
-            let name = e
-                .path()?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let Some(to) = dest(&name) else { continue };
-            let mut bytes = Vec::with_capacity(e.size() as usize);
-            e.read_to_end(&mut bytes)
-                .with_context(|| format!("reading member {name}"))?;
+    pass(
+        a,
+        &mut |name| {
+            let to = dest(name);
+            let hit = to.is_some();
+            next.set(to);
+            hit
+        },
+        &mut |_, bytes| {
+            let (Some(to), Some(bytes)) = (next.take(), bytes) else {
+                return Ok(());
+            };
             if let Some(dir) = to.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
@@ -292,11 +333,9 @@ pub fn extract(a: &Local, dest: &mut dyn FnMut(&str) -> Option<PathBuf>) -> Resu
             std::fs::rename(&tmp, &to)
                 .with_context(|| format!("renaming into {}", to.display()))?;
             written += 1;
-        }
-    }
-    // The rest of the file (tar padding after the end marker) belongs to the hash too.
-    std::io::copy(&mut tee, &mut std::io::sink())?;
-    check_hash(a, tee.hasher.hex())?;
+            Ok(())
+        },
+    )?;
     Ok(written)
 }
 
@@ -319,33 +358,20 @@ fn check_hash(a: &Local, got: Option<String>) -> Result<()> {
 /// The members of a small tar archive whose file names (last path component) are in `names`,
 /// as text.
 pub fn read_text_members(a: &Local, names: &[&str]) -> Result<Vec<(String, String)>> {
-    let file =
-        std::fs::File::open(&a.path).with_context(|| format!("opening {}", a.path.display()))?;
-    let mut tee = Tee {
-        inner: std::io::BufReader::new(file),
-        hasher: Hasher::new(&a.expected),
-        read: Default::default(),
-    };
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let mut out = vec![];
-    {
-        let mut ar = tar::Archive::new(&mut tee);
-        for e in ar.entries()? {
-            let mut e = e?;
-            if !e.header().entry_type().is_file() {
-                continue;
+    pass(
+        a,
+        &mut |p| names.contains(&base(p).as_str()),
+        &mut |p, bytes| {
+            if let Some(b) = bytes {
+                let text =
+                    String::from_utf8(b).with_context(|| format!("reading member {p} as text"))?;
+                out.push((base(p), text));
             }
-            let path = e.path()?.to_string_lossy().to_string();
-            let base = path.rsplit('/').next().unwrap_or(&path).to_string();
-            if names.contains(&base.as_str()) {
-                let mut s = String::new();
-                e.read_to_string(&mut s)
-                    .with_context(|| format!("reading member {path} as text"))?;
-                out.push((base, s));
-            }
-        }
-    }
-    std::io::copy(&mut tee, &mut std::io::sink())?;
-    check_hash(a, tee.hasher.hex())?;
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

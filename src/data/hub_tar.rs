@@ -7,6 +7,7 @@
 //! An image member is a file ending in `.jpg`, `.jpeg`, `.png` or `.webp` (any case); its key is
 //! its path up to the first `.` of its file name (the webdataset convention).
 
+use super::archive::MemberFn;
 use super::hub_shards::{HubShards, ShardReader, ShardedRepo};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -67,9 +68,6 @@ fn split_key(path: &str) -> Option<(&str, &str)> {
     Some((&path[..dot], &path[dot + 1..]))
 }
 
-/// Called for each member: its path, and its bytes when they were asked for.
-type MemberFn<'a> = dyn FnMut(&str, Option<Vec<u8>>) -> Result<()> + 'a;
-
 struct Archive {
     label: TarLabel,
     label_ext: String,
@@ -91,28 +89,7 @@ impl Archive {
         } else {
             Box::new(std::io::BufReader::new(file))
         };
-        let mut ar = tar::Archive::new(reader);
-        for e in ar.entries().context("reading the tar archive")? {
-            let mut e = e.context("reading a tar member")?;
-            if !e.header().entry_type().is_file() {
-                continue;
-            }
-            let name = e
-                .path()?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let bytes = if want(&name) {
-                let mut b = Vec::with_capacity(e.size() as usize);
-                e.read_to_end(&mut b)
-                    .with_context(|| format!("reading member {name}"))?;
-                Some(b)
-            } else {
-                None
-            };
-            f(&name, bytes)?;
-        }
-        Ok(())
+        super::archive::walk_members(reader, &mut |p| want(p), f)
     }
 
     fn is_image(path: &str) -> bool {
