@@ -55,6 +55,17 @@ pub fn hole_errors(truth: &Tensor, out: &Tensor, hole: &Tensor) -> Result<(f64, 
     Ok((err(out)?, err(&fill.contiguous()?)?))
 }
 
+/// `mask` drawn for each image of `set` (keyed by its id, seed 0), on `model`'s grid.
+pub fn set_mask(
+    model: &dyn I2IModel,
+    set: &ImageSet,
+    mask: MaskSpec,
+) -> Result<crate::masks::BatchMask> {
+    let keys = crate::masks::mask_keys(&set.ids, 0, None);
+    mask.batch(model.mask_grid(), &keys)
+        .map_err(anyhow::Error::msg)
+}
+
 /// Measure the gate of `model` on `set` under `mask`; generation as the experiment's cells.
 pub fn measure(
     exp: &Experiment,
@@ -64,10 +75,7 @@ pub fn measure(
     mask: MaskSpec,
 ) -> Result<(Vec<QualityFigure>, String)> {
     let size = model.image_size();
-    let keys = crate::masks::mask_keys(&set.ids, 0, None);
-    let m = mask
-        .batch(model.mask_grid(), &keys)
-        .map_err(anyhow::Error::msg)?;
+    let m = set_mask(model, set, mask)?;
     let mut rngs: Vec<_> = set
         .ids
         .iter()
@@ -94,8 +102,7 @@ pub fn measure(
 pub fn check_original(
     exp: &Experiment,
     (di, mi): (usize, usize),
-    family: &crate::models::FamilyConfig,
-    (original, sha): (&crate::models::Weights, &str),
+    (model, sha): (&dyn I2IModel, &str),
     splits: &crate::data::split::Splits,
     opts: &super::RunOptions,
 ) -> Result<()> {
@@ -104,9 +111,8 @@ pub fn check_original(
     };
     let (d, m) = (&exp.datasets[di], &exp.models[mi]);
     let set = gate_images(&splits.forget_eval, &splits.retain_eval, spec.images)?;
-    let model = family.build(original, false, &opts.device)?;
     let mask = exp.masks[0];
-    let (figures, generation) = measure(exp, spec, &*model, &set, mask)?;
+    let (figures, generation) = measure(exp, spec, model, &set, mask)?;
     let r = GateReport {
         dataset: d.name.clone(),
         model: m.name.clone(),

@@ -73,9 +73,13 @@ pub fn prepare_group(
     let t = Instant::now();
     let (original, original_sha) =
         original_model(exp, (di, mi), family, checkpoint.as_ref(), fp, opts)?;
-    let of = (&original, original_sha.as_str());
-    super::gate::check_original(exp, (di, mi), family, of, &splits, opts)?;
-    super::map_probe::probe_original(exp, (di, mi), family, of, &splits, opts)?;
+    // The original's checks before any unlearning (built once for both).
+    if exp.quality_gate.is_some() || exp.map_probe.is_some() {
+        let model = family.build(&original, false, &opts.device)?;
+        let of = (&*model, original_sha.as_str());
+        super::gate::check_original(exp, (di, mi), of, &splits, opts)?;
+        super::map_probe::probe_original(exp, (di, mi), of, &splits, opts)?;
+    }
     // The oracle, where the grid asks for it (its cells, and every cell's distance to it).
     let oracle =
         if checkpoint.is_none() && exp.methods.iter().any(|x| x.name == MethodName::Retrain) {
@@ -246,7 +250,11 @@ fn pretrained(
     });
     if let Some(f) = committed {
         let path = f.fetch(None, &crate::hub::HubConfig::from_env())?;
-        let sha = crate::util::sha256_file(&path)?;
+        // A pinned file was just hashed against its pin by `fetch`.
+        let sha = match f {
+            crate::weights::checkpoint::FileRef::Pinned { sha256, .. } => sha256.clone(),
+            _ => crate::util::sha256_file(&path)?,
+        };
         let w = crate::models::load_weights(&path, dev)?;
         p.note(&format!(
             "{what}: committed pre-training {} (SHA-256 {}…)",

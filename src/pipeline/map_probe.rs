@@ -11,6 +11,7 @@ use super::gate::hole_errors;
 use crate::config::Experiment;
 use crate::data::ImageSet;
 use crate::error::user;
+use crate::models::I2IModel;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -50,8 +51,7 @@ fn label(k: Option<usize>) -> String {
 pub fn probe_original(
     exp: &Experiment,
     (di, mi): (usize, usize),
-    family: &crate::models::FamilyConfig,
-    (original, sha): (&crate::models::Weights, &str),
+    (model, sha): (&dyn I2IModel, &str),
     splits: &crate::data::split::Splits,
     opts: &super::RunOptions,
 ) -> Result<()> {
@@ -59,7 +59,6 @@ pub fn probe_original(
         return Ok(());
     };
     let (d, m) = (&exp.datasets[di], &exp.models[mi]);
-    let model = family.build(original, false, &opts.device)?;
     let mask = exp.masks[0];
     let mut rows = vec![];
     for (set, all) in [
@@ -67,10 +66,7 @@ pub fn probe_original(
         ("retain", &splits.retain_eval),
     ] {
         let s: ImageSet = all.slice(0, spec.images.min(all.len()))?;
-        let keys = crate::masks::mask_keys(&s.ids, 0, None);
-        let bm = mask
-            .batch(model.mask_grid(), &keys)
-            .map_err(anyhow::Error::msg)?;
+        let bm = super::gate::set_mask(model, &s, mask)?;
         let hole = bm.pixel_mask(model.image_size(), s.pixels.device())?;
         let rngs = || -> Vec<_> {
             s.ids

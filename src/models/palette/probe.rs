@@ -84,16 +84,7 @@ mod tests {
             .unwrap();
         let n = cfg.num_encoder_maps();
         let all = generate_noise_maps(&p, &x, &m, &mut rngs(), &opts, n).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = |a: &Tensor, b: &Tensor| crate::util::max_abs_diff(a, b).unwrap();
         assert_eq!(diff(&plain, &all), 0.0);
         let none = generate_noise_maps(&p, &x, &m, &mut rngs(), &opts, 0).unwrap();
         assert!(diff(&plain, &none) > 1e-4);
