@@ -17,18 +17,12 @@ use std::path::Path;
 /// (row label, set, metric) → value: cell ids hash the data's resolved paths, so they differ
 /// between checkouts; the labels do not.
 fn rows(path: &Path) -> BTreeMap<(String, String, String), f64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-    let (l, s, m, v) = (col("label"), col("set"), col("metric"), col("value"));
-    lines
-        .map(|line| {
-            // The protocol column is quoted and may hold commas; the columns used come first.
-            let f: Vec<&str> = line.split(',').collect();
+    csv_columns(path, &["label", "set", "metric", "value"])
+        .into_iter()
+        .map(|r| {
             (
-                (f[l].to_string(), f[s].to_string(), f[m].to_string()),
-                f[v].parse().unwrap(),
+                (r[0].clone(), r[1].clone(), r[2].clone()),
+                r[3].parse().unwrap(),
             )
         })
         .collect()

@@ -92,24 +92,29 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-/// Rows of a runs.csv as (cell, set, metric) → value.
-pub fn csv_rows(path: &Path) -> Vec<(String, String, String, String)> {
+/// The columns `names` of every row of a runs.csv, as text.
+pub fn csv_columns(path: &Path, names: &[&str]) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-    let (c, s, m, v) = (col("cell"), col("set"), col("metric"), col("value"));
+    let cols: Vec<usize> = names
+        .iter()
+        .map(|n| header.iter().position(|h| h == n).unwrap())
+        .collect();
     lines
         .map(|l| {
             // The protocol column is quoted and may contain commas; the columns we need come first.
             let f: Vec<&str> = l.split(',').collect();
-            (
-                f[c].to_string(),
-                f[s].to_string(),
-                f[m].to_string(),
-                f[v].to_string(),
-            )
+            cols.iter().map(|&c| f[c].to_string()).collect()
         })
+        .collect()
+}
+
+/// Rows of a runs.csv as (cell, set, metric, value).
+pub fn csv_rows(path: &Path) -> Vec<(String, String, String, String)> {
+    csv_columns(path, &["cell", "set", "metric", "value"])
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()))
         .collect()
 }
 
