@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
     spec.steps = 1;
     g.bench_function("batch64", |b| {
         b.iter(|| {
-            i2i_unlearn::pretrain::pretrain(&fc, &spec, &data, &dev, |_, _| {}).expect("step")
+            i2i_unlearn::pretrain::pretrain(&fc, &spec, &data, &dev, None, |_, _| {}).expect("step")
         })
     });
     g.finish();

@@ -51,7 +51,9 @@ most the cell in progress, and never an unlearning already stored). Then <output
 runs.csv, table.md, table.tex and charts/ are rebuilt.
 
 The original model is pre-trained on first use and cached by content hash under the cache folder \
-(--cache-dir, $I2I_UNLEARN_CACHE, or ~/.cache/i2i-unlearn), as is the domain extractor.
+(--cache-dir, $I2I_UNLEARN_CACHE, or ~/.cache/i2i-unlearn), as is the domain extractor. A \
+pre-training saves its whole state beside its cache entry every 5 minutes ($I2I_CHECKPOINT_SECS): \
+a killed run goes on from there and ends with the same weights as one never killed.
 
 Spread a grid over machines with --shard K/N (e.g. a Slurm array: --shard $((SLURM_ARRAY_TASK_ID+1))/N), \
 then merge with `i2i-unlearn report DIR1 DIR2 ...`.")]

@@ -31,6 +31,8 @@ struct LogLines {
     title: String,
     every: std::time::Duration,
     start: std::time::Instant,
+    /// Steps done before the phase started (not counted in the rate).
+    base: std::sync::atomic::AtomicU64,
     last: std::sync::Mutex<(std::time::Instant, String)>,
 }
 
@@ -46,7 +48,8 @@ impl LogLines {
         }
         last.0 = now;
         let secs = now.duration_since(self.start).as_secs_f64().max(1e-9);
-        let rate = pos as f64 / secs;
+        let base = self.base.load(std::sync::atomic::Ordering::Relaxed);
+        let rate = pos.saturating_sub(base) as f64 / secs;
         let eta = if rate > 0.0 {
             format!("{:.0} s", (len.saturating_sub(pos)) as f64 / rate)
         } else {
@@ -69,6 +72,16 @@ impl Bar {
         self.0.inc(n);
         if let Some(l) = &self.1 {
             l.tick(self.0.position(), self.0.length().unwrap_or(0));
+        }
+    }
+    /// Steps already done before this run (a resumed phase): counted in the position, not in
+    /// the rate.
+    pub fn skip(&self, n: u64) {
+        self.0.inc(n);
+        self.0.reset_eta();
+        if let Some(l) = &self.1 {
+            l.base
+                .store(self.0.position(), std::sync::atomic::Ordering::Relaxed);
         }
     }
     pub fn set_message(&self, m: String) {
@@ -134,6 +147,7 @@ impl Progress {
                 title: title.to_string(),
                 every: log_every(),
                 start: now,
+                base: std::sync::atomic::AtomicU64::new(0),
                 last: std::sync::Mutex::new((now, String::new())),
             }
         });

@@ -149,6 +149,17 @@ impl Sampler {
         }
         out
     }
+
+    /// The epoch order and the position in it, to resume from ([`Sampler::restore`]).
+    pub fn state(&self) -> (&[usize], usize) {
+        (&self.order, self.pos)
+    }
+
+    /// The sampler that [`Sampler::state`] saw.
+    pub fn restore(order: Vec<usize>, pos: usize) -> Result<Self> {
+        anyhow::ensure!(pos <= order.len(), "sampler position {pos} past its epoch");
+        Ok(Self { order, pos })
+    }
 }
 
 /// A variable to optimise: its name, the variable, and whether it gets weight decay.
@@ -343,6 +354,82 @@ impl AdamW {
             lr,
             grad_norm: norm,
         })
+    }
+}
+
+/// The optimiser's state: its step count and each variable's first and second moments, by name.
+pub struct AdamState {
+    pub t: usize,
+    pub moments: Vec<(String, Tensor, Tensor)>,
+}
+
+impl AdamW {
+    /// The state to resume from ([`AdamW::restore`]).
+    pub fn state(&self) -> Result<AdamState> {
+        let moments = self
+            .slots
+            .iter()
+            .map(|s| {
+                let (m, v) = match &s.moments {
+                    Moments::Cpu { m, v } => {
+                        let shape = s.var.as_tensor().shape();
+                        let cpu = &candle_core::Device::Cpu;
+                        (
+                            Tensor::from_slice(m, shape, cpu)?,
+                            Tensor::from_slice(v, shape, cpu)?,
+                        )
+                    }
+                    Moments::Tensors { m, v } => (m.clone(), v.clone()),
+                };
+                Ok((s.name.clone(), m, v))
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamState { t: self.t, moments })
+    }
+
+    /// Continue from `state`: every variable's moments must be there, with its shape.
+    pub fn restore(&mut self, state: AdamState) -> Result<()> {
+        let mut by_name: std::collections::HashMap<_, _> = state
+            .moments
+            .into_iter()
+            .map(|(n, m, v)| (n, (m, v)))
+            .collect();
+        for slot in &mut self.slots {
+            let (m, v) = by_name
+                .remove(&slot.name)
+                .ok_or_else(|| anyhow::anyhow!("no optimiser moments for `{}`", slot.name))?;
+            let shape = slot.var.as_tensor().shape().clone();
+            anyhow::ensure!(
+                m.shape() == &shape && v.shape() == &shape,
+                "optimiser moments of `{}` have shape {:?}, the variable {shape:?}",
+                slot.name,
+                m.shape()
+            );
+            match &mut slot.moments {
+                Moments::Cpu { m: mm, v: vv } => {
+                    *mm = m
+                        .flatten_all()?
+                        .to_dtype(candle_core::DType::F32)?
+                        .to_vec1()?;
+                    *vv = v
+                        .flatten_all()?
+                        .to_dtype(candle_core::DType::F32)?
+                        .to_vec1()?;
+                }
+                Moments::Tensors { m: mm, v: vv } => {
+                    let dev = slot.var.as_tensor().device();
+                    *mm = m.to_device(dev)?;
+                    *vv = v.to_device(dev)?;
+                }
+            }
+        }
+        anyhow::ensure!(
+            by_name.is_empty(),
+            "optimiser moments for variables the model does not have: {:?}",
+            by_name.keys().collect::<Vec<_>>()
+        );
+        self.t = state.t;
+        Ok(())
     }
 }
 

@@ -180,3 +180,80 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     assert!(done_before.is_subset(&after));
     assert_eq!(rows_by_key(&out).len(), 8 * 10);
 }
+
+/// A run killed in the middle of its pre-training goes on from the checkpoint beside the cache
+/// entry (`I2I_CHECKPOINT_SECS=0`: one after every step) and ends with the same weights, byte for
+/// byte, as a pre-training never killed; the checkpoint is gone afterwards.
+#[test]
+fn killed_pretraining_resumes_from_its_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let y = tiny_yaml("p", "")
+        .replace("pretrain: {steps: 15,", "pretrain: {steps: 3000,")
+        .replace("seeds: [0, 1]", "seeds: [0]")
+        .replace(
+            "methods: [original, ours, {name: ours, retain: proxy}, max_loss]",
+            "methods: [original]",
+        );
+    let p = write(d.path(), "p.yaml", &y);
+    let (cache, whole) = (d.path().join("cache"), d.path().join("whole"));
+    let mut child = std::process::Command::new(bin())
+        .args(["run", p.to_str().unwrap()])
+        .current_dir(d.path())
+        .env("I2I_UNLEARN_CACHE", &cache)
+        .env("I2I_CHECKPOINT_SECS", "0")
+        .env("RAYON_NUM_THREADS", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let pretrain = cache.join("pretrain");
+    let checkpoint = loop {
+        let found = pretrain.read_dir().ok().and_then(|r| {
+            r.map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with(".resume.safetensors"))
+        });
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no pre-training checkpoint"
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("run ended before the kill: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let entry = checkpoint
+        .to_string_lossy()
+        .replace(".resume.safetensors", ".safetensors");
+    assert!(
+        !std::path::Path::new(&entry).exists(),
+        "killed too late to test resuming"
+    );
+    let o = run(&["run", p.to_str().unwrap()], d.path(), &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming the pre-training after step"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !checkpoint.exists(),
+        "the checkpoint outlived its pre-training"
+    );
+    let o = run(
+        &["run", p.to_str().unwrap(), "--output", "whole-results"],
+        d.path(),
+        &whole,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let name = std::path::Path::new(&entry).file_name().unwrap();
+    assert!(
+        std::fs::read(&entry).unwrap() == std::fs::read(whole.join("pretrain").join(name)).unwrap(),
+        "the resumed pre-training differs from one never killed"
+    );
+}

@@ -292,12 +292,29 @@ fn pretrained(
                     d.name
                 ),
             );
-            let (w, loss) = crate::pretrain::pretrain(family, &m.pretrain, &data, dev, |_, l| {
-                bar.inc(1);
-                bar.set_message(format!("loss {l:.4}"));
-            })?;
+            let resume = crate::pretrain::Resume::beside(&path);
+            if let Some(done) = crate::pretrain::resume::saved_steps(&resume.path) {
+                p.note(&format!(
+                    "{what}: resuming the pre-training after step {done} from its checkpoint {}",
+                    resume.path.display()
+                ));
+                bar.skip(done as u64);
+            }
+            let done = crate::pretrain::pretrain(
+                family,
+                &m.pretrain,
+                &data,
+                dev,
+                Some(&resume),
+                |_, l| {
+                    bar.inc(1);
+                    bar.set_message(format!("loss {l:.4}"));
+                },
+            )?;
+            let (w, loss) = (done.weights, done.last);
             bar.finish_and_clear();
             let sha = crate::store::sealed::save(&w, &path)?;
+            crate::pretrain::resume::remove(&resume.path)?;
             p.note(&format!(
                 "{what}: pre-trained {} steps on {} images{} in {:.0} s (final loss {loss:.4}) → {}",
                 m.pretrain.steps,

@@ -8,7 +8,11 @@ use crate::train::{AdamW, Sampler, TrainVar};
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Device;
+use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
+
+pub mod resume;
+pub use resume::Resume;
 
 impl models::TrainImages for ImageSet {
     fn len(&self) -> usize {
@@ -32,21 +36,38 @@ pub fn total_steps(cfg: &FamilyConfig, spec: &PretrainSpec) -> usize {
     cfg.pre_stage().map_or(0, |p| p.steps(spec)) + spec.steps
 }
 
-/// Pre-train from a fresh initialisation; returns the final weights and the last loss.
-/// `on_step(step, loss)` counts over [`total_steps`].
+/// What a pre-training returns.
+pub struct Pretrained {
+    pub weights: Weights,
+    /// The last step's loss.
+    pub last: f64,
+}
+
+/// Pre-train from a fresh initialisation, or from the checkpoint of `resume` when there is one
+/// (the result is the same bytes); `on_step(step, loss)` counts over [`total_steps`].
 pub fn pretrain(
     cfg: &FamilyConfig,
     spec: &PretrainSpec,
     data: &ImageSet,
     device: &Device,
+    resume: Option<&Resume>,
     mut on_step: impl FnMut(usize, f64),
-) -> Result<(Weights, f64)> {
-    let mut init = cfg.init_weights(spec.seed, device)?;
-    let mut offset = 0;
-    if let Some(stage) = cfg.pre_stage() {
-        stage.run(spec, data, &mut init, device, &mut on_step)?;
-        offset = stage.steps(spec);
-    }
+) -> Result<Pretrained> {
+    let saved = match resume {
+        Some(r) => resume::load(&r.path, data.len(), device)?,
+        None => None,
+    };
+    let offset = cfg.pre_stage().map_or(0, |p| p.steps(spec));
+    let init = match &saved {
+        Some(s) => s.weights.clone(),
+        None => {
+            let mut init = cfg.init_weights(spec.seed, device)?;
+            if let Some(stage) = cfg.pre_stage() {
+                stage.run(spec, data, &mut init, device, &mut on_step)?;
+            }
+            init
+        }
+    };
     let model = cfg.build(&init, true, device)?;
     // Everything trains; the family decides weight decay, as for unlearning.
     let vars = crate::models::trainable(&*model, Scope::Full);
@@ -56,8 +77,38 @@ pub fn pretrain(
         .transpose()?;
     let mut rng = crate::util::rng("pretrain", spec.seed);
     let mut sampler = Sampler::new(data.len());
-    let mut last = f64::NAN;
-    for step in 0..spec.steps {
+    let (mut start, mut last) = (0, f64::NAN);
+    if let Some(s) = saved {
+        opt.restore(s.adam)?;
+        sampler = Sampler::restore(s.order, s.pos)?;
+        rng.set_word_pos(s.word_pos);
+        (start, last) = (s.step, s.last);
+    }
+    let mut saved_at = std::time::Instant::now();
+    let checkpoint = |step: usize, last: f64, opt: &AdamW, sampler: &Sampler, rng: &ChaCha8Rng| {
+        let Some(r) = resume else { return Ok(()) };
+        let mut weights = init.clone();
+        weights.extend(model.params().weights());
+        let (order, pos) = sampler.state();
+        resume::save(
+            &r.path,
+            &resume::State {
+                step,
+                done: offset + step,
+                last,
+                weights,
+                adam: opt.state()?,
+                order: order.to_vec(),
+                pos,
+                word_pos: rng.get_word_pos(),
+            },
+        )
+    };
+    if start == 0 && offset > 0 {
+        // The pre-stage is paid for: a kill from here on resumes after it.
+        checkpoint(0, last, &opt, &sampler, &rng)?;
+    }
+    for step in start..spec.steps {
         let batch = data.select(&sampler.next(spec.batch_size, &mut rng))?;
         // Deterministic interleaving: a task-mask batch whenever the running share falls behind.
         let task_masks = &spec.task_masks;
@@ -85,6 +136,10 @@ pub fn pretrain(
             "pre-training loss is {last} at step {step}: lower pretrain.lr"
         );
         opt.step(&grads)?;
+        if resume.is_some_and(|r| saved_at.elapsed() >= r.every) && step + 1 < spec.steps {
+            checkpoint(step + 1, last, &opt, &sampler, &rng)?;
+            saved_at = std::time::Instant::now();
+        }
         on_step(offset + step, last);
     }
     // Frozen parts (a tokenizer) are not among the trained parameters: keep them from `init`.
@@ -93,7 +148,7 @@ pub fn pretrain(
     models::check_finite(&out).map_err(|e| {
         anyhow::anyhow!("pre-training ended with non-finite weights: {e}: lower pretrain.lr")
     })?;
-    Ok((out, last))
+    Ok(Pretrained { weights: out, last })
 }
 
 /// Computes a batch's loss and gradient as equal shards at the same time, each on a one-thread
@@ -235,6 +290,71 @@ mod tests {
                 "only {compared} non-zero gradients"
             );
         }
+    }
+
+    /// A pre-training killed after its third step and resumed from its checkpoint ends with the
+    /// same bytes and loss as one never killed.
+    fn resumed_equals_uninterrupted(cfg: FamilyConfig, spec: PretrainSpec) {
+        let dev = Device::Cpu;
+        let (_, _, data, _) = crate::selfcheck::tiny_setup(&dev).unwrap();
+        let whole = pretrain(&cfg, &spec, &data, &dev, None, |_, _| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = Resume {
+            path: dir.path().join("k.resume.safetensors"),
+            every: std::time::Duration::ZERO,
+        };
+        let offset = total_steps(&cfg, &spec) - spec.steps;
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pretrain(&cfg, &spec, &data, &dev, Some(&r), |s, _| {
+                assert!(s != offset + 2, "killed after step {s}")
+            })
+        }));
+        assert!(killed.is_err());
+        assert_eq!(resume::saved_steps(&r.path), Some(offset + 3));
+        let mut seen = vec![];
+        let resumed = pretrain(&cfg, &spec, &data, &dev, Some(&r), |s, _| seen.push(s)).unwrap();
+        assert_eq!(seen, (offset + 3..offset + spec.steps).collect::<Vec<_>>());
+        assert_eq!(resumed.last.to_bits(), whole.last.to_bits());
+        assert_eq!(
+            resumed.weights.keys().collect::<Vec<_>>(),
+            whole.weights.keys().collect::<Vec<_>>()
+        );
+        for (k, a) in &whole.weights {
+            let d = crate::util::max_abs_diff(a, &resumed.weights[k]).unwrap();
+            assert!(d == 0.0, "{k} differs by {d} after the resume");
+        }
+    }
+
+    fn short_spec() -> PretrainSpec {
+        PretrainSpec {
+            steps: 6,
+            batch_size: 4,
+            warmup_steps: 2,
+            task_mask_share: 0.5,
+            task_masks: vec!["center:2".parse().unwrap()],
+            data_parallel: 2,
+            tokenizer: crate::models::TokenizerPretrain {
+                steps: 2,
+                batch_size: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mae_pretraining_resumes_to_the_same_bytes() {
+        resumed_equals_uninterrupted(crate::models::FamilyName::Mae.tiny(), short_spec());
+    }
+
+    #[test]
+    fn mage_pretraining_resumes_after_its_tokenizer_to_the_same_bytes() {
+        resumed_equals_uninterrupted(crate::models::FamilyName::Mage.tiny(), short_spec());
+    }
+
+    #[test]
+    fn palette_pretraining_resumes_to_the_same_bytes() {
+        resumed_equals_uninterrupted(crate::models::FamilyName::Palette.tiny(), short_spec());
     }
 
     #[test]
