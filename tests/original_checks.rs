@@ -68,10 +68,11 @@ fn an_enforced_gate_stops_an_original_that_cannot_inpaint() {
         err.contains("misses its quality gate") && err.contains("hole MSE / trivial-fill MSE"),
         "{err}"
     );
-    // The figure is in the message; as for any run that fails before its first cell, the output
-    // folder it created is not left behind.
+    // The figure is in the message, and the gate's record stays (no cell, no table).
     assert!(err.contains("> 0.100"), "{err}");
     assert!(!d.path().join("out/runs.csv").exists());
+    let g = gate_json(d.path(), "mae");
+    assert_eq!(g["passed"], false, "{g}");
 }
 
 #[test]
@@ -124,7 +125,14 @@ const PALETTE: &str = "  - name: palette
 #[test]
 fn the_palette_map_probe_writes_the_hole_error_per_map_setting() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(d.path(), "g.yaml", &grid(PALETTE, "map_probe: {images: 2}"));
+    let p = write(
+        d.path(),
+        "g.yaml",
+        &grid(
+            PALETTE,
+            "map_probe: {images: 2}\nquality_gate: {images: 4, samples: 3, enforce: false}",
+        ),
+    );
     let o = run(
         &["run", p.to_str().unwrap(), "--output", "out"],
         d.path(),
@@ -143,6 +151,20 @@ fn the_palette_map_probe_writes_the_hole_error_per_map_setting() {
     );
     assert!(rows.iter().all(|x| x["hole_mse"].as_f64().unwrap() > 0.0));
     assert!(err.contains("with only map 0 real"), "{err}");
+    // A sampler's one-sample hole error splits exactly into that of the samples' mean and their
+    // spread; the gate's own figure is the first sample's.
+    let g = gate_json(d.path(), "palette");
+    let s = &g["spread"];
+    let f = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} in {g}"));
+    assert_eq!(s["samples"], 3, "{g}");
+    assert!(f("spread_ratio") > 0.0, "{g}");
+    let sum = f("mean_of_samples_ratio") + f("spread_ratio");
+    assert!((f("one_sample_ratio") - sum).abs() <= 1e-4 * sum, "{g}");
+    assert!(
+        f("posterior_mean_ratio") < f("mean_of_samples_ratio"),
+        "{g}"
+    );
+    assert!(err.contains("3 samples per image"), "{err}");
     // The MAE family has no maps to probe: a one-line error.
     let p = write(d.path(), "m.yaml", &grid(MAE, "map_probe: {images: 2}"));
     let o = run(

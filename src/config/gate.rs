@@ -29,6 +29,15 @@ pub struct GateSpec {
     /// Stop before any unlearning when a figure misses its limit (else: a warning).
     #[serde(default = "yes")]
     pub enforce: bool,
+    /// Generations per image for the sampling spread (a sampler's one-sample hole MSE is its
+    /// posterior mean's plus the samples' spread): with 2 or more, the record also gives the
+    /// hole MSE of the samples' mean and the spread. 1 = the gate's one generation only.
+    #[serde(default = "one")]
+    pub samples: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl GateSpec {
@@ -37,6 +46,12 @@ impl GateSpec {
             return Err(at(
                 &[Key("quality_gate"), Key("images")],
                 format!("at least 2 images, got {}", self.images),
+            ));
+        }
+        if self.samples == 0 {
+            return Err(at(
+                &[Key("quality_gate"), Key("samples")],
+                "at least 1 generation per image, got 0".to_string(),
             ));
         }
         if !(self.max_hole_ratio > 0.0 && self.max_hole_ratio.is_finite()) {

@@ -27,6 +27,23 @@ pub struct GateReport {
     pub generation: String,
     pub figures: Vec<QualityFigure>,
     pub passed: bool,
+    /// With `samples` ≥ 2: how much of the one-sample hole error is the samples' spread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<SampleSpread>,
+}
+
+/// The hole error of K generations per image, split as `one_sample = of_mean + spread` (exact):
+/// `of_mean` the MSE of the samples' mean, `spread` the mean squared distance of a sample from
+/// it. The posterior mean's error is estimated as `of_mean − spread / (K − 1)` (the mean of K
+/// samples keeps 1/K of their variance). All over the trivial fill's MSE.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleSpread {
+    pub samples: usize,
+    pub trivial_mse: f64,
+    pub one_sample_ratio: f64,
+    pub mean_of_samples_ratio: f64,
+    pub spread_ratio: f64,
+    pub posterior_mean_ratio: f64,
 }
 
 /// The first `n / 2` images of each evaluation set (forget, retain).
@@ -73,7 +90,7 @@ pub fn measure(
     model: &dyn I2IModel,
     set: &ImageSet,
     mask: MaskSpec,
-) -> Result<(Vec<QualityFigure>, String)> {
+) -> Result<(Vec<QualityFigure>, String, Option<SampleSpread>)> {
     let size = model.image_size();
     let m = set_mask(model, set, mask)?;
     let mut rngs: Vec<_> = set
@@ -84,6 +101,9 @@ pub fn measure(
     let out = model.generate(&set.pixels, &m, &mut rngs, &exp.generate, &mut |_, _| {})?;
     let hole = m.pixel_mask(size, set.pixels.device())?;
     let (mse, trivial) = hole_errors(&set.pixels, &out, &hole)?;
+    let spread = (spec.samples > 1)
+        .then(|| spread(exp, spec.samples, model, set, (&m, &hole), &out))
+        .transpose()?;
     let mut figures = vec![QualityFigure {
         name: "hole MSE / trivial-fill MSE".into(),
         value: mse / trivial.max(1e-12),
@@ -94,7 +114,45 @@ pub fn measure(
     }];
     let mut rng = crate::util::rng("gate-family", 0);
     figures.extend(model.quality(&set.pixels, &m, &mut rng)?);
-    Ok((figures, model.describe_generation(&exp.generate)))
+    Ok((figures, model.describe_generation(&exp.generate), spread))
+}
+
+/// [`SampleSpread`] of `samples` generations, the gate's own `first` and `samples − 1` more from
+/// streams of their own.
+fn spread(
+    exp: &Experiment,
+    samples: usize,
+    model: &dyn I2IModel,
+    set: &ImageSet,
+    (m, hole): (&crate::masks::BatchMask, &Tensor),
+    first: &Tensor,
+) -> Result<SampleSpread> {
+    let mut outs = vec![first.to_dtype(DType::F32)?];
+    for k in 1..samples {
+        let mut rngs: Vec<_> = set
+            .ids
+            .iter()
+            .map(|&id| crate::util::rng("gate", crate::util::mix(&[id, k as u64])))
+            .collect();
+        let o = model.generate(&set.pixels, m, &mut rngs, &exp.generate, &mut |_, _| {})?;
+        outs.push(o.to_dtype(DType::F32)?);
+    }
+    let mean = (Tensor::stack(&outs, 0)?.sum(0)? / samples as f64)?;
+    let (of_mean, trivial) = hole_errors(&set.pixels, &mean, hole)?;
+    let (mut one, mut spread) = (0.0, 0.0);
+    for o in &outs {
+        one += hole_errors(&set.pixels, o, hole)?.0 / samples as f64;
+        spread += hole_errors(&mean, o, hole)?.0 / samples as f64;
+    }
+    let t = trivial.max(1e-12);
+    Ok(SampleSpread {
+        samples,
+        trivial_mse: trivial,
+        one_sample_ratio: one / t,
+        mean_of_samples_ratio: of_mean / t,
+        spread_ratio: spread / t,
+        posterior_mean_ratio: (of_mean - spread / (samples - 1) as f64) / t,
+    })
 }
 
 /// The gate of the original model of (dataset `di`, model `mi`), when the experiment asks for
@@ -112,7 +170,7 @@ pub fn check_original(
     let (d, m) = (&exp.datasets[di], &exp.models[mi]);
     let set = gate_images(&splits.forget_eval, &splits.retain_eval, spec.images)?;
     let mask = exp.masks[0];
-    let (figures, generation) = measure(exp, spec, model, &set, mask)?;
+    let (figures, generation, spread) = measure(exp, spec, model, &set, mask)?;
     let r = GateReport {
         dataset: d.name.clone(),
         model: m.name.clone(),
@@ -123,6 +181,7 @@ pub fn check_original(
         generation,
         passed: figures.iter().all(|f| f.passed()),
         figures,
+        spread,
     };
     let dir = crate::store::RunDir::new(&super::out_dir_of(opts, exp));
     crate::util::write_atomic(&dir.gate(&d.name, &m.name), &serde_json::to_vec_pretty(&r)?)?;
@@ -150,6 +209,12 @@ pub fn lines(r: &GateReport) -> Vec<String> {
                 if f.passed() { "passed" } else { "MISSED" }
             )
         })
+        .chain(r.spread.iter().map(|s| {
+            format!(
+                "quality gate of `{}`, {} samples per image: hole MSE / trivial-fill MSE of one sample {:.3} = of their mean {:.3} + their spread {:.3}; of the posterior mean (estimated) {:.3}",
+                r.model, s.samples, s.one_sample_ratio, s.mean_of_samples_ratio, s.spread_ratio, s.posterior_mean_ratio
+            )
+        }))
         .collect()
 }
 

@@ -287,8 +287,8 @@ fn pending_cells<'a>(
 }
 
 /// Removes an output folder this run created if the run ends early without any result (no
-/// stored cell, no stored unlearned model): a failed command leaves the file system as it found
-/// it.
+/// stored cell, no stored unlearned model, no quality-gate record): a failed command leaves the
+/// file system as it found it, and a missed gate leaves its figures.
 struct Cleanup<'a> {
     dir: &'a Path,
     armed: bool,
@@ -299,7 +299,10 @@ impl Drop for Cleanup<'_> {
         let empty = |sub: &str| {
             std::fs::read_dir(self.dir.join(sub)).map_or(true, |mut d| d.next().is_none())
         };
-        if self.armed && empty("cells") && empty("unlearned") {
+        let gate = std::fs::read_dir(self.dir).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("gate-")))
+        });
+        if self.armed && empty("cells") && empty("unlearned") && !gate {
             std::fs::remove_dir_all(self.dir).ok();
         }
     }
