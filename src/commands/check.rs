@@ -40,12 +40,24 @@ pub fn run(args: CheckArgs, _progress: &Progress) -> Result<()> {
         .iter()
         .filter(|c| c.method.name == crate::unlearn::MethodName::Retrain)
         .map(|c| (c.dataset_idx, c.model_idx))
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    if oracles > 0 {
+        .collect::<std::collections::BTreeSet<_>>();
+    let committed = oracles
+        .iter()
+        .filter(|(_, m)| {
+            exp.models[*m]
+                .pretrained
+                .as_ref()
+                .is_some_and(|p| p.oracle.is_some())
+        })
+        .count();
+    if oracles.len() > committed {
         println!(
-            "plus {oracles} retrain oracle(s): the original's pre-training again without the forget classes (cached like it)"
+            "plus {} retrain oracle(s): the original's pre-training again without the forget classes (cached like it)",
+            oracles.len() - committed
         );
+    }
+    if committed > 0 {
+        println!("plus {committed} committed retrain oracle(s) (`pretrained: {{oracle}}`)");
     }
     for n in grid::absent_rows(&exp) {
         println!("{n}");

@@ -44,11 +44,32 @@ pub fn list(exp: &Experiment, probe: bool) -> Vec<Download> {
     let mut out = vec![];
     for m in &exp.models {
         let what = |part: &str| format!("model {} ({part})", m.name);
+        let committed = m.pretrained.clone().unwrap_or_default();
         match &m.weights {
-            None => out.push(nothing(
-                what("original"),
-                "pre-trained by `run` (cached by content)",
-            )),
+            None => {
+                match &committed.original {
+                    Some(f) => out.push(file_ref(
+                        what("committed original"),
+                        f,
+                        hub.as_ref(),
+                        &hub_cfg,
+                        probe,
+                    )),
+                    None => out.push(nothing(
+                        what("original"),
+                        "pre-trained by `run` (cached by content)",
+                    )),
+                }
+                if let Some(f) = &committed.oracle {
+                    out.push(file_ref(
+                        what("committed oracle"),
+                        f,
+                        hub.as_ref(),
+                        &hub_cfg,
+                        probe,
+                    ));
+                }
+            }
             Some(WeightsSource::Checkpoint(id)) => {
                 if std::path::Path::new(id).is_dir() {
                     out.push(here(what("checkpoint"), id, id));

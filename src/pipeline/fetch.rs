@@ -31,11 +31,15 @@ pub fn fetch(exp: &Experiment, p: &crate::progress::Progress) -> Result<usize> {
                 ));
             }
         } else {
-            pretrained = true;
-            p.note(&format!(
-                "model `{}`: pre-trained by `run` (nothing to download)",
-                m.name
-            ));
+            let committed = m.pretrained.clone().unwrap_or_default();
+            // Pre-training images are needed unless both the original and the oracle are
+            // committed files.
+            pretrained |= committed.original.is_none() || committed.oracle.is_none();
+            let how = match &committed.original {
+                Some(f) => format!("committed pre-training {f} (nothing to download)"),
+                None => "pre-trained by `run` (nothing to download)".into(),
+            };
+            p.note(&format!("model `{}`: {how}", m.name));
         }
         items += 1;
     }
