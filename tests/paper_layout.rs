@@ -249,3 +249,36 @@ fn paper_layout_report_of_three_families() {
         .count();
     assert_eq!(rows, 4, "one figure folder per cell");
 }
+
+/// The CPU-sized experiments (`experiments/paper-cpu/`, one per family) pass `check` offline:
+/// their committed originals and oracles exist with the SHA-256 the files pin.
+#[test]
+fn every_paper_cpu_file_passes_check() {
+    if shared_data().is_none() {
+        return common::absent("../shared/data");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/paper-cpu");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["mae.yaml", "palette.yaml"]);
+    let d = tempfile::tempdir().unwrap();
+    for f in &files {
+        let o = std::process::Command::new(bin())
+            .args(["check", f.to_str().unwrap()])
+            .env("I2I_UNLEARN_CACHE", d.path().join("cache"))
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{f:?}: {}\n{out}", stderr(&o));
+        assert!(out.contains("committed"), "{f:?}: {out}");
+    }
+}
