@@ -8,7 +8,12 @@ use common::*;
 use std::path::Path;
 
 fn paper_files() -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/paper");
+    yaml_files("experiments/paper")
+}
+
+/// The experiment files of a folder of the repository, sorted.
+fn yaml_files(folder: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let mut v: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -257,13 +262,7 @@ fn every_paper_cpu_file_passes_check() {
     if shared_data().is_none() {
         return common::absent("../shared/data");
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/paper-cpu");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = yaml_files("experiments/paper-cpu");
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())

@@ -136,34 +136,19 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let n = out
-            .join("cells")
-            .read_dir()
-            .map(|r| {
-                r.filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".json")
-                })
-                .count()
+    let n_cells = || {
+        out.join("cells").read_dir().map_or(0, |r| {
+            r.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json")
             })
-            .unwrap_or(0);
-        if n >= 3 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "run too slow to test a kill"
-        );
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("run ended before the kill: {s}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .count()
+        })
+    };
+    wait_for(&mut child, 240, || (n_cells() >= 3).then_some(()));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let done_before = cell_files(&out);
@@ -205,25 +190,13 @@ fn killed_pretraining_resumes_from_its_checkpoint() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
     let pretrain = cache.join("pretrain");
-    let checkpoint = loop {
-        let found = pretrain.read_dir().ok().and_then(|r| {
+    let checkpoint = wait_for(&mut child, 120, || {
+        pretrain.read_dir().ok().and_then(|r| {
             r.map(|e| e.unwrap().path())
                 .find(|p| p.to_string_lossy().ends_with(".resume.safetensors"))
-        });
-        if let Some(c) = found {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no pre-training checkpoint"
-        );
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("run ended before the kill: {s}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        })
+    });
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -256,4 +229,27 @@ fn killed_pretraining_resumes_from_its_checkpoint() {
         std::fs::read(&entry).unwrap() == std::fs::read(whole.join("pretrain").join(name)).unwrap(),
         "the resumed pre-training differs from one never killed"
     );
+}
+
+/// Poll `found` every 20 ms until it gives a value, while `child` runs (its end is a failure),
+/// for at most `secs` seconds.
+fn wait_for<T>(
+    child: &mut std::process::Child,
+    secs: u64,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = found() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "the run did not get there within {secs} s"
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("run ended before the kill: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
