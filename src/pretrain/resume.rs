@@ -1,7 +1,7 @@
 //! Resuming a killed pre-training. The whole training state — every weight, the optimiser's
 //! moments and step, the sampler's epoch order and position, the RNG's position — is saved
-//! beside the cache entry every few minutes, atomically (a temporary file renamed over the last
-//! one), so that a run killed after an hour of pre-training goes on from its last checkpoint and
+//! beside the cache entry every few minutes, atomically ([`crate::util::write_atomic_with`]), so
+//! that a run killed after an hour of pre-training goes on from its last checkpoint and
 //! ends with the same bytes as a run that was never killed. The checkpoint is deleted once the
 //! finished weights are in the cache.
 
@@ -77,10 +77,8 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
     let cpu = &Device::Cpu;
     let json = serde_json::to_vec(&meta)?;
     let mut out: HashMap<String, Tensor> = HashMap::new();
-    out.insert(
-        META.into(),
-        Tensor::from_vec(json.clone(), json.len(), cpu)?,
-    );
+    let len = json.len();
+    out.insert(META.into(), Tensor::from_vec(json, len, cpu)?);
     let order: Vec<u32> = state.order.iter().map(|&i| i as u32).collect();
     out.insert(
         ORDER.into(),
@@ -93,15 +91,10 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
         out.insert(format!("m.{k}"), m.to_device(cpu)?);
         out.insert(format!("v.{k}"), v.to_device(cpu)?);
     }
-    let tmp = path.with_extension("tmp");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    candle_core::safetensors::save(&out, &tmp)
-        .with_context(|| format!("writing the pre-training checkpoint {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("writing the pre-training checkpoint {}", path.display()))?;
-    Ok(())
+    crate::util::write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(&out, tmp)
+            .with_context(|| format!("writing the pre-training checkpoint {}", path.display()))
+    })
 }
 
 /// The state saved at `path`, or `None` when there is no checkpoint. `n` is the number of
