@@ -9,10 +9,12 @@ pub mod block;
 pub mod conv;
 pub mod fused;
 pub mod gemm;
+pub mod group_norm;
 pub mod im2col;
 pub mod init;
 pub mod simd;
 pub mod timestep;
+pub mod winograd;
 
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};

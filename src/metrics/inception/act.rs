@@ -1,5 +1,5 @@
 //! The CPU backend's activation map, shared by its im2col convolutions (`cpu.rs`) and its
-//! Winograd ones (`winograd.rs`).
+//! Winograd ones (`crate::nn::winograd`).
 
 /// An activation map, `[b, h, w, c]` row-major.
 #[derive(Clone)]

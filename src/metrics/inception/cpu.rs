@@ -30,7 +30,7 @@ pub struct CpuConv {
     pad: (usize, usize),
     /// The same convolution by Winograd minimal filtering, for the stride-1 ones with 3, 5 or 7
     /// taps per axis.
-    winograd: Option<super::winograd::Winograd>,
+    winograd: Option<crate::nn::winograd::Winograd>,
 }
 
 impl CpuConv {
@@ -55,7 +55,7 @@ impl CpuConv {
             }
         }
         let winograd = if stride == 1 {
-            super::winograd::Winograd::new(&w, bias.clone(), (kh, kw), ci, co, pad)
+            crate::nn::winograd::Winograd::new(&w, bias.clone(), true, (kh, kw), (ci, co), pad)
         } else {
             None
         };
@@ -70,12 +70,6 @@ impl CpuConv {
             pad,
             winograd,
         }
-    }
-
-    /// Weights `[kh·kw·ci, co]` row-major.
-    #[cfg(test)]
-    pub(super) fn weights(&self) -> &[f32] {
-        &self.w
     }
 
     /// From a folded convolution of the staged description.
@@ -101,7 +95,25 @@ impl CpuConv {
 
     pub fn forward(&self, x: &Act) -> Act {
         match &self.winograd {
-            Some(w) => w.forward(x),
+            Some(w) => {
+                use crate::nn::winograd::{Maps, Order};
+                let maps = Maps {
+                    data: &x.data,
+                    b: x.b,
+                    h: x.h,
+                    w: x.w,
+                    c: x.c,
+                    order: Order::Nhwc,
+                };
+                let (data, h, w) = w.forward(&maps, Order::Nhwc);
+                Act {
+                    data,
+                    b: x.b,
+                    h,
+                    w,
+                    c: self.co,
+                }
+            }
             None => self.im2col_forward(x),
         }
     }
@@ -348,4 +360,51 @@ pub fn from_nchw(nchw: &[f32], b: usize, c: usize, h: usize, w: usize) -> Act {
         }
     }
     Act { data, b, h, w, c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Act, CpuConv};
+
+    /// The Winograd convolution against im2col, for every kernel InceptionV3 has, on odd and
+    /// even map sizes, with and without padding, several images per call.
+    #[test]
+    fn winograd_equals_im2col() {
+        let mut rng = crate::util::rng("winograd-test", 0);
+        for (b, h, w, ci, co, (kh, kw), pad) in [
+            (2, 7, 9, 5, 6, (3, 3), (1, 1)),
+            (1, 8, 8, 16, 24, (3, 3), (0, 0)),
+            (3, 5, 4, 3, 2, (3, 3), (1, 1)),
+            (2, 9, 7, 6, 5, (5, 5), (2, 2)),
+            (2, 9, 8, 7, 6, (1, 7), (0, 3)),
+            (2, 8, 9, 7, 6, (7, 1), (3, 0)),
+            (1, 5, 6, 12, 8, (1, 3), (0, 1)),
+            (1, 6, 5, 12, 8, (3, 1), (1, 0)),
+        ] {
+            let oihw = crate::util::normal_vec(&mut rng, co * ci * kh * kw);
+            let bias = crate::util::normal_vec(&mut rng, co);
+            let x = Act {
+                data: crate::util::normal_vec(&mut rng, b * h * w * ci),
+                b,
+                h,
+                w,
+                c: ci,
+            };
+            let conv = CpuConv::new(&oihw, bias.clone(), [co, ci, kh, kw], 1, pad);
+            let direct = conv.im2col_forward(&x);
+            assert!(conv.winograd.is_some(), "{kh} x {kw} has an algorithm");
+            let wino = conv.forward(&x);
+            assert_eq!((wino.h, wino.w, wino.c), (direct.h, direct.w, direct.c));
+            let scale = direct.data.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let diff = direct
+                .data
+                .iter()
+                .zip(&wino.data)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{kh}x{kw} {b}x{h}x{w}x{ci}->{co}: {diff} of {scale}"
+            );
+        }
+    }
 }

@@ -14,7 +14,6 @@ mod candle;
 mod cpu;
 pub mod formula;
 mod net;
-mod winograd;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};

@@ -13,7 +13,7 @@
 
 use super::config::DdConfig;
 use super::VqConfig;
-use crate::nn::conv::{avg_pool2x, silu, upsample2x, Conv2d, GroupNorm};
+use crate::nn::conv::{avg_pool2x, upsample2x, Conv2d, GroupNorm};
 use anyhow::Result;
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
@@ -54,8 +54,8 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         Ok(match &self.nin_shortcut {
             // The official block's quirk: the shortcut is taken from `h`, not from `x`.
             Some(s) => (s.forward(&h)? + h)?,
@@ -117,7 +117,7 @@ impl Encoder {
         for b in &self.mid {
             h = b.forward(&h)?;
         }
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -190,7 +190,7 @@ impl Decoder {
                 h = conv.forward(&upsample2x(&h)?)?;
             }
         }
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

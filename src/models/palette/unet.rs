@@ -73,24 +73,18 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = silu(&self.in_norm.forward(x)?)?;
+        let h = self.in_norm.forward_silu(x)?;
         let (h, x) = match self.resample {
             Resample::None => (h, x.clone()),
             Resample::Up => (upsample2x(&h)?, upsample2x(x)?),
             Resample::Down => (avg_pool2x(&h)?, avg_pool2x(x)?),
         };
         let h = self.in_conv.forward(&h)?;
+        // The scale-shift norm: `[B, 2C]`, each channel's scale, then its shift.
         let e = self.emb.forward(&silu(emb)?)?;
-        let out = e.dim(1)? / 2;
-        let scale = e.narrow(1, 0, out)?.unsqueeze(2)?.unsqueeze(3)?;
-        let shift = e.narrow(1, out, out)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = self
-            .out_norm
-            .forward(&h)?
-            .broadcast_mul(&(scale + 1.0)?)?
-            .broadcast_add(&shift)?;
+        let h = self.out_norm.forward_modulated_silu(&h, &e)?;
         // Dropout is 0 in every configuration this family accepts (see the config check).
-        let h = self.out_conv.forward(&silu(&h)?)?;
+        let h = self.out_conv.forward(&h)?;
         let skip = match &self.skip {
             Some(c) => c.forward(&x)?,
             None => x,
@@ -347,7 +341,7 @@ impl UNet {
             let skip = maps.pop().expect("one skip per output block");
             h = run(seq, &Tensor::cat(&[&h, &skip], 1)?, emb, mode)?;
         }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 
     /// The noise prediction `[B, 3, S, S]`.

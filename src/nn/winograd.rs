@@ -1,7 +1,9 @@
 //! Winograd minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! 2016) for the stride-1 convolutions of the CPU backend, separable over the two axes: each
-//! axis with an r-tap kernel computes m outputs from a tile of n = m + r − 1 inputs with n
-//! multiplications instead of m·r. InceptionV3's kernels and the algorithms used:
+//! 2016) for stride-1 convolutions on CPU, separable over the two axes: each axis with an r-tap
+//! kernel computes m outputs from a tile of n = m + r − 1 inputs with n multiplications instead
+//! of m·r. Used by InceptionV3's CPU backend (NHWC, bias and ReLU fused) and by the training
+//! convolution of `im2col.rs` (NCHW, forward and input gradient: Palette's UNet, the VQ
+//! tokenizer). The kernels and the algorithms used:
 //!
 //! | kernel | per axis | multiplications per output and channel pair |
 //! |---|---|---|
@@ -11,16 +13,17 @@
 //! | 1 × 3, 3 × 1 | F(4, 3) | 6 / 4 instead of 3 |
 //!
 //! Per block of tiles: the input transform `V = Bᵀ d B` (channels contiguous, `[tile][n][ci]`
-//! with n points in all), one `gemm` per point `M_ξ = V_ξ · U_ξ` over the tiles (`U = G g Gᵀ`,
-//! transformed once in f64), and the output transform `Y = Aᵀ M A` with bias and ReLU fused,
-//! written in NHWC. The result equals the im2col convolution up to float rounding (a test; the
+//! with n points in all, gathered from NHWC or NCHW maps), one `gemm` per point
+//! `M_ξ = V_ξ · U_ξ` over the tiles (`U = G g Gᵀ`), and the output transform `Y = Aᵀ M A` with
+//! bias (and ReLU where asked) fused, written in NHWC or NCHW. The result equals the im2col
+//! convolution up to float rounding (tests here, in `im2col.rs` and in the Inception backend; the
 //! parity tests allow 1e-4 relative).
 //!
 //! The transforms come from Toom-Cook interpolation at the points 0, ±1, ±2, ±½ and ∞
 //! (`Bᵀ` = the transposed inverse Vandermonde matrix, `G` and `Aᵀ` the evaluations of the kernel
 //! and the outputs); each row of `Bᵀ` is scaled to small integers and its factor moved into
-//! `G`, where it is applied once to the weights in f64. A test checks every table against the
-//! direct correlation in f64.
+//! `G`, where it is applied once to the weights. A test checks every table against the direct
+//! correlation in f64.
 //!
 //! Rounding: more points mean larger transform coefficients, so larger tiles round more. On the
 //! pytorch-fid parity images the pool3 features differ from pytorch-fid's by at most 2.3e-5 of
@@ -30,7 +33,6 @@
 //! threads). Larger tiles for 5 and 7 taps need points like ±3 or ±¼, whose coefficients grow
 //! fast (F(2, 7) at 0, ±1, ±2, ±3: 8× the rounding of the ±½ choice in a float32 probe).
 
-use super::act::Act;
 use rayon::prelude::*;
 
 /// Bytes of transformed tiles (`V` and `M`) computed at a time.
@@ -280,10 +282,9 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
-    /// `M` (`[nh·nw][co]`) → the tile's mh × mw outputs `Aᵀ M A` + bias, ReLU'd, in `y`
-    /// (row-major); `s` is scratch of mh·nw·co.
-    fn output_transform(mt: &[f32], s: &mut [f32], y: &mut [f32], rows: &Axis, cols: &Axis, bias: &[f32]) {
-        let co = bias.len();
+    /// `M` (`[nh·nw][co]`) → the tile's mh × mw outputs `Aᵀ M A` + bias (none when empty),
+    /// ReLU'd where asked, in `y` (row-major); `s` is scratch of mh·nw·co.
+    fn output_transform(mt: &[f32], s: &mut [f32], y: &mut [f32], rows: &Axis, cols: &Axis, bias: &[f32], relu: bool, co: usize) {
         let nw = cols.n;
         // s = Aᵀ M over the rows of M (M itself when the rows have one tap).
         if rows.n > 1 {
@@ -292,19 +293,154 @@ crate::multiversion! {
         } else {
             by_cols(y, &cols.at, mt, 1, nw, co);
         }
-        for d in y.chunks_exact_mut(co) {
-            for (v, b) in d.iter_mut().zip(bias) {
-                *v = (*v + b).max(0.0);
+        if !bias.is_empty() {
+            for d in y.chunks_exact_mut(co) {
+                d.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+        }
+        if relu {
+            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `U = G g Gᵀ` for every (input, output) channel pair, vectorised over the output
+    /// channels: `g` is `[kh][kw][ci][co]`, `u` `[nh·nw][ci][co]`; `gg` scratch of nh·kw·co.
+    fn transform_weights(g: &[f32], u: &mut [f32], gg: &mut [f32], th: &Toom, tw: &Toom, ci: usize, co: usize) {
+        let (kw, nh, nw) = (tw.r, th.n(), tw.n());
+        for i in 0..ci {
+            let tap = |y: usize, x: usize| &g[((y * kw + x) * ci + i) * co..][..co];
+            // gg[a][x] = Σ_y G_rows[a][y] · g[y][x]
+            for a in 0..nh {
+                for x in 0..kw {
+                    let d = &mut gg[(a * kw + x) * co..][..co];
+                    d.fill(0.0);
+                    for (y, c) in th.g[a].iter().enumerate() {
+                        if *c != 0.0 {
+                            let c = *c as f32;
+                            d.iter_mut().zip(tap(y, x)).for_each(|(d, s)| *d += c * s);
+                        }
+                    }
+                }
+            }
+            // u[a][b] = Σ_x G_cols[b][x] · gg[a][x]
+            for a in 0..nh {
+                for b in 0..nw {
+                    let d = &mut u[((a * nw + b) * ci + i) * co..][..co];
+                    d.fill(0.0);
+                    for (x, c) in tw.g[b].iter().enumerate() {
+                        if *c != 0.0 {
+                            let c = *c as f32;
+                            let s = &gg[(a * kw + x) * co..][..co];
+                            d.iter_mut().zip(s).for_each(|(d, s)| *d += c * s);
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// The memory order of a batch of maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// `[b, h, w, c]` row-major (the Inception backend's).
+    Nhwc,
+    /// `[b, c, h, w]` row-major (candle's).
+    Nchw,
+}
+
+/// A batch of maps as a convolution reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Maps<'a> {
+    pub data: &'a [f32],
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub order: Order,
+}
+
+impl Maps<'_> {
+    /// The `nh × nw` patch of image `img` whose top-left input is (`y0`, `x0`), as
+    /// `[nh·nw][c]` in `patch`, zeros outside the map (the convolution's zero padding). NHWC
+    /// only (the forward pass transposes NCHW maps first).
+    fn patch_into(&self, img: usize, (y0, x0): (isize, isize), nw: usize, patch: &mut [f32]) {
+        debug_assert_eq!(self.order, Order::Nhwc);
+        let c = self.c;
+        for (p, dst) in patch.chunks_exact_mut(c).enumerate() {
+            let (iy, ix) = (y0 + (p / nw) as isize, x0 + (p % nw) as isize);
+            if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+                dst.fill(0.0);
+            } else {
+                let s = ((img * self.h + iy as usize) * self.w + ix as usize) * c;
+                dst.copy_from_slice(&self.data[s..s + c]);
+            }
+        }
+    }
+}
+
+/// `src` `[n][rows][cols]` → `[n][cols][rows]` (NCHW ↔ NHWC), through 16 × 16 tiles so that
+/// both sides are read and written a cache line at a time, in parallel over blocks of 16
+/// output rows.
+pub fn transpose(src: &[f32], n: usize, rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 16;
+    let per = rows * cols;
+    assert_eq!(src.len(), n * per, "transpose: size");
+    let mut dst = vec![0f32; src.len()];
+    if per == 0 {
+        return dst;
+    }
+    dst.par_chunks_mut(per)
+        .zip(src.par_chunks(per))
+        .for_each(|(d, s)| {
+            d.par_chunks_mut(T * rows)
+                .enumerate()
+                .for_each(|(cb, blk)| {
+                    let (c0, cn) = (cb * T, blk.len() / rows);
+                    let mut tile = [[0f32; T]; T];
+                    for r0 in (0..rows).step_by(T) {
+                        let rn = T.min(rows - r0);
+                        if rn == T && cn == T {
+                            // Whole tiles as fixed-size arrays: moves the compiler keeps in registers.
+                            for (i, t) in tile.iter_mut().enumerate() {
+                                *t = s[(r0 + i) * cols + c0..][..T]
+                                    .try_into()
+                                    .expect("a tile row");
+                            }
+                            for j in 0..T {
+                                let out: &mut [f32; T] = (&mut blk[j * rows + r0..][..T])
+                                    .try_into()
+                                    .expect("a tile row");
+                                for (i, o) in out.iter_mut().enumerate() {
+                                    *o = tile[i][j];
+                                }
+                            }
+                            continue;
+                        }
+                        for (i, t) in tile.iter_mut().enumerate().take(rn) {
+                            t[..cn].copy_from_slice(&s[(r0 + i) * cols + c0..][..cn]);
+                        }
+                        for j in 0..cn {
+                            let out = &mut blk[j * rows + r0..][..rn];
+                            for (i, o) in out.iter_mut().enumerate() {
+                                *o = tile[i][j];
+                            }
+                        }
+                    }
+                });
+        });
+    dst
 }
 
 /// A stride-1 convolution whose kernel sizes per axis have an algorithm (1, 3, 5 or 7 taps,
 /// not both 1), its weights transformed: `u` is `[n][ci][co]`.
 pub struct Winograd {
     u: Vec<f32>,
+    /// Bias per output channel, or empty for none.
     b: Vec<f32>,
+    relu: bool,
     ci: usize,
     co: usize,
     pad: (usize, usize),
@@ -315,53 +451,36 @@ pub struct Winograd {
 }
 
 impl Winograd {
+    /// Whether a stride-1 kernel of `kh × kw` taps has an algorithm here.
+    pub fn supports(kh: usize, kw: usize) -> bool {
+        Toom::for_taps(kh).is_some() && Toom::for_taps(kw).is_some() && (kh, kw) != (1, 1)
+    }
+
     /// From weights `[kh·kw·ci, co]` row-major (`[ky][kx][ci]` rows, as `CpuConv` keeps them),
-    /// or `None` for a kernel without an algorithm here.
+    /// a bias per output channel (or empty for none) and whether a ReLU follows; `None` for a
+    /// kernel without an algorithm here.
     pub fn new(
         w: &[f32],
         b: Vec<f32>,
+        relu: bool,
         (kh, kw): (usize, usize),
-        ci: usize,
-        co: usize,
+        (ci, co): (usize, usize),
         pad: (usize, usize),
     ) -> Option<Self> {
-        let (th, tw) = (Toom::for_taps(kh)?, Toom::for_taps(kw)?);
-        if kh == 1 && kw == 1 {
+        if !Self::supports(kh, kw) {
             return None;
         }
+        let (th, tw) = (Toom::for_taps(kh)?, Toom::for_taps(kw)?);
         assert_eq!(w.len(), kh * kw * ci * co, "{kh} x {kw} weights");
+        assert!(b.is_empty() || b.len() == co, "one bias per output channel");
         let (nh, nw) = (th.n(), tw.n());
-        // U = G g Gᵀ in f64: G over the kernel's rows for each column, then over the columns.
-        let apply = |g: &[f64], v: &mut dyn Iterator<Item = f64>| -> f64 {
-            let mut acc = None;
-            for (c, x) in g.iter().zip(v) {
-                if *c != 0.0 {
-                    acc = Some(acc.map_or(c * x, |a: f64| a + c * x));
-                }
-            }
-            acc.unwrap_or(0.0)
-        };
         let mut u = vec![0f32; nh * nw * ci * co];
-        let mut gg = vec![0f64; nh * kw];
-        for i in 0..ci {
-            for o in 0..co {
-                let g = |y: usize, x: usize| w[((y * kw + x) * ci + i) * co + o] as f64;
-                for x in 0..kw {
-                    for (a, grow) in th.g.iter().enumerate() {
-                        gg[a * kw + x] = apply(grow, &mut (0..kh).map(|y| g(y, x)));
-                    }
-                }
-                for a in 0..nh {
-                    for (bb, grow) in tw.g.iter().enumerate() {
-                        let v = apply(grow, &mut (0..kw).map(|x| gg[a * kw + x]));
-                        u[((a * nw + bb) * ci + i) * co + o] = v as f32;
-                    }
-                }
-            }
-        }
+        let mut gg = vec![0f32; nh * kw * co];
+        transform_weights(w, &mut u, &mut gg, th, tw, ci, co);
         Some(Self {
             u,
             b,
+            relu,
             ci,
             co,
             pad,
@@ -371,15 +490,46 @@ impl Winograd {
         })
     }
 
-    pub fn forward(&self, x: &Act) -> Act {
+    /// The output's height and width for an `h × w` input.
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            h + 2 * self.pad.0 + 1 - self.r.0,
+            w + 2 * self.pad.1 + 1 - self.r.1,
+        )
+    }
+
+    /// The convolution of `x`, written in `order`; returns the output's data, height and width.
+    /// NCHW maps are transposed to NHWC and back around the NHWC convolution (two cache-blocked
+    /// passes: gathering each tile's channels from NCHW directly costs more).
+    pub fn forward(&self, x: &Maps, order: Order) -> (Vec<f32>, usize, usize) {
         assert_eq!(x.c, self.ci, "input channels");
+        assert_eq!(x.data.len(), x.b * x.c * x.h * x.w, "input size");
+        let nhwc;
+        let x = if x.order == Order::Nchw {
+            nhwc = transpose(x.data, x.b, x.c, x.h * x.w);
+            &Maps {
+                data: &nhwc,
+                order: Order::Nhwc,
+                ..*x
+            }
+        } else {
+            x
+        };
+        let (out, ho, wo) = self.forward_nhwc(x);
+        match order {
+            Order::Nhwc => (out, ho, wo),
+            Order::Nchw => (transpose(&out, x.b, ho * wo, self.co), ho, wo),
+        }
+    }
+
+    /// [`Winograd::forward`] of NHWC maps into NHWC.
+    fn forward_nhwc(&self, x: &Maps) -> (Vec<f32>, usize, usize) {
         let (ci, co) = (self.ci, self.co);
         let (ph, pw) = self.pad;
         let (rows, cols) = (&self.rows, &self.cols);
         let (nh, nw) = (rows.n, cols.n);
         let np = nh * nw;
-        let ho = x.h + 2 * ph + 1 - self.r.0;
-        let wo = x.w + 2 * pw + 1 - self.r.1;
+        let (ho, wo) = self.out_hw(x.h, x.w);
         let (th, tw) = (ho.div_ceil(rows.m), wo.div_ceil(cols.m));
         let total = x.b * th * tw;
         let chunk = (TILE_BYTES / (4 * np * (ci + co))).clamp(16, total.max(16));
@@ -398,12 +548,9 @@ impl Winograd {
                         let tile = start + k;
                         let (img, rem) = (tile / (th * tw), tile % (th * tw));
                         let (ty, tx) = (rem / tw, rem % tw);
-                        // The nh × nw input patch, zeros outside the map.
-                        for p in 0..np {
-                            let iy = (rows.m * ty + p / nw) as isize - ph as isize;
-                            let ix = (cols.m * tx + p % nw) as isize - pw as isize;
-                            x.pixel_into(img, iy, ix, &mut patch[p * ci..(p + 1) * ci]);
-                        }
+                        let y0 = (rows.m * ty) as isize - ph as isize;
+                        let x0 = (cols.m * tx) as isize - pw as isize;
+                        x.patch_into(img, (y0, x0), nw, patch);
                         input_transform(patch, tmp, vt, rows, cols, ci);
                     },
                 );
@@ -426,7 +573,7 @@ impl Winograd {
             m[..t * np * co].par_chunks_mut(np * co).for_each_init(
                 || (vec![0f32; mh * nw * co], vec![0f32; mh * mw * co]),
                 |(s, y), mt| {
-                    output_transform(mt, s, y, rows, cols, &self.b);
+                    output_transform(mt, s, y, rows, cols, &self.b, self.relu, co);
                     mt[..mh * mw * co].copy_from_slice(y);
                 },
             );
@@ -435,29 +582,22 @@ impl Winograd {
                 let (ty, tx) = (rem / tw, rem % tw);
                 for q in 0..mh * mw {
                     let (oy, ox) = (mh * ty + q / mw, mw * tx + q % mw);
-                    if oy < ho && ox < wo {
-                        let d = ((img * ho + oy) * wo + ox) * co;
-                        out[d..d + co].copy_from_slice(&mt[q * co..(q + 1) * co]);
+                    if oy >= ho || ox >= wo {
+                        continue;
                     }
+                    let d = ((img * ho + oy) * wo + ox) * co;
+                    out[d..d + co].copy_from_slice(&mt[q * co..(q + 1) * co]);
                 }
             }
             start += t;
         }
-        Act {
-            data: out,
-            b: x.b,
-            h: ho,
-            w: wo,
-            c: co,
-        }
+        (out, ho, wo)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::act::Act;
-    use super::super::cpu::CpuConv;
-    use super::{Toom, Winograd, F25, F27, F43};
+    use super::{Maps, Order, Toom, Winograd, F25, F27, F43};
 
     /// Each table computes the correlation of m outputs with an r-tap kernel exactly (in f64,
     /// up to rounding): `Aᵀ ((G g) ⊙ (Bᵀ d))` against `Σ_k g_k d_{i+k}`.
@@ -495,45 +635,114 @@ mod tests {
         }
     }
 
-    /// The Winograd convolution against im2col, for every kernel InceptionV3 has, on odd and
-    /// even map sizes, with and without padding, several images per call.
+    /// The blocked transpose equals the plain one, on sizes that are not multiples of its tile.
     #[test]
-    fn winograd_equals_im2col() {
-        let mut rng = crate::util::rng("winograd-test", 0);
-        for (b, h, w, ci, co, (kh, kw), pad) in [
-            (2, 7, 9, 5, 6, (3, 3), (1, 1)),
-            (1, 8, 8, 16, 24, (3, 3), (0, 0)),
-            (3, 5, 4, 3, 2, (3, 3), (1, 1)),
-            (2, 9, 7, 6, 5, (5, 5), (2, 2)),
-            (2, 9, 8, 7, 6, (1, 7), (0, 3)),
-            (2, 8, 9, 7, 6, (7, 1), (3, 0)),
-            (1, 5, 6, 12, 8, (1, 3), (0, 1)),
-            (1, 6, 5, 12, 8, (3, 1), (1, 0)),
+    fn transpose_equals_the_plain_loop() {
+        for (n, rows, cols) in [(2, 17, 33), (1, 64, 5), (3, 1, 40), (1, 16, 16)] {
+            let src: Vec<f32> = (0..n * rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&src, n, rows, cols);
+            for k in 0..n {
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(t[(k * cols + c) * rows + r], src[(k * rows + r) * cols + c]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The NCHW and NHWC convolutions against a direct f64 correlation, for every kernel here,
+    /// on odd and even map sizes, with and without padding, bias and ReLU.
+    #[test]
+    fn winograd_equals_direct_correlation_in_both_orders() {
+        let mut rng = crate::util::rng("winograd-nchw", 0);
+        for (b, h, w, ci, co, (kh, kw), pad, bias, relu) in [
+            (2, 7, 9, 5, 6, (3, 3), (1, 1), true, false),
+            (1, 8, 8, 16, 24, (3, 3), (0, 0), false, false),
+            (3, 5, 4, 3, 2, (3, 3), (2, 2), true, true),
+            (2, 1, 1, 4, 3, (3, 3), (1, 1), false, false),
+            (2, 9, 7, 6, 5, (5, 5), (2, 2), false, true),
+            (2, 9, 8, 7, 6, (1, 7), (0, 3), true, false),
+            (1, 6, 5, 12, 8, (3, 1), (1, 0), false, false),
         ] {
-            let oihw = crate::util::normal_vec(&mut rng, co * ci * kh * kw);
-            let bias = crate::util::normal_vec(&mut rng, co);
-            let x = Act {
-                data: crate::util::normal_vec(&mut rng, b * h * w * ci),
-                b,
-                h,
-                w,
-                c: ci,
+            // Weights [ky][kx][ci][co]; input NCHW and its NHWC copy.
+            let g = crate::util::normal_vec(&mut rng, kh * kw * ci * co);
+            let bv = if bias {
+                crate::util::normal_vec(&mut rng, co)
+            } else {
+                vec![]
             };
-            let conv = CpuConv::new(&oihw, bias.clone(), [co, ci, kh, kw], 1, pad);
-            let direct = conv.im2col_forward(&x);
-            let wino = Winograd::new(conv.weights(), bias, (kh, kw), ci, co, pad)
-                .expect("an algorithm")
-                .forward(&x);
-            assert_eq!((wino.h, wino.w, wino.c), (direct.h, direct.w, direct.c));
-            let scale = direct.data.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let diff = direct
-                .data
-                .iter()
-                .zip(&wino.data)
-                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            let x = crate::util::normal_vec(&mut rng, b * ci * h * w);
+            let mut nhwc = vec![0f32; x.len()];
+            for (i, v) in x.iter().enumerate() {
+                let (img, c, p) = (i / (ci * h * w), (i / (h * w)) % ci, i % (h * w));
+                nhwc[(img * h * w + p) * ci + c] = *v;
+            }
+            let conv = Winograd::new(&g, bv.clone(), relu, (kh, kw), (ci, co), pad).unwrap();
+            let (ho, wo) = conv.out_hw(h, w);
+            let direct = |img: usize, o: usize, oy: usize, ox: usize| -> f64 {
+                let mut acc = bv.get(o).map_or(0.0, |v| *v as f64);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let (iy, ix) = (
+                            (oy + ky) as isize - pad.0 as isize,
+                            (ox + kx) as isize - pad.1 as isize,
+                        );
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        for c in 0..ci {
+                            let xv = x[((img * ci + c) * h + iy as usize) * w + ix as usize] as f64;
+                            acc += xv * g[((ky * kw + kx) * ci + c) * co + o] as f64;
+                        }
+                    }
+                }
+                if relu {
+                    acc.max(0.0)
+                } else {
+                    acc
+                }
+            };
+            let (y1, _, _) = conv.forward(
+                &Maps {
+                    data: &x,
+                    b,
+                    h,
+                    w,
+                    c: ci,
+                    order: Order::Nchw,
+                },
+                Order::Nchw,
+            );
+            let (y2, _, _) = conv.forward(
+                &Maps {
+                    data: &nhwc,
+                    b,
+                    h,
+                    w,
+                    c: ci,
+                    order: Order::Nhwc,
+                },
+                Order::Nhwc,
+            );
+            let mut worst = 0f64;
+            let mut scale = 0f64;
+            for img in 0..b {
+                for o in 0..co {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let want = direct(img, o, oy, ox);
+                            let a = y1[((img * co + o) * ho + oy) * wo + ox] as f64;
+                            let c = y2[((img * ho + oy) * wo + ox) * co + o] as f64;
+                            worst = worst.max((a - want).abs()).max((c - want).abs());
+                            scale = scale.max(want.abs());
+                        }
+                    }
+                }
+            }
             assert!(
-                diff <= 1e-5 * scale,
-                "{kh}x{kw} {b}x{h}x{w}x{ci}->{co}: {diff} of {scale}"
+                worst <= 1e-5 * scale.max(1.0),
+                "{kh}x{kw} {b}x{ci}x{h}x{w}->{co}: {worst} of {scale}"
             );
         }
     }
