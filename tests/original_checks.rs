@@ -102,9 +102,23 @@ fn mage_gate_figures_are_measured_and_a_warning_gate_goes_on() {
         [
             "hole MSE / trivial-fill MSE",
             "tokenizer reconstruction MSE / pixel variance",
-            "masked-token cross-entropy / ln(codebook size)"
+            "masked-token cross-entropy / ln(codebook size)",
+            "hole MSE / trivial-fill MSE of the true tokens decoded",
+            "hole MSE / trivial-fill MSE of one pass of argmax tokens",
+            "token-frequency entropy / ln(codebook size)"
         ]
     );
+    // The gated figures carry their limit, the diagnostics none.
+    let limits: Vec<bool> = g["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["limit"].is_f64())
+        .collect();
+    assert_eq!(limits, [true, true, true, false, false, false], "{g}");
+    let entropy = g["figures"][5]["value"].as_f64().unwrap();
+    assert!(entropy > 0.0 && entropy <= 1.0, "{g}");
+    assert!(err.contains("(a diagnostic, no limit)"), "{err}");
     // A barely trained MAGE guesses tokens about uniformly: close to 1.
     let ce = g["figures"][2]["value"].as_f64().unwrap();
     assert!(ce > 0.5 && ce < 1.5, "{g}");

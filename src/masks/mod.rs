@@ -17,6 +17,7 @@
 //! remaining border, the model predicts a little more than is pasted.
 
 pub mod composite;
+pub mod hole;
 
 pub use composite::Composite;
 

@@ -229,14 +229,15 @@ impl GenerateOptions {
 pub struct QualityFigure {
     pub name: String,
     pub value: f64,
-    pub limit: f64,
+    /// The largest value that passes; `None` for a diagnostic that explains the others.
+    pub limit: Option<f64>,
     /// How it was computed, in a phrase.
     pub rule: String,
 }
 
 impl QualityFigure {
     pub fn passed(&self) -> bool {
-        self.value <= self.limit
+        self.limit.is_none_or(|l| self.value <= l)
     }
 }
 

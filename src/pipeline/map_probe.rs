@@ -7,10 +7,10 @@
 //! error, the deep maps carry it and an Ours that closes their gap should move the outputs.
 //! Written to `map-probe-<dataset>-<model>.json`.
 
-use super::gate::hole_errors;
 use crate::config::Experiment;
 use crate::data::ImageSet;
 use crate::error::user;
+use crate::masks::hole::hole_errors;
 use crate::models::I2IModel;
 use anyhow::Result;
 use serde::Serialize;
