@@ -267,7 +267,7 @@ fn every_paper_cpu_file_passes_check() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["mae.yaml", "palette.yaml"]);
+    assert_eq!(names, ["mae.yaml", "mage.yaml", "palette.yaml"]);
     let d = tempfile::tempdir().unwrap();
     for f in &files {
         let o = std::process::Command::new(bin())
