@@ -48,26 +48,25 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if Self::fused(x) {
-            return Ok(x.contiguous()?.apply_op3(
-                &self.weight.contiguous()?,
-                &self.bias.contiguous()?,
-                self.op(false, false),
-            )?);
-        }
-        self.forward_composed(x)
+        self.forward_act(x, false)
     }
 
     /// `silu(self.forward(x))`.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        if Self::fused(x) {
-            return Ok(x.contiguous()?.apply_op3(
-                &self.weight.contiguous()?,
-                &self.bias.contiguous()?,
-                self.op(true, false),
-            )?);
+        self.forward_act(x, true)
+    }
+
+    /// The norm, then SiLU where `silu`: one op on CPU, the composed ops elsewhere.
+    fn forward_act(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        if !Self::fused(x) {
+            let y = self.forward_composed(x)?;
+            return Ok(if silu { y.silu()? } else { y });
         }
-        Ok(self.forward_composed(x)?.silu()?)
+        Ok(x.contiguous()?.apply_op3(
+            &self.weight.contiguous()?,
+            &self.bias.contiguous()?,
+            self.op(silu, false),
+        )?)
     }
 
     /// `silu(self.forward(x) · (1 + scale) + shift)` with `modulation` `[B, 2C]`: the scale of
