@@ -306,39 +306,38 @@ impl GroupNormOp {
         let n = xg.len() as f64;
         let mut part = vec![[0f64; 4]; p.w.len()];
         let (mut s1, mut s2) = (0f64, 0f64);
-        // The gradient reaching the normalised value z = x̂·γ + β of element i of channel j.
-        let gz = |j: usize, i: usize| -> (f64, f64, f64) {
-            let (s, t) = p.scale_shift(j);
-            let xh = (xg[i] as f64 - mean) * rstd;
-            let z = xh * p.w[j] as f64 + p.b[j] as f64;
-            let mut g = gg[i] as f64;
-            if self.silu {
-                let y = z * s + t;
-                let sg = sigmoid(y);
-                g *= sg * (1.0 + y * (1.0 - sg));
-            }
-            // (∂/∂(z·s + t), ∂/∂z, x̂)
-            (g, g * s, xh)
-        };
+        // Per element: x̂ and the gradient reaching the normalised value z = x̂·γ + β (through
+        // the SiLU and the scale-shift), kept for the dx pass.
+        let mut gq = vec![0f64; xg.len()];
         for (j, acc) in part.iter_mut().enumerate() {
-            let wc = p.w[j] as f64;
+            let (s, t) = p.scale_shift(j);
+            let (wc, bc) = (p.w[j] as f64, p.b[j] as f64);
             for i in j * hw..(j + 1) * hw {
-                let (gp, gq, xh) = gz(j, i);
-                let z = xh * wc + p.b[j] as f64;
-                acc[0] += gq * xh;
-                acc[1] += gq;
+                let xh = (xg[i] as f64 - mean) * rstd;
+                let z = xh * wc + bc;
+                let mut gp = gg[i] as f64;
+                if self.silu {
+                    let y = z * s + t;
+                    let sg = sigmoid(y);
+                    gp *= sg * (1.0 + y * (1.0 - sg));
+                }
+                let q = gp * s;
+                gq[i] = q;
+                acc[0] += q * xh;
+                acc[1] += q;
                 acc[2] += gp * z;
                 acc[3] += gp;
-                s1 += gq * wc;
-                s2 += gq * wc * xh;
+                s1 += q * wc;
+                s2 += q * wc * xh;
             }
         }
         let (m1, m2) = (s1 / n, s2 / n);
         for (j, dxc) in dxg.chunks_mut(hw).enumerate() {
             let wc = p.w[j] as f64;
             for (k, d) in dxc.iter_mut().enumerate() {
-                let (_, gq, xh) = gz(j, j * hw + k);
-                *d = (rstd * (gq * wc - m1 - xh * m2)) as f32;
+                let i = j * hw + k;
+                let xh = (xg[i] as f64 - mean) * rstd;
+                *d = (rstd * (gq[i] * wc - m1 - xh * m2)) as f32;
             }
         }
         part

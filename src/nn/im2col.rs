@@ -314,13 +314,7 @@ fn winograd_of(g: &Geometry, w: &[f32], o: usize, bias: Option<&[f32]>) -> Optio
     if g.stride != 1 || !Winograd::supports(k, k) {
         return None;
     }
-    // [ky][kx][c][o], as the transform reads it: [O, (c, tap)] transposed.
-    let ct = super::winograd::transpose(w, 1, o, c * k * k);
-    let mut t = vec![0f32; ct.len()];
-    for (i, v) in ct.chunks_exact(o).enumerate() {
-        let (cc, tap) = (i / (k * k), i % (k * k));
-        t[(tap * c + cc) * o..][..o].copy_from_slice(v);
-    }
+    let t = super::winograd::taps_major(w, o, c, k * k);
     let bias = bias.map_or(vec![], |b| b.to_vec());
     Winograd::new(&t, bias, false, (k, k), (c, o), (g.padding, g.padding))
 }

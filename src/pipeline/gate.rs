@@ -205,14 +205,7 @@ pub fn missed(r: &GateReport) -> anyhow::Error {
         .figures
         .iter()
         .filter(|f| !f.passed())
-        .map(|f| {
-            format!(
-                "{} {:.3} > {:.3}",
-                f.name,
-                f.value,
-                f.limit.unwrap_or(f64::NAN)
-            )
-        })
+        .filter_map(|f| Some(format!("{} {:.3} > {:.3}", f.name, f.value, f.limit?)))
         .collect();
     user(format!(
         "the original model `{}` misses its quality gate on dataset `{}` ({}): it has little to forget; train it longer, or set `quality_gate: {{enforce: false}}` to go on anyway",

@@ -43,17 +43,7 @@ impl CpuConv {
         pad: (usize, usize),
     ) -> Self {
         let [co, ci, kh, kw] = dims;
-        let mut w = vec![0f32; kh * kw * ci * co];
-        for o in 0..co {
-            for i in 0..ci {
-                for y in 0..kh {
-                    for x in 0..kw {
-                        w[((y * kw + x) * ci + i) * co + o] =
-                            w_oihw[((o * ci + i) * kh + y) * kw + x];
-                    }
-                }
-            }
-        }
+        let w = crate::nn::winograd::taps_major(w_oihw, co, ci, kh * kw);
         let winograd = if stride == 1 {
             crate::nn::winograd::Winograd::new(&w, bias.clone(), true, (kh, kw), (ci, co), pad)
         } else {
@@ -351,14 +341,7 @@ impl Backend for CpuBackend {
 
 /// `[B, C, H, W]` values → a channels-last activation.
 pub fn from_nchw(nchw: &[f32], b: usize, c: usize, h: usize, w: usize) -> Act {
-    let mut data = vec![0f32; nchw.len()];
-    for i in 0..b {
-        for ch in 0..c {
-            for p in 0..h * w {
-                data[(i * h * w + p) * c + ch] = nchw[(i * c + ch) * h * w + p];
-            }
-        }
-    }
+    let data = crate::nn::winograd::transpose(nchw, b, c, h * w);
     Act { data, b, h, w, c }
 }
 

@@ -42,7 +42,7 @@ mod tables;
 mod transpose;
 
 use tables::{sparse, Toom};
-pub use transpose::transpose;
+pub use transpose::{taps_major, transpose};
 
 /// One axis of a convolution: its algorithm with `Bᵀ` and `Aᵀ` as sparse rows.
 struct Axis {

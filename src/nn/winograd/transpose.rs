@@ -1,4 +1,5 @@
-//! NCHW ↔ NHWC for the Winograd convolution of [`super`].
+//! NCHW ↔ NHWC, and OIHW weights → the tap-major layout, for the Winograd convolution of
+//! [`super`] and the Inception backend's im2col.
 
 use rayon::prelude::*;
 
@@ -55,6 +56,19 @@ pub fn transpose(src: &[f32], n: usize, rows: usize, cols: usize) -> Vec<f32> {
     dst
 }
 
+/// OIHW weights (`[co][ci][taps]`, taps = kh·kw in row-major order) → `[taps][ci][co]`, the
+/// layout the Winograd transform and the channels-last im2col read.
+pub fn taps_major(w_oihw: &[f32], co: usize, ci: usize, taps: usize) -> Vec<f32> {
+    // [co][(ci, tap)] → [(ci, tap)][co], then the (ci, tap) rows reordered to (tap, ci).
+    let ct = transpose(w_oihw, 1, co, ci * taps);
+    let mut t = vec![0f32; ct.len()];
+    for (i, v) in ct.chunks_exact(co).enumerate() {
+        let (c, tap) = (i / taps, i % taps);
+        t[(tap * ci + c) * co..][..co].copy_from_slice(v);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     /// The blocked transpose equals the plain one, on sizes that are not multiples of its tile.
@@ -67,6 +81,26 @@ mod tests {
                 for r in 0..rows {
                     for c in 0..cols {
                         assert_eq!(t[(k * cols + c) * rows + r], src[(k * rows + r) * cols + c]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `taps_major` moves each weight where the plain loop puts it.
+    #[test]
+    fn taps_major_equals_the_plain_loop() {
+        let (co, ci, kh, kw) = (5, 3, 3, 2);
+        let w: Vec<f32> = (0..co * ci * kh * kw).map(|i| i as f32).collect();
+        let t = super::taps_major(&w, co, ci, kh * kw);
+        for o in 0..co {
+            for i in 0..ci {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        assert_eq!(
+                            t[((y * kw + x) * ci + i) * co + o],
+                            w[((o * ci + i) * kh + y) * kw + x]
+                        );
                     }
                 }
             }
