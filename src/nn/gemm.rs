@@ -53,3 +53,76 @@ pub fn gemm_rows(
         );
     }
 }
+
+/// `count` independent products `dst[p] = lhs[p] · rhs[p]` (p < count), the p-th operands at
+/// `p · off` from the slices' starts with the row strides of [`gemm_rows`], in parallel over p
+/// and one thread each: many small products (Winograd's points at batch 1) without the
+/// synchronisation of splitting each one over the threads. The products' outputs must not
+/// overlap: either interleaved (`dst_off ≥ n` and all of them inside one row stride) or apart
+/// (`dst_off` at least one whole output).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rows_batched(
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_off, dst_rs): (&mut [f32], usize, usize),
+    (lhs, lhs_off, lhs_rs): (&[f32], usize, usize),
+    (rhs, rhs_off, rhs_rs): (&[f32], usize, usize),
+) {
+    use rayon::prelude::*;
+    if m == 0 || n == 0 || count == 0 {
+        return;
+    }
+    let span = |rows: usize, rs: usize, cols: usize| (rows - 1) * rs + cols;
+    assert!(
+        dst_rs >= n && lhs_rs >= k && rhs_rs >= n,
+        "gemm_rows_batched: a row stride below its row"
+    );
+    let last = count - 1;
+    assert!(
+        dst.len() >= last * dst_off + span(m, dst_rs, n)
+            && (k == 0
+                || (lhs.len() >= last * lhs_off + span(m, lhs_rs, k)
+                    && rhs.len() >= last * rhs_off + span(k, rhs_rs, n))),
+        "gemm_rows_batched: an operand shorter than its rows"
+    );
+    let interleaved = dst_off >= n && last * dst_off + n <= dst_rs;
+    let apart = dst_off >= span(m, dst_rs, n);
+    assert!(
+        count == 1 || interleaved || apart,
+        "gemm_rows_batched: outputs overlap"
+    );
+    // Addresses as integers so that the closure is Send; each task writes only its own output.
+    let (d, l, r) = (
+        dst.as_mut_ptr() as usize,
+        lhs.as_ptr() as usize,
+        rhs.as_ptr() as usize,
+    );
+    (0..count).into_par_iter().for_each(|p| {
+        // SAFETY: every element read or written lies inside its slice (checked above); the
+        // outputs of different p do not overlap (checked above), and `dst` is borrowed mutably
+        // for the whole call, apart from the inputs.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                (d as *mut f32).add(p * dst_off),
+                1,
+                dst_rs as isize,
+                false,
+                (l as *const f32).add(p * lhs_off),
+                1,
+                lhs_rs as isize,
+                (r as *const f32).add(p * rhs_off),
+                1,
+                rhs_rs as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+}

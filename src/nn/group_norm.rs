@@ -133,9 +133,48 @@ pub struct GroupNormOp {
 /// (mean, 1/std) of one group, accumulated in f64.
 fn group_stats(x: &[f32], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+    let mut sums = [0f64; 2];
+    lane_sums(x, 0.0, false, &mut sums[0]);
+    let mean = sums[0] / n;
+    lane_sums(x, mean, true, &mut sums[1]);
+    (mean, 1.0 / (sums[1] / n + eps).sqrt())
+}
+
+crate::multiversion! {
+    /// `out` = Σ (x − center), or Σ (x − center)² where `square`, in f64 over 8 lanes (so
+    /// that the loop vectorises), the lanes summed at the end.
+    fn lane_sums(x: &[f32], center: f64, square: bool, out: &mut f64) {
+        let f = |v: f32| {
+            let d = v as f64 - center;
+            if square { d * d } else { d }
+        };
+        let mut acc = [0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f(v);
+            }
+        }
+        *out = acc.iter().sum::<f64>() + rest.iter().map(|&v| f(v)).sum::<f64>();
+    }
+}
+
+crate::multiversion! {
+    /// `y = x·a + d`, through the SiLU where asked (its exponential from
+    /// [`crate::nn::fused::exp`], so that the loop vectorises).
+    fn affine_act(y: &mut [f32], x: &[f32], a: f32, d: f32, silu: bool) {
+        if silu {
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                let v = xv * a + d;
+                *yv = v / (1.0 + crate::nn::fused::exp(-v));
+            }
+        } else {
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                *yv = xv * a + d;
+            }
+        }
+    }
 }
 
 fn sigmoid(v: f64) -> f64 {
@@ -219,10 +258,7 @@ impl candle_core::CustomOp3 for GroupNormOp {
                     let (wc, bc) = (p.w[j] as f64, p.b[j] as f64);
                     let a = (rstd * wc * s) as f32;
                     let d = ((bc - mean * rstd * wc) * s + t) as f32;
-                    for (yv, &xv) in yc.iter_mut().zip(xc) {
-                        let v = xv * a + d;
-                        *yv = if self.silu { v / (1.0 + (-v).exp()) } else { v };
-                    }
+                    affine_act(yc, xc, a, d, self.silu);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))

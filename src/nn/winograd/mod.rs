@@ -148,36 +148,35 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
-    /// `U = G g Gᵀ` for every (input, output) channel pair, vectorised over the output
-    /// channels: `g` is `[kh][kw][ci][co]`, `u` `[nh·nw][ci][co]`; `gg` scratch of nh·kw·co.
-    fn transform_weights(g: &[f32], u: &mut [f32], gg: &mut [f32], th: &Toom, tw: &Toom, ci: usize, co: usize) {
+    /// `U = G g Gᵀ` for input channel `i` and every output channel, vectorised over the output
+    /// channels: `g` is `[kh][kw][ci][co]`, `u` this channel's `[nh·nw][co]`; `gg` scratch of
+    /// nh·kw·co.
+    fn transform_weights(g: &[f32], u: &mut [f32], gg: &mut [f32], th: &Toom, tw: &Toom, i: usize, ci: usize, co: usize) {
         let (kw, nh, nw) = (tw.r, th.n(), tw.n());
-        for i in 0..ci {
-            let tap = |y: usize, x: usize| &g[((y * kw + x) * ci + i) * co..][..co];
-            // gg[a][x] = Σ_y G_rows[a][y] · g[y][x]
-            for a in 0..nh {
-                for x in 0..kw {
-                    let d = &mut gg[(a * kw + x) * co..][..co];
-                    d.fill(0.0);
-                    for (y, c) in th.g[a].iter().enumerate() {
-                        if *c != 0.0 {
-                            let c = *c as f32;
-                            d.iter_mut().zip(tap(y, x)).for_each(|(d, s)| *d += c * s);
-                        }
+        let tap = |y: usize, x: usize| &g[((y * kw + x) * ci + i) * co..][..co];
+        // gg[a][x] = Σ_y G_rows[a][y] · g[y][x]
+        for a in 0..nh {
+            for x in 0..kw {
+                let d = &mut gg[(a * kw + x) * co..][..co];
+                d.fill(0.0);
+                for (y, c) in th.g[a].iter().enumerate() {
+                    if *c != 0.0 {
+                        let c = *c as f32;
+                        d.iter_mut().zip(tap(y, x)).for_each(|(d, s)| *d += c * s);
                     }
                 }
             }
-            // u[a][b] = Σ_x G_cols[b][x] · gg[a][x]
-            for a in 0..nh {
-                for b in 0..nw {
-                    let d = &mut u[((a * nw + b) * ci + i) * co..][..co];
-                    d.fill(0.0);
-                    for (x, c) in tw.g[b].iter().enumerate() {
-                        if *c != 0.0 {
-                            let c = *c as f32;
-                            let s = &gg[(a * kw + x) * co..][..co];
-                            d.iter_mut().zip(s).for_each(|(d, s)| *d += c * s);
-                        }
+        }
+        // u[a][b] = Σ_x G_cols[b][x] · gg[a][x]
+        for a in 0..nh {
+            for b in 0..nw {
+                let d = &mut u[(a * nw + b) * co..][..co];
+                d.fill(0.0);
+                for (x, c) in tw.g[b].iter().enumerate() {
+                    if *c != 0.0 {
+                        let c = *c as f32;
+                        let s = &gg[(a * kw + x) * co..][..co];
+                        d.iter_mut().zip(s).for_each(|(d, s)| *d += c * s);
                     }
                 }
             }
@@ -225,7 +224,8 @@ impl Maps<'_> {
 }
 
 /// A stride-1 convolution whose kernel sizes per axis have an algorithm (1, 3, 5 or 7 taps,
-/// not both 1), its weights transformed: `u` is `[n][ci][co]`.
+/// not both 1), its weights transformed: `u` is `[ci][n][co]` (point ξ's `[ci][co]` matrix at
+/// ξ·co with rows n·co apart, so that each input channel is transformed on its own).
 pub struct Winograd {
     u: Vec<f32>,
     /// Bias per output channel, or empty for none.
@@ -265,8 +265,10 @@ impl Winograd {
         assert!(b.is_empty() || b.len() == co, "one bias per output channel");
         let (nh, nw) = (th.n(), tw.n());
         let mut u = vec![0f32; nh * nw * ci * co];
-        let mut gg = vec![0f32; nh * kw * co];
-        transform_weights(w, &mut u, &mut gg, th, tw, ci, co);
+        u.par_chunks_mut(nh * nw * co).enumerate().for_each_init(
+            || vec![0f32; nh * kw * co],
+            |gg, (i, ui)| transform_weights(w, ui, gg, th, tw, i, ci, co),
+        );
         Some(Self {
             u,
             b,
@@ -312,6 +314,37 @@ impl Winograd {
         }
     }
 
+    /// `M_ξ = V_ξ · U_ξ` for every point ξ over `t` tiles (point ξ of tile k at (k·np + ξ)·ci in
+    /// `v` and (k·np + ξ)·co in `m`): one product per point and thread when there are points
+    /// enough to keep the threads busy (batch 1: small products, whose split over the threads
+    /// cost more in synchronisation than it saved), else each product over all the threads.
+    fn points_gemm(&self, t: usize, v: &[f32], m: &mut [f32]) {
+        let (ci, co) = (self.ci, self.co);
+        let np = self.rows.n * self.cols.n;
+        if np >= 4 * rayon::current_num_threads() {
+            crate::nn::gemm::gemm_rows_batched(
+                np,
+                (t, co, ci),
+                (m, co, np * co),
+                (v, ci, np * ci),
+                (&self.u, co, np * co),
+            );
+            return;
+        }
+        for xi in 0..np {
+            crate::nn::gemm::gemm_rows(
+                (t, co, ci),
+                &mut m[xi * co..],
+                np * co,
+                &v[xi * ci..],
+                np * ci,
+                &self.u[xi * co..],
+                np * co,
+                false,
+            );
+        }
+    }
+
     /// [`Winograd::forward`] of NHWC maps into NHWC.
     fn forward_nhwc(&self, x: &Maps) -> (Vec<f32>, usize, usize) {
         let (ci, co) = (self.ci, self.co);
@@ -344,41 +377,35 @@ impl Winograd {
                         input_transform(patch, tmp, vt, rows, cols, ci);
                     },
                 );
-            for xi in 0..np {
-                // Point ξ of tile k is at (k·np + ξ)·ci in `v` and (k·np + ξ)·co in `m`.
-                crate::nn::gemm::gemm_rows(
-                    (t, co, ci),
-                    &mut m[xi * co..],
-                    np * co,
-                    &v[xi * ci..],
-                    np * ci,
-                    &self.u[xi * ci * co..(xi + 1) * ci * co],
-                    co,
-                    false,
-                );
-            }
-            // Output transform: each tile's mh × mw outputs into the first values of its block
-            // of `m`, then copied into place (fewer at the right and bottom edges).
+            self.points_gemm(t, &v, &mut m);
+            // Output transform: each tile's mh × mw outputs, written into place (fewer at the
+            // right and bottom edges), in parallel over the rows of tiles of each image.
             let (mh, mw) = (rows.m, cols.m);
-            m[..t * np * co].par_chunks_mut(np * co).for_each_init(
-                || (vec![0f32; mh * nw * co], vec![0f32; mh * mw * co]),
-                |(s, y), mt| {
-                    output_transform(mt, s, y, rows, cols, &self.b, self.relu, co);
-                    mt[..mh * mw * co].copy_from_slice(y);
-                },
-            );
-            for (k, mt) in m[..t * np * co].chunks(np * co).enumerate() {
-                let (img, rem) = ((start + k) / (th * tw), (start + k) % (th * tw));
-                let (ty, tx) = (rem / tw, rem % tw);
-                for q in 0..mh * mw {
-                    let (oy, ox) = (mh * ty + q / mw, mw * tx + q % mw);
-                    if oy >= ho || ox >= wo {
-                        continue;
-                    }
-                    let d = ((img * ho + oy) * wo + ox) * co;
-                    out[d..d + co].copy_from_slice(&mt[q * co..(q + 1) * co]);
-                }
-            }
+            let end = start + t;
+            out.par_chunks_mut(ho * wo * co)
+                .enumerate()
+                .for_each(|(img, out_img)| {
+                    out_img
+                        .par_chunks_mut(mh * wo * co)
+                        .enumerate()
+                        .for_each_init(
+                            || (vec![0f32; mh * nw * co], vec![0f32; mh * mw * co]),
+                            |(s, y), (ty, blk)| {
+                                let first = (img * th + ty) * tw;
+                                for tile in first.max(start)..(first + tw).min(end) {
+                                    let mt = &m[(tile - start) * np * co..][..np * co];
+                                    output_transform(mt, s, y, rows, cols, &self.b, self.relu, co);
+                                    let tx = tile - first;
+                                    let (rn, cn) = (blk.len() / (wo * co), mw.min(wo - mw * tx));
+                                    for q in 0..rn {
+                                        let d = (q * wo + mw * tx) * co;
+                                        blk[d..d + cn * co]
+                                            .copy_from_slice(&y[q * mw * co..][..cn * co]);
+                                    }
+                                }
+                            },
+                        );
+                });
             start += t;
         }
         (out, ho, wo)
