@@ -220,7 +220,7 @@ impl CustomOp1 for SoftmaxOp {
 
 crate::multiversion! {
     /// Softmax of the rows of a chunk (`d` values each).
-    fn softmax_rows(yc: &mut [f32], xc: &[f32], d: usize) {
+    pub(crate) fn softmax_rows(yc: &mut [f32], xc: &[f32], d: usize) {
         for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
             let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             // The exponentials in one loop (it vectorises), their sum in order in another.
@@ -239,7 +239,7 @@ crate::multiversion! {
 
 crate::multiversion! {
     /// Softmax backward of the rows of a chunk.
-    fn softmax_bwd_rows(dc: &mut [f32], yc: &[f32], gc: &[f32], d: usize) {
+    pub(crate) fn softmax_bwd_rows(dc: &mut [f32], yc: &[f32], gc: &[f32], d: usize) {
         for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
             let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
             for ((dv, &yv), &g) in dr.iter_mut().zip(yr).zip(gr) {

@@ -14,6 +14,34 @@ pub fn gemm_rows(
     rhs_rs: usize,
     accumulate: bool,
 ) {
+    let threads = rayon::current_num_threads();
+    gemm_rows_on(
+        threads,
+        (m, n, k),
+        dst,
+        dst_rs,
+        lhs,
+        lhs_rs,
+        rhs,
+        rhs_rs,
+        accumulate,
+    )
+}
+
+/// [`gemm_rows`] on `threads` of the current rayon pool (1: on the calling thread alone, for
+/// products that are themselves run in parallel).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rows_on(
+    threads: usize,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -49,7 +77,11 @@ pub fn gemm_rows(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

@@ -5,6 +5,7 @@
 //! here therefore takes a [`Mode`]: `Train` composes the op from primitive tensor ops that
 //! backpropagate, `Infer` uses the fast fused kernels. Frozen teachers and evaluation use `Infer`.
 
+pub mod attention;
 pub mod block;
 pub mod conv;
 pub mod fused;
@@ -12,6 +13,7 @@ pub mod gemm;
 pub mod group_norm;
 pub mod im2col;
 pub mod init;
+pub mod loss;
 pub mod simd;
 pub mod timestep;
 pub mod winograd;
@@ -316,9 +318,9 @@ pub fn add_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Mean squared error, averaged over all elements.
+/// Mean squared error, averaged over all elements (one op on CPU: [`loss::mse`]).
 pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok((a - b)?.sqr()?.mean_all()?)
+    loss::mse(a, b)
 }
 
 /// Per-sample mean squared difference over all non-batch elements, `[B]`.

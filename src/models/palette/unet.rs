@@ -8,7 +8,7 @@
 
 use super::PaletteConfig;
 use crate::nn::conv::{avg_pool2x, silu, upsample2x, Conv2d, GroupNorm};
-use crate::nn::{softmax_last, Linear, Mode};
+use crate::nn::{Linear, Mode};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -140,14 +140,9 @@ impl AttentionBlock {
         let q = (qkv.narrow(1, 0, ch)? * scale)?;
         let k = (qkv.narrow(1, ch, ch)? * scale)?;
         let v = qkv.narrow(1, 2 * ch, ch)?;
-        // weight[b, t, s] = Σ_c q[b, c, t] k[b, c, s]
-        let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?;
-        let weight = softmax_last(&weight, mode)?;
-        // a[b, c, t] = Σ_s weight[b, t, s] v[b, c, s]
-        let a = v
-            .contiguous()?
-            .matmul(&weight.transpose(1, 2)?.contiguous()?)?
-            .reshape((b, c, t))?;
+        // a[b, c, t] = Σ_s softmax_s(Σ_c q[b, c, t] k[b, c, s]) v[b, c, s], one op on CPU.
+        let a =
+            crate::nn::attention::attention_channels_first(&q, &k, &v, mode)?.reshape((b, c, t))?;
         let out = Self::pointwise(&a, &self.proj_w, &self.proj_b)?;
         Ok((x + out.reshape((b, c, h, w))?)?)
     }
