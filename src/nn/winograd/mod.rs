@@ -307,7 +307,7 @@ impl Winograd {
         } else {
             x
         };
-        let (out, ho, wo) = self.forward_nhwc(x);
+        let (out, ho, wo) = self.forward_nhwc(x, None);
         match order {
             Order::Nhwc => (out, ho, wo),
             Order::Nchw => (transpose(&out, x.b, ho * wo, self.co), ho, wo),
@@ -345,8 +345,9 @@ impl Winograd {
         }
     }
 
-    /// [`Winograd::forward`] of NHWC maps into NHWC.
-    fn forward_nhwc(&self, x: &Maps) -> (Vec<f32>, usize, usize) {
+    /// [`Winograd::forward`] of NHWC maps into NHWC, `chunk` tiles at a time (by default as many
+    /// as fill [`TILE_BYTES`]; tests force small chunks, which split rows of tiles).
+    fn forward_nhwc(&self, x: &Maps, chunk: Option<usize>) -> (Vec<f32>, usize, usize) {
         let (ci, co) = (self.ci, self.co);
         let (ph, pw) = self.pad;
         let (rows, cols) = (&self.rows, &self.cols);
@@ -355,7 +356,9 @@ impl Winograd {
         let (ho, wo) = self.out_hw(x.h, x.w);
         let (th, tw) = (ho.div_ceil(rows.m), wo.div_ceil(cols.m));
         let total = x.b * th * tw;
-        let chunk = (TILE_BYTES / (4 * np * (ci + co))).clamp(16, total.max(16));
+        let chunk = chunk
+            .unwrap_or_else(|| (TILE_BYTES / (4 * np * (ci + co))).max(16))
+            .clamp(1, total.max(16));
         let mut v = vec![0f32; chunk.min(total) * np * ci];
         let mut m = vec![0f32; chunk.min(total) * np * co];
         let mut out = vec![0f32; x.b * ho * wo * co];
@@ -382,8 +385,12 @@ impl Winograd {
             // right and bottom edges), in parallel over the rows of tiles of each image.
             let (mh, mw) = (rows.m, cols.m);
             let end = start + t;
-            out.par_chunks_mut(ho * wo * co)
+            // The images this chunk's tiles fall in.
+            let (first_img, last_img) = (start / (th * tw), (end - 1) / (th * tw));
+            out[first_img * ho * wo * co..(last_img + 1) * ho * wo * co]
+                .par_chunks_mut(ho * wo * co)
                 .enumerate()
+                .map(|(k, o)| (first_img + k, o))
                 .for_each(|(img, out_img)| {
                     out_img
                         .par_chunks_mut(mh * wo * co)
@@ -415,6 +422,36 @@ impl Winograd {
 #[cfg(test)]
 mod tests {
     use super::{Maps, Order, Winograd};
+
+    /// Chunks of tiles that end inside a row of tiles and inside an image give the outputs of
+    /// one chunk for the whole batch.
+    #[test]
+    fn small_chunks_equal_one_chunk() {
+        let mut rng = crate::util::rng("winograd-chunks", 0);
+        let (b, h, w, ci, co) = (3, 11, 13, 5, 6);
+        let g = crate::util::normal_vec(&mut rng, 9 * ci * co);
+        let bias = crate::util::normal_vec(&mut rng, co);
+        let x = crate::util::normal_vec(&mut rng, b * h * w * ci);
+        let conv = Winograd::new(&g, bias, true, (3, 3), (ci, co), (1, 1)).unwrap();
+        let maps = Maps {
+            data: &x,
+            b,
+            h,
+            w,
+            c: ci,
+            order: Order::Nhwc,
+        };
+        let (whole, _, _) = conv.forward_nhwc(&maps, None);
+        for chunk in [1, 5, 7, 13] {
+            let (parts, _, _) = conv.forward_nhwc(&maps, Some(chunk));
+            let worst = whole
+                .iter()
+                .zip(&parts)
+                .map(|(a, c)| (a - c).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-5, "chunks of {chunk} tiles: {worst}");
+        }
+    }
 
     /// The NCHW and NHWC convolutions against a direct f64 correlation, for every kernel here,
     /// on odd and even map sizes, with and without padding, bias and ReLU.
