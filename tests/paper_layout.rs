@@ -256,7 +256,8 @@ fn paper_layout_report_of_three_families() {
 }
 
 /// The CPU-sized experiments (`experiments/paper-cpu/`, one per family) pass `check` offline:
-/// their committed originals and oracles exist with the SHA-256 the files pin.
+/// their committed originals and oracles exist with the SHA-256 the files pin, and the price
+/// counts the classes the run will use (the paper's split restricted to the source's classes).
 #[test]
 fn every_paper_cpu_file_passes_check() {
     if shared_data().is_none() {
@@ -279,5 +280,10 @@ fn every_paper_cpu_file_passes_check() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{f:?}: {}\n{out}", stderr(&o));
         assert!(out.contains("committed"), "{f:?}: {out}");
+        let classes = match f.file_name().unwrap().to_str().unwrap() {
+            "mae.yaml" | "mage.yaml" => "(30 forget + 33 retain classes",
+            _ => "(17 forget + 18 retain classes",
+        };
+        assert!(out.contains(classes), "{f:?}: no `{classes}` in\n{out}");
     }
 }

@@ -135,9 +135,18 @@ fn extractor_rate(r: crate::metrics::ExtractorRef) -> Option<Rate> {
     }
 }
 
-/// The (forget, retain) class counts of a dataset: its lists, else its preset's (an upper bound
-/// when `restrict_to_available` may drop some).
+/// The (forget, retain) class counts of a dataset: resolved against its source's classes when
+/// the source is here, as the run resolves them (a preset under `restrict_to_available` keeps
+/// only the classes the source has); else its lists or its preset's, an upper bound.
 fn class_counts(d: &crate::data::DatasetSpec) -> (usize, usize) {
+    if d.effective_source().is_present() {
+        let resolved = crate::data::open_dataset(d)
+            .ok()
+            .and_then(|src| crate::data::split::resolve_classes(d, &src.classes(), false).ok());
+        if let Some(r) = resolved {
+            return (r.forget.len(), r.retain.len());
+        }
+    }
     let p = d.preset.as_deref().and_then(crate::data::presets::preset);
     let f = if d.forget_classes.is_empty() {
         p.as_ref().map_or(0, |p| p.forget.len())
