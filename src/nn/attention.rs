@@ -10,6 +10,7 @@
 
 use super::fused::{slice, softmax_bwd_rows, softmax_rows, with_f32};
 use super::gemm::gemm_rows_on;
+use super::transpose_tiled_into as transpose_into;
 use super::Mode;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
@@ -35,15 +36,6 @@ pub fn attention_channels_first(q: &Tensor, k: &Tensor, v: &Tensor, mode: Mode) 
 }
 
 struct AttentionOp;
-
-/// `[c][T]` → `[T][c]` into `dst`.
-fn transpose_into(src: &[f32], c: usize, t: usize, dst: &mut [f32]) {
-    for (i, row) in src.chunks_exact(t).enumerate().take(c) {
-        for (j, v) in row.iter().enumerate() {
-            dst[j * c + i] = *v;
-        }
-    }
-}
 
 /// One head's softmax(qᵀ k) into `p` (`[T][T]`); `qt` scratch of `T × c`, `scores` of `T × T`.
 fn probs(q: &[f32], k: &[f32], (c, t): (usize, usize), [qt, scores, p]: [&mut [f32]; 3]) {

@@ -45,45 +45,98 @@ pub fn gemm_rows_on(
     if m == 0 || n == 0 {
         return;
     }
-    let span = |rows: usize, rs: usize, cols: usize| (rows - 1) * rs + cols;
-    assert!(
-        dst_rs >= n && lhs_rs >= k && rhs_rs >= n,
-        "gemm_rows: a row stride below its row"
-    );
-    assert!(
-        dst.len() >= span(m, dst_rs, n)
-            && (k == 0 || (lhs.len() >= span(m, lhs_rs, k) && rhs.len() >= span(k, rhs_rs, n))),
-        "gemm_rows: an operand shorter than its rows"
+    check(
+        "gemm_rows",
+        1,
+        (m, n, k),
+        (dst.len(), 0, dst_rs),
+        (lhs.len(), 0, lhs_rs),
+        (rhs.len(), 0, rhs_rs),
     );
     // SAFETY: every element read or written lies inside its slice (checked above); the rows of
     // `dst` do not overlap (dst_rs ≥ n), and `dst` is borrowed mutably, apart from the inputs.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+        product(
+            (m, n, k),
+            (dst.as_mut_ptr(), dst_rs),
+            (lhs.as_ptr(), lhs_rs),
+            (rhs.as_ptr(), rhs_rs),
             accumulate,
-            lhs.as_ptr(),
-            1,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
+            threads,
+        )
     }
+}
+
+/// The operands of `count` products (the p-th at `p · off`) lie inside their slices, whose
+/// lengths are given, with row strides no shorter than their rows; panics naming `what`
+/// otherwise.
+fn check(
+    what: &str,
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    (dst_len, dst_off, dst_rs): (usize, usize, usize),
+    (lhs_len, lhs_off, lhs_rs): (usize, usize, usize),
+    (rhs_len, rhs_off, rhs_rs): (usize, usize, usize),
+) {
+    let span = |rows: usize, rs: usize, cols: usize| (rows - 1) * rs + cols;
+    assert!(
+        dst_rs >= n && lhs_rs >= k && rhs_rs >= n,
+        "{what}: a row stride below its row"
+    );
+    let last = count - 1;
+    assert!(
+        dst_len >= last * dst_off + span(m, dst_rs, n)
+            && (k == 0
+                || (lhs_len >= last * lhs_off + span(m, lhs_rs, k)
+                    && rhs_len >= last * rhs_off + span(k, rhs_rs, n))),
+        "{what}: an operand shorter than its rows"
+    );
+    let interleaved = dst_off >= n && last * dst_off + n <= dst_rs;
+    let apart = dst_off >= span(m, dst_rs, n);
+    assert!(
+        count == 1 || interleaved || apart,
+        "{what}: outputs overlap"
+    );
+}
+
+/// `gemm`'s product of row-major operands with row strides, on `threads` of the current pool.
+///
+/// # Safety
+/// The operands must lie inside live allocations (see [`check`]), and no other reference may
+/// read or write `dst`'s elements during the call.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs): (*const f32, usize),
+    accumulate: bool,
+    threads: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        1,
+        rhs_rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        },
+    );
 }
 
 /// `count` independent products `dst[p] = lhs[p] · rhs[p]` (p < count), the p-th operands at
@@ -104,24 +157,13 @@ pub fn gemm_rows_batched(
     if m == 0 || n == 0 || count == 0 {
         return;
     }
-    let span = |rows: usize, rs: usize, cols: usize| (rows - 1) * rs + cols;
-    assert!(
-        dst_rs >= n && lhs_rs >= k && rhs_rs >= n,
-        "gemm_rows_batched: a row stride below its row"
-    );
-    let last = count - 1;
-    assert!(
-        dst.len() >= last * dst_off + span(m, dst_rs, n)
-            && (k == 0
-                || (lhs.len() >= last * lhs_off + span(m, lhs_rs, k)
-                    && rhs.len() >= last * rhs_off + span(k, rhs_rs, n))),
-        "gemm_rows_batched: an operand shorter than its rows"
-    );
-    let interleaved = dst_off >= n && last * dst_off + n <= dst_rs;
-    let apart = dst_off >= span(m, dst_rs, n);
-    assert!(
-        count == 1 || interleaved || apart,
-        "gemm_rows_batched: outputs overlap"
+    check(
+        "gemm_rows_batched",
+        count,
+        (m, n, k),
+        (dst.len(), dst_off, dst_rs),
+        (lhs.len(), lhs_off, lhs_rs),
+        (rhs.len(), rhs_off, rhs_rs),
     );
     // Addresses as integers so that the closure is Send; each task writes only its own output.
     let (d, l, r) = (
@@ -134,27 +176,14 @@ pub fn gemm_rows_batched(
         // outputs of different p do not overlap (checked above), and `dst` is borrowed mutably
         // for the whole call, apart from the inputs.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                (d as *mut f32).add(p * dst_off),
+            product(
+                (m, n, k),
+                ((d as *mut f32).add(p * dst_off), dst_rs),
+                ((l as *const f32).add(p * lhs_off), lhs_rs),
+                ((r as *const f32).add(p * rhs_off), rhs_rs),
+                false,
                 1,
-                dst_rs as isize,
-                false,
-                (l as *const f32).add(p * lhs_off),
-                1,
-                lhs_rs as isize,
-                (r as *const f32).add(p * rhs_off),
-                1,
-                rhs_rs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+            )
         }
     });
 }

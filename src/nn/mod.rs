@@ -113,8 +113,15 @@ pub fn frozen_layout(w: Tensor) -> Result<Tensor> {
 /// `[rows, cols]` row-major values as `[cols, rows]` row-major, copied in 32 × 32 tiles: candle's
 /// strided copy reads one value per cache line (MAE-base's weights: ≈ 0.3 s of every load).
 fn transpose_tiled(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
     let mut out = vec![0f32; rows * cols];
+    transpose_tiled_into(src, rows, cols, &mut out);
+    out
+}
+
+/// [`transpose_tiled`] into `out` (`rows · cols` values), on the calling thread.
+pub(crate) fn transpose_tiled_into(src: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    const T: usize = 32;
+    let out = &mut out[..rows * cols];
     for r0 in (0..rows).step_by(T) {
         let r1 = (r0 + T).min(rows);
         let block = &src[r0 * cols..r1 * cols];
@@ -126,7 +133,6 @@ fn transpose_tiled(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 /// LayerNorm over the last dimension.
